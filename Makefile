@@ -1,0 +1,42 @@
+# Batchwatch. Set-up commands: `make demo` and `make test`; `make airflow` opens the web UI on the same runs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+export AIRFLOW_HOME := $(CURDIR)/.airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export PYTHONPATH := $(CURDIR)/include:$(CURDIR)/plugins
+export BATCHWATCH_ARTIFACT_ROOT ?= $(CURDIR)/var/artifacts
+# The warehouse: an SQLite file unless AIRFLOW_CONN_WAREHOUSE names a postgresql:// database.
+export AIRFLOW_CONN_WAREHOUSE ?= sqlite:///$(CURDIR)/var/warehouse.db
+
+.PHONY: demo test airflow bench clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(AIRFLOW_HOME)/.migrated: $(VENV)/.installed
+	mkdir -p $(AIRFLOW_HOME) var
+	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/db-migrate.log; exit 1)
+	touch $@
+
+demo: $(AIRFLOW_HOME)/.migrated
+	$(BIN)/python -m batchwatch_airflow.demo
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest
+
+airflow: $(AIRFLOW_HOME)/.migrated
+	$(BIN)/airflow standalone
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/bench_nightly_predict.py
+
+clean:
+	rm -rf var $(AIRFLOW_HOME)

@@ -1,0 +1,3 @@
+from batchwatch.cli import main
+
+main()

@@ -1,0 +1,139 @@
+"""`python -m batchwatch`: set up a warehouse, fill it with simulated data, bootstrap a champion.
+
+The warehouse URL comes from --warehouse or AIRFLOW_CONN_WAREHOUSE (the Airflow connection the
+DAGs use), so the commands and the DAGs always talk to the same database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import date, datetime, time, timedelta, timezone
+
+import sqlalchemy as sa
+
+from batchwatch import registry, simulate, training, warehouse
+from batchwatch.spec import get_spec
+
+
+def _day(text: str) -> datetime:
+    return datetime.combine(date.fromisoformat(text), time(), tzinfo=timezone.utc)
+
+
+def _engine(args: argparse.Namespace) -> sa.Engine:
+    url = args.warehouse or os.environ.get("AIRFLOW_CONN_WAREHOUSE")
+    if not url:
+        sys.exit("no warehouse: pass --warehouse URL or set AIRFLOW_CONN_WAREHOUSE")
+    return warehouse.make_engine(url)
+
+
+def simulate_into(
+    engine: sa.Engine,
+    *,
+    start: datetime,
+    end: datetime,
+    rows_per_day: int,
+    seed: int = 7,
+    malformed_rate: float = 0.0,
+    labels_as_of: datetime | None = None,
+    scenarios: tuple[simulate.Scenario, ...] = (),
+) -> int:
+    """Simulate [start, end) into `transactions`, and the outcomes observed by `labels_as_of`."""
+    batch = simulate.simulate(start, end, rows_per_day=rows_per_day, seed=seed, malformed_rate=malformed_rate, scenarios=scenarios)
+    warehouse.load_frame(engine, "transactions", batch.transactions)
+    outcomes = batch.outcomes
+    if labels_as_of is not None:
+        outcomes = outcomes[outcomes["observed_at"] <= labels_as_of]
+    warehouse.load_frame(engine, "outcomes", outcomes)
+    return len(batch.transactions)
+
+
+def _cmd_migrate(args: argparse.Namespace) -> None:
+    warehouse.migrate(_engine(args))
+    print("warehouse schema is at the latest migration")
+
+
+def _cmd_simulate(args: argparse.Namespace) -> None:
+    engine = _engine(args)
+    start, end = _day(args.start), _day(args.end)
+    with engine.connect() as connection:
+        existing = connection.execute(
+            sa.text("SELECT COUNT(*) FROM transactions WHERE event_time >= :s AND event_time < :e"), {"s": start, "e": end}
+        ).scalar_one()
+    if existing:
+        print(f"transactions already hold {existing} rows in [{start:%Y-%m-%d}, {end:%Y-%m-%d}); not simulating again")
+        return
+    labels_as_of = _day(args.labels_as_of) if args.labels_as_of else end
+    rows = simulate_into(
+        engine, start=start, end=end, rows_per_day=args.rows_per_day, seed=args.seed, malformed_rate=args.malformed_rate, labels_as_of=labels_as_of
+    )
+    print(f"simulated {rows} transactions in [{start:%Y-%m-%d}, {end:%Y-%m-%d}), labels observed by {labels_as_of:%Y-%m-%d}")
+
+
+def _cmd_bootstrap(args: argparse.Namespace) -> None:
+    engine = _engine(args)
+    spec = get_spec(args.model)
+    current = registry.alias_version(engine, spec.name, "champion")
+    if current is not None and not args.force:
+        print(f"{spec.name} already has a champion (v{current}); pass --force to train and promote a new one")
+        return
+    version = training.bootstrap_champion(engine, spec, start=_day(args.start), end=_day(args.end))
+    metrics = registry.get_version(engine, spec.name, version)["metrics"]
+    print(
+        f"registered {spec.name} v{version} as champion: validation ROC AUC {metrics['validation']['roc_auc']:.3f}, "
+        f"Brier {metrics['validation']['brier']:.4f}, fit {metrics['fit_seconds']} s"
+    )
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    """What landed per day: the numbers to compare with each run's summary."""
+    engine = _engine(args)
+    query = sa.text(
+        "SELECT p.ds, p.role, p.model_version, COUNT(*) AS scored, AVG(p.predicted_label) AS positive_rate,"
+        " (SELECT COUNT(*) FROM rejected_rows r WHERE r.model_name = p.model_name AND r.ds = p.ds) AS rejected"
+        " FROM predictions p WHERE p.model_name = :m GROUP BY p.model_name, p.ds, p.role, p.model_version ORDER BY p.ds, p.role"
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(query, {"m": args.model}).all()
+    print(f"{'ds':<12}{'role':<10}{'version':>8}{'scored':>10}{'rejected':>10}{'positive rate':>15}")
+    for row in rows:
+        print(f"{str(row.ds):<12}{row.role:<10}{row.model_version:>8}{row.scored:>10}{row.rejected:>10}{row.positive_rate:>15.4f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m batchwatch", description=__doc__.splitlines()[0])
+    parser.add_argument("--warehouse", help="SQLAlchemy URL (default: $AIRFLOW_CONN_WAREHOUSE)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("migrate", help="apply the warehouse migrations").set_defaults(run=_cmd_migrate)
+
+    sim = commands.add_parser("simulate", help="simulate transactions and delayed outcomes into the warehouse")
+    sim.add_argument("--start", required=True, help="first UTC day, YYYY-MM-DD")
+    sim.add_argument("--end", required=True, help="day after the last, YYYY-MM-DD")
+    sim.add_argument("--rows-per-day", type=int, default=20_000)
+    sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument("--malformed-rate", type=float, default=0.005)
+    sim.add_argument("--labels-as-of", help="keep only outcomes observed by this day (default: --end)")
+    sim.set_defaults(run=_cmd_simulate)
+
+    boot = commands.add_parser("bootstrap", help="train the first champion on the labelled history of [start, end)")
+    boot.add_argument("model")
+    boot.add_argument("--start", required=True)
+    boot.add_argument("--end", required=True)
+    boot.add_argument("--force", action="store_true", help="train and promote even if a champion exists")
+    boot.set_defaults(run=_cmd_bootstrap)
+
+    report = commands.add_parser("report", help="predictions and rejects per day")
+    report.add_argument("model")
+    report.set_defaults(run=_cmd_report)
+
+    args = parser.parse_args(argv)
+    args.run(args)
+
+
+def default_demo_window(today: date | None = None, history_days: int = 21, demo_days: int = 7) -> tuple[date, date, date]:
+    """(history start, first demo day, today): the demo scores the last `demo_days` full days."""
+    today = today or datetime.now(timezone.utc).date()
+    first_demo = today - timedelta(days=demo_days)
+    return first_demo - timedelta(days=history_days), first_demo, today

@@ -1,0 +1,219 @@
+"""The model registry: versions, aliases and the audit log, in the warehouse.
+
+An artifact is the whole fitted sklearn Pipeline dumped with joblib. Its sha256 is recorded at
+registration and checked before every load: a file that does not match is never unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import joblib
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from batchwatch.spec import ModelSpec
+from batchwatch.warehouse import interval_lock_key, is_postgres
+
+ALIASES = ("champion", "challenger")
+JSON_COLUMNS = ("metrics", "params", "features", "pipeline_steps", "trained_on")
+DEFAULT_ARTIFACT_ROOT = Path(__file__).resolve().parents[2] / "var" / "artifacts"
+
+
+class RegistryError(RuntimeError):
+    """A registry operation that cannot proceed; the message says what to do about it."""
+
+
+class ArtifactIntegrityError(RegistryError):
+    """The artifact on disk is not the one that was registered."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model_name: str
+    version: int
+    pipeline: Any
+    sha256: str
+
+
+def artifact_root() -> Path:
+    return Path(os.environ.get("BATCHWATCH_ARTIFACT_ROOT", DEFAULT_ARTIFACT_ROOT))
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _lock_model(connection: Connection, model_name: str) -> None:
+    """Serialise registry writes of one model (version numbers, alias swaps)."""
+    if is_postgres(connection.engine):
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": interval_lock_key("registry", model_name)})
+
+
+def pipeline_steps(pipeline: Any) -> list[dict[str, str]]:
+    steps = getattr(pipeline, "steps", [("model", pipeline)])
+    return [{"name": name, "class": f"{type(step).__module__}.{type(step).__qualname__}"} for name, step in steps]
+
+
+def register(
+    engine: Engine,
+    spec: ModelSpec,
+    pipeline: Any,
+    *,
+    metrics: dict[str, Any],
+    trained_on: dict[str, Any],
+    parent_version: int | None,
+    root: Path | None = None,
+) -> int:
+    """Dump the fitted pipeline, record it with its sha256 and metadata, return the new version."""
+    root = root or artifact_root()
+    buffer = io.BytesIO()
+    joblib.dump(pipeline, buffer)
+    blob = buffer.getvalue()
+    sha256 = hashlib.sha256(blob).hexdigest()
+    with engine.begin() as connection:
+        _lock_model(connection, spec.name)
+        version = 1 + (
+            connection.execute(
+                sa.text("SELECT COALESCE(MAX(version), 0) FROM model_versions WHERE model_name = :m"), {"m": spec.name}
+            ).scalar_one()
+        )
+        path = root / spec.name / f"v{version}" / "pipeline.joblib"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
+            handle.write(blob)
+        os.replace(handle.name, path)
+        connection.execute(
+            sa.text(
+                "INSERT INTO model_versions (model_name, version, artifact_uri, sha256, metrics, params, features,"
+                " pipeline_steps, trained_on, parent_version, created_at)"
+                " VALUES (:model_name, :version, :artifact_uri, :sha256, :metrics, :params, :features,"
+                " :pipeline_steps, :trained_on, :parent_version, :created_at)"
+            ).bindparams(*(sa.bindparam(name, type_=sa.JSON) for name in JSON_COLUMNS)),
+            {
+                "model_name": spec.name,
+                "version": version,
+                "artifact_uri": path.as_uri(),
+                "sha256": sha256,
+                "metrics": metrics,
+                "params": {"factory": spec.estimator.factory, **_jsonable_params(pipeline)},
+                "features": spec.model_features,
+                "pipeline_steps": pipeline_steps(pipeline),
+                "trained_on": trained_on,
+                "parent_version": parent_version,
+                "created_at": _now(),
+            },
+        )
+    return version
+
+
+def _jsonable_params(pipeline: Any) -> dict[str, Any]:
+    """The estimator's own hyper-parameters, as JSON-able values."""
+    estimator = pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
+    return {
+        key: value if isinstance(value, (int, float, str, bool, type(None))) else repr(value)
+        for key, value in estimator.get_params(deep=False).items()
+    }
+
+
+def get_version(engine: Engine, model_name: str, version: int) -> dict[str, Any]:
+    with engine.connect() as connection:
+        query = sa.text("SELECT * FROM model_versions WHERE model_name = :m AND version = :v").columns(
+            **{name: sa.JSON for name in JSON_COLUMNS}
+        )
+        row = connection.execute(query, {"m": model_name, "v": version}).mappings().first()
+    if row is None:
+        raise RegistryError(f"model {model_name!r} has no version {version}")
+    return dict(row)
+
+
+def alias_version(engine: Engine, model_name: str, alias: str) -> int | None:
+    with engine.connect() as connection:
+        return connection.execute(
+            sa.text("SELECT version FROM model_aliases WHERE model_name = :m AND alias = :a"), {"m": model_name, "a": alias}
+        ).scalar_one_or_none()
+
+
+def set_alias(engine: Engine, model_name: str, alias: str, version: int, *, reason: str, actor: str, details: dict | None = None) -> None:
+    """Point `alias` at `version` and audit it, in one transaction."""
+    if alias not in ALIASES:
+        raise RegistryError(f"unknown alias {alias!r}; expected one of {ALIASES}")
+    with engine.begin() as connection:
+        _lock_model(connection, model_name)
+        get_version_row = connection.execute(
+            sa.text("SELECT 1 FROM model_versions WHERE model_name = :m AND version = :v"), {"m": model_name, "v": version}
+        ).first()
+        if get_version_row is None:
+            raise RegistryError(f"model {model_name!r} has no version {version}")
+        previous = connection.execute(
+            sa.text("SELECT version FROM model_aliases WHERE model_name = :m AND alias = :a"), {"m": model_name, "a": alias}
+        ).scalar_one_or_none()
+        other = "challenger" if alias == "champion" else "champion"
+        if alias == "challenger" and connection.execute(
+            sa.text("SELECT 1 FROM model_aliases WHERE model_name = :m AND alias = :o AND version = :v"),
+            {"m": model_name, "o": other, "v": version},
+        ).first():
+            raise RegistryError(f"version {version} of {model_name!r} is already the champion; it cannot also be the challenger")
+        connection.execute(sa.text("DELETE FROM model_aliases WHERE model_name = :m AND alias = :a"), {"m": model_name, "a": alias})
+        connection.execute(
+            sa.text("INSERT INTO model_aliases (model_name, alias, version, updated_at) VALUES (:m, :a, :v, :t)"),
+            {"m": model_name, "a": alias, "v": version, "t": _now()},
+        )
+        if alias == "champion":
+            # A promoted challenger stops shadowing.
+            connection.execute(
+                sa.text("DELETE FROM model_aliases WHERE model_name = :m AND alias = 'challenger' AND version = :v"),
+                {"m": model_name, "v": version},
+            )
+        record_event(
+            connection, model_name, f"set_{alias}", version=version, previous_version=previous, reason=reason, actor=actor, details=details or {}
+        )
+
+
+def record_event(
+    connection: Connection,
+    model_name: str,
+    event: str,
+    *,
+    version: int | None,
+    previous_version: int | None,
+    reason: str,
+    actor: str,
+    details: dict[str, Any],
+) -> None:
+    connection.execute(
+        sa.text(
+            "INSERT INTO model_events (model_name, event, version, previous_version, reason, details, actor, created_at)"
+            " VALUES (:m, :e, :v, :p, :r, :d, :a, :t)"
+        ).bindparams(sa.bindparam("d", type_=sa.JSON)),
+        {"m": model_name, "e": event, "v": version, "p": previous_version, "r": reason, "d": details, "a": actor, "t": _now()},
+    )
+
+
+def load_version(engine: Engine, model_name: str, version: int) -> LoadedModel:
+    """Load a registered pipeline, refusing any artifact whose bytes are not the registered ones."""
+    row = get_version(engine, model_name, version)
+    path = Path(row["artifact_uri"].removeprefix("file://"))
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        raise RegistryError(f"artifact of {model_name} v{version} is missing at {path}") from None
+    actual = hashlib.sha256(blob).hexdigest()
+    if actual != row["sha256"]:
+        raise ArtifactIntegrityError(
+            f"artifact of {model_name} v{version} at {path} has sha256 {actual}, but the registry recorded "
+            f"{row['sha256']}; refusing to unpickle it. Restore the original file or register a new version."
+        )
+    return LoadedModel(model_name, version, joblib.load(io.BytesIO(blob)), actual)
+
+
+def load_alias(engine: Engine, model_name: str, alias: str) -> LoadedModel | None:
+    version = alias_version(engine, model_name, alias)
+    return None if version is None else load_version(engine, model_name, version)

@@ -1,0 +1,293 @@
+"""Model specs: the one file a user edits to add a model.
+
+A spec is YAML validated with pydantic. Unknown keys are errors, so a typo fails at load time
+with the path of the offending field instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+QUALIFIED_IDENTIFIER = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*$")
+DOTTED_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+CRON = re.compile(r"^\S+(\s+\S+){4}$")
+
+DEFAULT_SPEC_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+class SpecError(ValueError):
+    """A model spec that cannot be used; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _identifier(value: str) -> str:
+    if not IDENTIFIER.match(value):
+        raise ValueError(f"{value!r} is not a plain SQL identifier (letters, digits, underscore)")
+    return value
+
+
+def _importable_dotted_path(value: str) -> str:
+    """Check the module exists without importing it, so loading a spec stays cheap at DAG parse."""
+    if not DOTTED_PATH.match(value):
+        raise ValueError(f"{value!r} is not a dotted path like 'package.module.function'")
+    module = value.rsplit(".", 1)[0]
+    try:
+        found = importlib.util.find_spec(module)
+    except ModuleNotFoundError:
+        found = None
+    if found is None:
+        raise ValueError(f"module {module!r} of {value!r} cannot be found on the Python path")
+    return value
+
+
+def resolve(dotted_path: str, field: str) -> Callable[..., Any]:
+    """Import the object a spec names, with an error that says which field named it."""
+    module_name, attr = dotted_path.rsplit(".", 1)
+    obj = getattr(importlib.import_module(module_name), attr, None)
+    if not callable(obj):
+        raise SpecError(f"{field}: {dotted_path!r} does not name a callable")
+    return obj
+
+
+class Source(_Strict):
+    """Where the rows to score come from; `table` or `query` (a SELECT used as a subquery)."""
+
+    table: str | None = None
+    query: str | None = None
+    entity_key: str
+    event_time: str
+
+    _check_key = field_validator("entity_key", "event_time")(_identifier)
+
+    @field_validator("table")
+    @classmethod
+    def _check_table(cls, value: str | None) -> str | None:
+        if value is not None and not QUALIFIED_IDENTIFIER.match(value):
+            raise ValueError(f"{value!r} is not a table name (optionally schema.table)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_of_table_or_query(self) -> Source:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of 'table' or 'query'")
+        return self
+
+    @property
+    def relation(self) -> str:
+        return self.table if self.table else f"({self.query})"
+
+
+class Feature(_Strict):
+    """A source column used as a model input, with what counts as a valid value."""
+
+    name: str
+    type: Literal["numeric", "integer", "categorical"]
+    min: float | None = None
+    max: float | None = None
+    categories: tuple[str, ...] | None = None
+    nulls: Literal["allow", "reject"] = "allow"
+    unknown_categories: Literal["reject", "allow"] = "reject"
+
+    _check_name = field_validator("name")(_identifier)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Feature:
+        if self.type == "categorical":
+            if not self.categories:
+                raise ValueError(f"categorical feature {self.name!r} needs 'categories'")
+            if self.min is not None or self.max is not None:
+                raise ValueError(f"categorical feature {self.name!r} cannot have min/max")
+        elif self.categories is not None:
+            raise ValueError(f"{self.type} feature {self.name!r} cannot have 'categories'")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"feature {self.name!r}: min {self.min} is greater than max {self.max}")
+        return self
+
+    @property
+    def is_categorical(self) -> bool:
+        return self.type == "categorical"
+
+
+class DerivedColumn(_Strict):
+    name: str
+    type: Literal["numeric", "categorical"] = "numeric"
+    categories: tuple[str, ...] | None = None
+
+    _check_name = field_validator("name")(_identifier)
+
+    @model_validator(mode="after")
+    def _categories_iff_categorical(self) -> DerivedColumn:
+        if (self.type == "categorical") != bool(self.categories):
+            raise ValueError(f"derived column {self.name!r}: 'categories' is required for categorical columns and only for them")
+        return self
+
+
+class DerivedFeatures(_Strict):
+    """One function `f(frame) -> frame` computing the declared extra columns from source features."""
+
+    function: str
+    columns: tuple[DerivedColumn, ...] = Field(min_length=1)
+
+    _check_function = field_validator("function")(_importable_dotted_path)
+
+
+class Label(_Strict):
+    """Ground truth that arrives `delay_days` after the event, in its own table."""
+
+    table: str = "outcomes"
+    entity_key: str = "entity_id"
+    column: str = "label"
+    observed_at: str = "observed_at"
+    delay_days: float = Field(default=3, ge=0)
+
+    _check_columns = field_validator("entity_key", "column", "observed_at")(_identifier)
+
+    @field_validator("table")
+    @classmethod
+    def _check_table(cls, value: str) -> str:
+        if not QUALIFIED_IDENTIFIER.match(value):
+            raise ValueError(f"{value!r} is not a table name (optionally schema.table)")
+        return value
+
+
+class Estimator(_Strict):
+    """A factory `f(spec, **params) -> sklearn Pipeline`; the pipeline is what gets registered."""
+
+    factory: str = "batchwatch.training.hist_gradient_boosting"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    _check_factory = field_validator("factory")(_importable_dotted_path)
+
+
+class Scoring(_Strict):
+    threshold: float = Field(default=0.5, gt=0, lt=1)
+    chunk_size: int = Field(default=100_000, ge=1)
+    max_reject_rate: float = Field(default=0.05, ge=0, le=1)
+
+
+class Schedules(_Strict):
+    nightly_predict: str = "0 0 * * *"
+
+    @field_validator("nightly_predict")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if not CRON.match(value.strip()):
+            raise ValueError(f"{value!r} is not a five-field cron expression")
+        return value
+
+
+class ModelSpec(_Strict):
+    name: str
+    description: str = ""
+    owner: str = "batchwatch"
+    source: Source
+    features: tuple[Feature, ...] = Field(min_length=1)
+    derived_features: DerivedFeatures | None = None
+    label: Label = Label()
+    estimator: Estimator = Estimator()
+    scoring: Scoring = Scoring()
+    schedules: Schedules = Schedules()
+    tags: tuple[str, ...] = ()
+
+    _check_name = field_validator("name")(_identifier)
+
+    @model_validator(mode="after")
+    def _unique_columns(self) -> ModelSpec:
+        names = [f.name for f in self.features]
+        if self.derived_features:
+            names += [c.name for c in self.derived_features.columns]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"feature names must be unique; repeated: {duplicates}")
+        reserved = {self.source.entity_key, self.source.event_time} & set(names)
+        if reserved:
+            raise ValueError(f"entity key / event time cannot also be features: {sorted(reserved)}")
+        return self
+
+    @property
+    def source_columns(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def model_features(self) -> list[str]:
+        """Columns the estimator sees, in order: source features then derived ones."""
+        return [c.name for c in self.all_columns]
+
+    @property
+    def all_columns(self) -> tuple[Feature | DerivedColumn, ...]:
+        return self.features + (self.derived_features.columns if self.derived_features else ())
+
+    @property
+    def categorical_features(self) -> list[str]:
+        return [c.name for c in self.all_columns if c.type == "categorical"]
+
+    def categories_of(self, name: str) -> tuple[str, ...]:
+        return next(c.categories for c in self.all_columns if c.name == name)
+
+
+def _describe(error: ValidationError, path: Path | str) -> str:
+    lines = [f"invalid model spec {path}:"]
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {where}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def parse_spec(data: dict[str, Any], origin: Path | str = "<memory>") -> ModelSpec:
+    try:
+        return ModelSpec.model_validate(data)
+    except ValidationError as error:
+        raise SpecError(_describe(error, origin)) from None
+
+
+def load_spec(path: Path | str) -> ModelSpec:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise SpecError(f"invalid model spec {path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"invalid model spec {path}: expected a mapping at the top level")
+    spec = parse_spec(data, path)
+    if spec.name != path.stem:
+        raise SpecError(f"invalid model spec {path}: name: {spec.name!r} must match the file name {path.stem!r}")
+    return spec
+
+
+def spec_dirs() -> list[Path]:
+    """Spec folders: BATCHWATCH_SPEC_DIRS (os.pathsep-separated) or the project's include/models."""
+    configured = os.environ.get("BATCHWATCH_SPEC_DIRS")
+    if not configured:
+        return [DEFAULT_SPEC_DIR]
+    return [Path(p) for p in configured.split(os.pathsep) if p]
+
+
+def load_specs(dirs: list[Path] | None = None) -> dict[str, ModelSpec]:
+    specs: dict[str, ModelSpec] = {}
+    for directory in dirs if dirs is not None else spec_dirs():
+        for path in sorted(Path(directory).glob("*.yaml")):
+            spec = load_spec(path)
+            if spec.name in specs:
+                raise SpecError(f"model {spec.name!r} is defined twice (second time in {path})")
+            specs[spec.name] = spec
+    return specs
+
+
+def get_spec(name: str) -> ModelSpec:
+    specs = load_specs()
+    if name not in specs:
+        raise SpecError(f"no model spec named {name!r} in {', '.join(map(str, spec_dirs()))}")
+    return specs[name]

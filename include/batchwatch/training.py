@@ -1,0 +1,149 @@
+"""Estimator factories, labelled-data assembly and training with an out-of-time validation split."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OrdinalEncoder
+from sqlalchemy.engine import Engine
+
+from batchwatch import registry
+from batchwatch.features import build_features
+from batchwatch.spec import ModelSpec, resolve
+from batchwatch.validation import validate
+from batchwatch.warehouse import read_frame
+
+LABEL = "__label__"
+
+
+def _encoder(spec: ModelSpec) -> ColumnTransformer:
+    """Categoricals to ordinal codes over the spec's categories (unknown and missing -> NaN)."""
+    categorical = spec.categorical_features
+    numeric = [name for name in spec.model_features if name not in categorical]
+    encoder = OrdinalEncoder(
+        categories=[list(spec.categories_of(name)) for name in categorical],
+        handle_unknown="use_encoded_value",
+        unknown_value=np.nan,
+        encoded_missing_value=np.nan,
+    )
+    return ColumnTransformer(
+        [("categorical", encoder, categorical), ("numeric", "passthrough", numeric)],
+        verbose_feature_names_out=False,
+    )
+
+
+def hist_gradient_boosting(spec: ModelSpec, **params: Any) -> Pipeline:
+    """The default: fast on millions of rows, native missing values and categoricals."""
+    n_categorical = len(spec.categorical_features)
+    mask = [True] * n_categorical + [False] * (len(spec.model_features) - n_categorical)
+    params = {"max_iter": 50, "learning_rate": 0.2, "max_leaf_nodes": 15, "early_stopping": False, "random_state": 0, **params}
+    return Pipeline(
+        [("encode", _encoder(spec)), ("model", HistGradientBoostingClassifier(categorical_features=mask, **params))]
+    )
+
+
+def gradient_boosting(spec: ModelSpec, **params: Any) -> Pipeline:
+    """The seed's model, kept for comparison: exact but slow, and it needs imputation."""
+    params = {"n_estimators": 100, "random_state": 0, **params}
+    return Pipeline(
+        [
+            ("encode", _encoder(spec)),
+            ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+            ("model", GradientBoostingClassifier(**params)),
+        ]
+    )
+
+
+def make_pipeline(spec: ModelSpec) -> Pipeline:
+    factory = resolve(spec.estimator.factory, "estimator.factory")
+    return factory(spec, **spec.estimator.params)
+
+
+def labelled_query(spec: ModelSpec) -> tuple[str, list[str], list[str]]:
+    """SQL joining source rows with matured outcomes, ordered by event time; its columns and text columns."""
+    key, event = spec.source.entity_key, spec.source.event_time
+    label = spec.label
+    columns = [key, *spec.source_columns, LABEL]
+    features = ", ".join(f"s.{name}" for name in spec.source_columns)
+    query = (
+        f"SELECT s.{key}, {features}, o.{label.column} AS {LABEL} "
+        f"FROM {spec.source.relation} s JOIN {label.table} o ON CAST(s.{key} AS TEXT) = o.{label.entity_key} "
+        f"WHERE s.{event} >= :start AND s.{event} < :end AND o.{label.observed_at} <= :as_of "
+        f"ORDER BY s.{event}, s.{key}"
+    )
+    text = [key, *(f.name for f in spec.features if f.is_categorical)]
+    return query, columns, text
+
+
+def read_labelled(engine: Engine, spec: ModelSpec, start: datetime, end: datetime, as_of: datetime) -> pd.DataFrame:
+    """Valid labelled rows of [start, end) whose label was observed by `as_of`, oldest first."""
+    query, columns, text = labelled_query(spec)
+    raw = read_frame(engine, query, {"start": start, "end": end, "as_of": as_of}, columns, text)
+    return validate(raw, spec).valid.reset_index(drop=True)
+
+
+def evaluate(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+    both_classes = len(np.unique(labels)) == 2
+    return {
+        "roc_auc": float(roc_auc_score(labels, scores)) if both_classes else float("nan"),
+        "average_precision": float(average_precision_score(labels, scores)) if both_classes else float("nan"),
+        "brier": float(brier_score_loss(labels, scores)),
+        "positive_rate": float(np.mean(scores >= threshold)),
+        "label_rate": float(np.mean(labels)),
+        "rows": int(len(labels)),
+    }
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    pipeline: Pipeline
+    metrics: dict[str, Any]
+
+
+def train(spec: ModelSpec, labelled: pd.DataFrame, validation_fraction: float = 0.2) -> TrainedModel:
+    """Fit on the older rows, score the most recent `validation_fraction` (out of time)."""
+    if len(labelled) < 100 or labelled[LABEL].nunique() < 2:
+        raise ValueError(f"not enough labelled data to train {spec.name}: {len(labelled)} rows, labels {sorted(labelled[LABEL].unique())}")
+    split = int(len(labelled) * (1 - validation_fraction))
+    features = build_features(labelled, spec)
+    labels = labelled[LABEL].to_numpy(dtype=int)
+    pipeline = make_pipeline(spec)
+    started = time.perf_counter()
+    pipeline.fit(features.iloc[:split], labels[:split])
+    fit_seconds = time.perf_counter() - started
+    threshold = spec.scoring.threshold
+    train_scores = pipeline.predict_proba(features.iloc[:split])[:, 1]
+    validation_scores = pipeline.predict_proba(features.iloc[split:])[:, 1]
+    metrics = {
+        "train": evaluate(labels[:split], train_scores, threshold),
+        "validation": evaluate(labels[split:], validation_scores, threshold),
+        "fit_seconds": round(fit_seconds, 3),
+    }
+    return TrainedModel(pipeline, metrics)
+
+
+def bootstrap_champion(engine: Engine, spec: ModelSpec, *, start: datetime, end: datetime) -> int:
+    """Train the first champion on the labelled history of [start, end) and register it."""
+    as_of = end
+    labelled = read_labelled(engine, spec, start, end, as_of)
+    trained = train(spec, labelled)
+    version = registry.register(
+        engine,
+        spec,
+        trained.pipeline,
+        metrics=trained.metrics,
+        trained_on={"start": start.isoformat(), "end": end.isoformat(), "labels_as_of": as_of.isoformat(), "rows": len(labelled)},
+        parent_version=None,
+    )
+    registry.set_alias(engine, spec.name, "champion", version, reason="bootstrap: first champion from labelled history", actor="bootstrap")
+    return version

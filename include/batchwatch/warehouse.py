@@ -1,0 +1,381 @@
+"""The warehouse: engines, migrations, streaming reads and atomic interval writes.
+
+PostgreSQL is the production warehouse and takes the fast path: COPY out streamed in fixed-size
+chunks, binary COPY in. SQLite is the zero-setup default and takes plain DB-API batches. Both
+replace one interval's rows inside one transaction, so a failure leaves the interval as it was.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import struct
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+PREDICTION_COLUMNS = ("model_name", "model_version", "role", "entity_id", "ds", "score", "predicted_label", "run_id", "scored_at")
+REJECT_COLUMNS = ("model_name", "ds", "entity_id", "reason", "payload", "run_id", "rejected_at")
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for a warehouse URL; PostgreSQL always goes through psycopg 3 (binary COPY)."""
+    if url.startswith(("postgres://", "postgresql://")):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    engine = sa.create_engine(url)
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA busy_timeout = 30000")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.close()
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the warehouse schema to `revision` with Alembic."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def interval_lock_key(*parts: object) -> int:
+    """A stable signed 64-bit key for pg_advisory_xact_lock from the parts naming a unit of work."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+class _CopyStream:
+    """A read-only file over a psycopg COPY TO STDOUT, so pandas can parse it in chunks.
+
+    The server sends one message per row; joining them into blocks keeps the per-row cost to an
+    append.
+    """
+
+    def __init__(self, copy: Any) -> None:
+        self._messages = iter(copy)
+        self._pending: list[bytes] = []
+        self._size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        for message in self._messages:
+            self._pending.append(message)
+            self._size += len(message)
+            if 0 <= size <= self._size:
+                break
+        data = b"".join(self._pending)
+        if 0 <= size < len(data):
+            data, rest = data[:size], data[size:]
+            self._pending, self._size = [rest], len(rest)
+        else:
+            self._pending, self._size = [], 0
+        return data
+
+
+def stream_frames(
+    engine: Engine,
+    query: str,
+    params: dict[str, Any],
+    columns: Sequence[str],
+    text_columns: Sequence[str],
+    chunk_size: int,
+) -> Iterator[pd.DataFrame]:
+    """Yield the result of `query` as DataFrames of at most `chunk_size` rows, in bounded memory.
+
+    `query` uses `:name` placeholders. Columns in `text_columns` come back as strings; the others
+    are parsed as numbers where they are numbers and left as text where they are not, so that
+    validation can reject a wrong type row by row instead of the whole batch failing to parse.
+    """
+    if is_postgres(engine):
+        yield from _stream_postgres(engine, query, params, columns, text_columns, chunk_size)
+    else:
+        yield from _stream_dbapi(engine, query, params, columns, text_columns, chunk_size)
+
+
+def _stream_postgres(engine, query, params, columns, text_columns, chunk_size):
+    pg_query = sa.text(query).compile(dialect=engine.dialect)
+    # psycopg binds COPY parameters on the client; convert :name to %(name)s.
+    statement = f"COPY ({pg_query.string}) TO STDOUT (FORMAT csv)"
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.driver_connection.cursor()
+        with cursor.copy(statement, params) as copy:
+            reader = pd.read_csv(
+                _CopyStream(copy),
+                names=list(columns),
+                header=None,
+                dtype={name: str for name in text_columns},
+                keep_default_na=False,
+                na_values={name: [""] for name in columns},
+                chunksize=chunk_size,
+                low_memory=False,
+            )
+            for frame in reader:
+                yield frame
+        raw.driver_connection.rollback()
+    finally:
+        raw.close()
+
+
+def _stream_dbapi(engine, query, params, columns, text_columns, chunk_size):
+    with engine.connect() as connection:
+        result = connection.execution_options(stream_results=True).execute(sa.text(query), params)
+        while rows := result.fetchmany(chunk_size):
+            frame = pd.DataFrame.from_records(rows, columns=list(columns))
+            for name in text_columns:
+                frame[name] = frame[name].astype(str).where(frame[name].notna())
+            yield frame
+
+
+def read_frame(engine: Engine, query: str, params: dict[str, Any], columns: Sequence[str], text_columns: Sequence[str]) -> pd.DataFrame:
+    """The whole result as one frame, for data that is bounded by design (training windows)."""
+    frames = list(stream_frames(engine, query, params, columns, text_columns, chunk_size=250_000))
+    if not frames:
+        return pd.DataFrame({name: pd.Series(dtype=object if name in text_columns else float) for name in columns})
+    return pd.concat(frames, ignore_index=True)
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, (np.floating, np.integer)):
+        return _json_safe(value.item())
+    if value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, (datetime, date, pd.Timestamp)):
+        return value.isoformat()
+    return value
+
+
+def to_json(payload: dict[str, Any]) -> str:
+    return json.dumps({key: _json_safe(value) for key, value in payload.items()}, allow_nan=False)
+
+
+PG_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
+BINARY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+BINARY_TRAILER = struct.pack(">h", -1)
+NULL = "\\N"
+
+
+def _field(payload: bytes) -> bytes:
+    return struct.pack(">i", len(payload)) + payload
+
+
+def encode_prediction_rows(
+    model_name: str, version: int, role: str, entity_ids: np.ndarray, ds: date, scores: np.ndarray, labels: np.ndarray, run_id: str, scored_at: datetime
+) -> bytes:
+    """Rows of `predictions` in PostgreSQL's binary COPY format, built with numpy, not row by row.
+
+    Every field but the entity id has a fixed width, so rows whose ids have the same length form
+    one numpy structured array; a chunk is a handful of such arrays (row order does not matter).
+    """
+    head = struct.pack(">h", len(PREDICTION_COLUMNS)) + _field(model_name.encode()) + _field(struct.pack(">i", version)) + _field(role.encode())
+    middle = _field(struct.pack(">i", (ds - PG_EPOCH.date()).days))
+    tail = _field(run_id.encode()) + _field(struct.pack(">q", (scored_at - PG_EPOCH) // timedelta(microseconds=1)))
+    lengths = np.char.str_len(entity_ids)
+    blocks = []
+    for length in np.unique(lengths):
+        rows = lengths == length
+        block = np.empty(
+            int(rows.sum()),
+            dtype=[
+                ("head", f"V{len(head)}"), ("id_len", ">i4"), ("id", f"S{length}"), ("middle", f"V{len(middle)}"),
+                ("score_len", ">i4"), ("score", ">f8"), ("label_len", ">i4"), ("label", ">i2"), ("tail", f"V{len(tail)}"),
+            ],
+        )  # fmt: skip
+        block["head"], block["middle"], block["tail"] = np.void(head), np.void(middle), np.void(tail)
+        block["id_len"], block["id"] = length, entity_ids[rows]
+        block["score_len"], block["score"] = 8, scores[rows]
+        block["label_len"], block["label"] = 2, labels[rows]
+        blocks.append(block.tobytes())
+    return b"".join(blocks)
+
+
+class IntervalWriter:
+    """Writes one (model, ds) interval's predictions and rejects inside the transaction that owns it.
+
+    On PostgreSQL predictions stream through one binary COPY kept open for the whole interval, so
+    the server indexes chunk k while the next chunk is being scored; rejects are spooled to a temp
+    file and copied after it, in the same transaction.
+    """
+
+    def __init__(self, connection: Any, postgres: bool, model_name: str, ds: date, run_id: str, written_at: datetime) -> None:
+        self._connection = connection
+        self._postgres = postgres
+        self.model_name, self.ds, self.run_id, self.written_at = model_name, ds, run_id, written_at
+        self._copy_context: Any = None
+        self._copy: Any = None
+        self._rejects = tempfile.SpooledTemporaryFile(max_size=8 << 20, mode="w+", newline="")
+        self._reject_writer = csv.writer(self._rejects)
+
+    def write_predictions(self, version: int, role: str, entity_ids: Sequence[str], scores: np.ndarray, labels: np.ndarray) -> None:
+        if not self._postgres:
+            self._connection.executemany(
+                f"INSERT INTO predictions ({', '.join(PREDICTION_COLUMNS)}) VALUES ({', '.join('?' * len(PREDICTION_COLUMNS))})",
+                [
+                    (self.model_name, version, role, entity, self.ds.isoformat(), score, label, self.run_id, _sqlite_value(self.written_at))
+                    for entity, score, label in zip(entity_ids, scores.tolist(), labels.tolist())
+                ],
+            )
+            return
+        if self._copy is None:
+            from psycopg.copy import QueuedLibpqWriter
+
+            cursor = self._connection.cursor()
+            statement = f"COPY predictions ({', '.join(PREDICTION_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+            self._copy_context = cursor.copy(statement, writer=QueuedLibpqWriter(cursor))
+            self._copy = self._copy_context.__enter__()
+            self._copy.write(BINARY_SIGNATURE)
+        ids = np.array([entity.encode() for entity in entity_ids], dtype=bytes)
+        self._copy.write(
+            encode_prediction_rows(self.model_name, version, role, ids, self.ds, scores, labels, self.run_id, self.written_at)
+        )
+
+    def write_rejects(self, entity_ids: Sequence[str | None], reasons: Sequence[str], payloads: Sequence[dict[str, Any]]) -> None:
+        written_at = self.written_at.isoformat()
+        for entity, reason, payload in zip(entity_ids, reasons, payloads):
+            entity = NULL if entity is None else entity
+            self._reject_writer.writerow((self.model_name, self.ds.isoformat(), entity, reason, to_json(payload), self.run_id, written_at))
+
+    def finish(self) -> None:
+        """Close the predictions COPY and write the spooled rejects; the caller commits."""
+        if self._copy is not None:
+            self._copy.write(BINARY_TRAILER)
+            self._copy = None
+            self._copy_context.__exit__(None, None, None)
+        self._rejects.seek(0)
+        if self._postgres:
+            statement = f"COPY rejected_rows ({', '.join(REJECT_COLUMNS)}) FROM STDIN (FORMAT csv, NULL '{NULL}')"
+            with self._connection.cursor().copy(statement) as copy:
+                while block := self._rejects.read(1 << 20):
+                    copy.write(block)
+        else:
+            self._connection.executemany(
+                f"INSERT INTO rejected_rows ({', '.join(REJECT_COLUMNS)}) VALUES ({', '.join('?' * len(REJECT_COLUMNS))})",
+                [
+                    (model, ds, None if entity == NULL else entity, reason, payload, run_id, _sqlite_value(datetime.fromisoformat(at)))
+                    for model, ds, entity, reason, payload, run_id, at in csv.reader(self._rejects)
+                ],
+            )
+        self._rejects.close()
+
+    def abort(self, error: BaseException) -> None:
+        if self._copy is not None:
+            self._copy_context.__exit__(type(error), error, error.__traceback__)
+            self._copy = None
+        self._rejects.close()
+
+
+def _sqlite_value(value: Any) -> Any:
+    """Store dates and times the way SQLAlchemy's SQLite types read them back."""
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc)
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+@contextmanager
+def replace_interval(engine: Engine, model_name: str, ds: date, run_id: str, written_at: datetime) -> Iterator[IntervalWriter]:
+    """Open one transaction that owns (model_name, ds): lock it, clear it, let the caller refill it.
+
+    Concurrent runs of the same interval wait on an advisory lock (PostgreSQL) or the database
+    write lock (SQLite). Readers see the old rows until commit; an exception rolls everything back.
+    """
+    raw = engine.raw_connection()
+    connection = raw.driver_connection
+    postgres = is_postgres(engine)
+    try:
+        if postgres:
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (interval_lock_key("predict", model_name, ds),))
+            for table in ("predictions", "rejected_rows"):
+                connection.execute(f"DELETE FROM {table} WHERE model_name = %s AND ds = %s", (model_name, ds))
+        else:
+            connection.execute("BEGIN IMMEDIATE")
+            for table in ("predictions", "rejected_rows"):
+                connection.execute(f"DELETE FROM {table} WHERE model_name = ? AND ds = ?", (model_name, ds.isoformat()))
+        writer = IntervalWriter(connection, postgres, model_name, ds, run_id, written_at)
+        try:
+            yield writer
+            writer.finish()
+        except BaseException as error:
+            writer.abort(error)
+            raise
+        connection.commit()
+    except BaseException:
+        connection.rollback()
+        raise
+    finally:
+        raw.close()
+
+
+def load_frame(engine: Engine, table: str, frame: pd.DataFrame, chunk_size: int = 200_000) -> int:
+    """Append a frame to a table (simulated source rows, outcomes); CSV COPY on PostgreSQL."""
+    if frame.empty:
+        return 0
+    frame = frame.copy()
+    for name in frame.columns:
+        if isinstance(frame[name].dtype, pd.DatetimeTZDtype):
+            # Naive UTC text: a tz-aware column halves to_csv's speed.
+            frame[name] = frame[name].dt.tz_convert("UTC").dt.tz_localize(None)
+    columns = ", ".join(frame.columns)
+    raw = engine.raw_connection()
+    try:
+        connection = raw.driver_connection
+        if is_postgres(engine):
+            cursor = connection.cursor()
+            cursor.execute("SET LOCAL TIME ZONE 'UTC'")
+            for start in range(0, len(frame), chunk_size):
+                buffer = frame.iloc[start : start + chunk_size].to_csv(index=False, header=False, na_rep="\\N")
+                with cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT csv, NULL '\\N')") as copy:
+                    copy.write(buffer)
+        else:
+            placeholders = ", ".join("?" for _ in frame.columns)
+            records = frame.astype(object).where(frame.notna(), None).itertuples(index=False, name=None)
+            connection.executemany(
+                f"INSERT INTO {table} ({columns}) VALUES ({placeholders})",
+                (tuple(_sqlite_value(v) for v in row) for row in records),
+            )
+        connection.commit()
+    except BaseException:
+        raw.driver_connection.rollback()
+        raise
+    finally:
+        raw.close()
+    return len(frame)

@@ -1,0 +1,1 @@
+"""Airflow glue for Batchwatch: thin operators over `batchwatch` and the DAG factory."""
