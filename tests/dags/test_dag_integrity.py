@@ -1,0 +1,71 @@
+"""Every DAG imports cleanly, parses fast, and has the schedule, tasks, owner and retries we expect."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+from airflow.dag_processing.dagbag import DagBag
+from airflow.sdk import CronDataIntervalTimetable
+
+EXPECTED = {
+    "fraud_nightly_predict": {"tasks": {"predict"}, "cron": "0 0 * * *", "owner": "ml-platform"},
+    "churn_nightly_predict": {"tasks": {"predict"}, "cron": "0 0 * * *", "owner": "growth-ds"},
+}
+
+
+@pytest.fixture(scope="module")
+def dagbag() -> DagBag:
+    return DagBag()
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+
+
+def test_one_dag_set_per_spec(dagbag):
+    assert set(dagbag.dag_ids) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED))
+def test_dag_shape(dagbag, dag_id):
+    dag = dagbag.dags[dag_id]
+    expected = EXPECTED[dag_id]
+    assert isinstance(dag.timetable, CronDataIntervalTimetable), "the nightly interval must be a real data interval"
+    assert dag.timetable.expression == expected["cron"]
+    assert str(dag.timetable.timezone) == "UTC"
+    assert {task.task_id for task in dag.tasks} == expected["tasks"]
+    assert dag.tags and "batchwatch" in dag.tags
+    assert dag.catchup is False
+    assert dag.doc_md
+    for task in dag.tasks:
+        assert task.owner == expected["owner"]
+        assert task.retries >= 2
+        assert task.retry_exponential_backoff
+    assert [outlet.name for outlet in dag.get_task("predict").outlets] == [dag_id.replace("_nightly_predict", "_predictions")]
+    assert dag.params["chunk_size"] > 0
+
+
+def test_interval_is_one_utc_day(dagbag):
+    from airflow.serialization.encoders import coerce_to_core_timetable
+    from pendulum import datetime
+
+    timetable = coerce_to_core_timetable(dagbag.dags["fraud_nightly_predict"].timetable)
+    interval = timetable.infer_manual_data_interval(run_after=datetime(2026, 11, 3, 0, 30, tz="UTC"))
+    assert (interval.start, interval.end - interval.start) == (datetime(2026, 11, 2, tz="UTC"), timedelta(days=1))
+
+
+def test_dag_file_does_no_heavy_import():
+    """Parsing the DAG file must not import pandas, sklearn or a database driver."""
+    code = (
+        "import sys, runpy; runpy.run_path('dags/batchwatch_models.py'); "
+        "heavy = [m for m in ('pandas', 'sklearn', 'psycopg', 'joblib', 'scipy') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""

@@ -1,0 +1,197 @@
+"""fraud_nightly_predict end to end, through dag.test(), on PostgreSQL and on SQLite."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from batchwatch import registry, scoring, simulate, training
+from batchwatch.features import build_features
+from batchwatch.spec import get_spec
+from batchwatch.validation import validate
+
+from .conftest import DAY, FIRST_DAY, HISTORY_START, ROWS_PER_DAY, count, predictions, run_day
+
+REASON_OF_KIND = {
+    "nan": "amount is null or NaN",
+    "pos_inf": "avg_amount_7d is infinite",
+    "neg_inf": "avg_amount_7d is infinite",
+    "negative_amount": "amount is below the minimum 0",
+    "hour_out_of_range": "hour is above the maximum 23",
+    "unknown_category": "merchant_category has an unknown category",
+    "wrong_type": "txn_count_30d is not an integer (wrong type)",
+}
+
+
+def source_rows(engine, day) -> pd.DataFrame:
+    spec = get_spec("fraud")
+    columns = ", ".join(["transaction_id", *spec.source_columns])
+    with engine.connect() as connection:
+        frame = pd.read_sql(
+            sa.text(f"SELECT {columns} FROM transactions WHERE event_time >= :s AND event_time < :e"),
+            connection,
+            params={"s": day, "e": day + timedelta(days=1)},
+        )
+    frame["transaction_id"] = frame["transaction_id"].astype(str)
+    return frame
+
+
+def direct_scores(engine, version: int, day) -> pd.Series:
+    """Score the day's valid rows straight from the registry, outside Airflow and the writer."""
+    spec = get_spec("fraud")
+    valid = validate(source_rows(engine, day), spec).valid
+    pipeline = registry.load_version(engine, "fraud", version).pipeline
+    return pd.Series(pipeline.predict_proba(build_features(valid, spec))[:, 1], index=valid["transaction_id"].to_numpy())
+
+
+def comparable(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=["run_id", "scored_at"]).sort_values(["role", "entity_id"]).reset_index(drop=True)
+
+
+def test_predictions_are_the_interval_minus_rejects_scored_by_the_champion(fraud_world):
+    engine = fraud_world["engine"]
+    state, results = run_day("fraud_nightly_predict", DAY)
+    assert state == "success"
+    summary = results["predict"]
+
+    source = source_rows(engine, DAY)
+    rejected = count(engine, "rejected_rows", "ds = :ds", ds=DAY.date())
+    written = predictions(engine, ds=DAY.date())
+    assert len(source) == ROWS_PER_DAY == summary["rows_read"]
+    assert rejected == summary["rows_rejected"] == 15
+    assert len(written) == len(source) - rejected == summary["rows_scored"]
+    assert written["entity_id"].is_unique
+    assert set(written["role"]) == {"champion"} and set(written["model_version"]) == {fraud_world["champion"]}
+    assert written["run_id"].nunique() == 1
+
+    expected = direct_scores(engine, fraud_world["champion"], DAY)
+    actual = written.set_index("entity_id")["score"]
+    assert set(actual.index) == set(expected.index)
+    np.testing.assert_allclose(actual.loc[expected.index].to_numpy(), expected.to_numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(written["predicted_label"].to_numpy(), (written["score"] >= 0.5).astype(int).to_numpy())
+    assert summary["positive_rate"] == pytest.approx(written["predicted_label"].mean(), abs=1e-6)
+    with engine.connect() as connection:
+        latest = connection.execute(sa.text("SELECT COUNT(*) FROM champion_latest_predictions WHERE model_name = 'fraud'")).scalar_one()
+    assert latest == len(written)
+
+
+def test_rerun_replaces_the_interval_exactly(fraud_world):
+    engine = fraud_world["engine"]
+    assert run_day("fraud_nightly_predict", DAY)[0] == "success"
+    assert run_day("fraud_nightly_predict", DAY + timedelta(days=1))[0] == "success"
+    first = predictions(engine)
+    rejects_first = count(engine, "rejected_rows")
+
+    assert run_day("fraud_nightly_predict", DAY)[0] == "success"
+    second = predictions(engine)
+    pd.testing.assert_frame_equal(comparable(first), comparable(second))
+    assert count(engine, "rejected_rows") == rejects_first
+    assert not second.duplicated(["model_name", "model_version", "entity_id", "ds"]).any()
+    other_day = second[second["ds"].astype(str) == str((DAY + timedelta(days=1)).date())]
+    assert set(other_day["run_id"]) == set(first[first["ds"].astype(str) == str((DAY + timedelta(days=1)).date())]["run_id"])
+
+
+def _fail_on_chunk(monkeypatch, k: int) -> None:
+    calls = {"n": 0}
+    real_score = scoring.score
+
+    def score_then_fail(pipeline, features):
+        calls["n"] += 1
+        if calls["n"] > k:
+            raise RuntimeError(f"injected failure after {k} chunks")
+        return real_score(pipeline, features)
+
+    monkeypatch.setattr(scoring, "score", score_then_fail)
+
+
+def test_a_failure_after_k_chunks_leaves_the_interval_as_it_was(fraud_world, monkeypatch):
+    engine = fraud_world["engine"]
+    with monkeypatch.context() as patch:
+        _fail_on_chunk(patch, k=3)
+        state, _ = run_day("fraud_nightly_predict", DAY, conf={"chunk_size": 300}, retries=0)
+    assert state == "failed"
+    assert count(engine, "predictions", "ds = :ds", ds=DAY.date()) == 0
+    assert count(engine, "rejected_rows", "ds = :ds", ds=DAY.date()) == 0
+
+    assert run_day("fraud_nightly_predict", DAY, conf={"chunk_size": 300})[0] == "success"
+    good = predictions(engine, ds=DAY.date())
+    assert len(good) == ROWS_PER_DAY - 15
+
+    with monkeypatch.context() as patch:
+        _fail_on_chunk(patch, k=2)
+        assert run_day("fraud_nightly_predict", DAY, conf={"chunk_size": 300}, retries=0)[0] == "failed"
+    after = predictions(engine, ds=DAY.date())
+    pd.testing.assert_frame_equal(good, after)
+
+
+def test_each_malformed_kind_is_quarantined_with_its_reason(fraud_world):
+    engine = fraud_world["engine"]
+    assert run_day("fraud_nightly_predict", DAY)[0] == "success"
+    truth = simulate.simulate(DAY, DAY + timedelta(days=1), rows_per_day=ROWS_PER_DAY, malformed_rate=0.01)
+    kinds = pd.Series(truth.malformed.to_numpy(), index=truth.transactions["transaction_id"].astype(str)).dropna()
+    assert set(kinds) == set(simulate.MALFORMED_KINDS)
+
+    with engine.connect() as connection:
+        rejects = pd.read_sql(sa.text("SELECT entity_id, reason, payload, run_id FROM rejected_rows WHERE ds = :ds"), connection, params={"ds": DAY.date()})
+    assert set(rejects["entity_id"]) == set(kinds.index)
+    for entity_id, reason in zip(rejects["entity_id"], rejects["reason"]):
+        assert REASON_OF_KIND[kinds[entity_id]] in reason, (kinds[entity_id], reason)
+    hour_rows = rejects[rejects["reason"].str.contains("hour is above")]
+    payload = hour_rows["payload"].iloc[0]
+    payload = payload if isinstance(payload, dict) else __import__("json").loads(payload)
+    assert payload["hour"] > 23 and payload["transaction_id"] == hour_rows["entity_id"].iloc[0]
+
+
+def test_over_the_reject_threshold_the_run_fails_and_writes_nothing(fraud_world):
+    engine = fraud_world["engine"]
+    bad_day = FIRST_DAY + timedelta(days=5)
+    from batchwatch.cli import simulate_into
+
+    simulate_into(engine, start=bad_day, end=bad_day + timedelta(days=1), rows_per_day=ROWS_PER_DAY, malformed_rate=0.2)
+    state, _ = run_day("fraud_nightly_predict", bad_day)
+    assert state == "failed"
+    assert count(engine, "predictions", "ds = :ds", ds=bad_day.date()) == 0
+    assert count(engine, "rejected_rows", "ds = :ds", ds=bad_day.date()) == 0
+    with pytest.raises(scoring.RejectRateExceeded, match=r"300 of 1500 rows rejected \(20.00%\).*scoring.max_reject_rate"):
+        scoring.predict_interval(engine, get_spec("fraud"), start=bad_day, end=bad_day + timedelta(days=1), run_id="manual")
+
+
+def test_a_tampered_artifact_is_refused_and_nothing_is_written(fraud_world):
+    engine = fraud_world["engine"]
+    artifact = Path(registry.get_version(engine, "fraud", fraud_world["champion"])["artifact_uri"].removeprefix("file://"))
+    artifact.write_bytes(artifact.read_bytes() + b"\0")
+    state, _ = run_day("fraud_nightly_predict", DAY)
+    assert state == "failed"
+    assert count(engine, "predictions") == 0 and count(engine, "rejected_rows") == 0
+    with pytest.raises(registry.ArtifactIntegrityError, match="refusing to unpickle"):
+        scoring.predict_interval(engine, get_spec("fraud"), start=DAY, end=DAY + timedelta(days=1), run_id="manual")
+
+
+def test_a_challenger_scores_in_shadow_beside_the_champion(fraud_world):
+    engine = fraud_world["engine"]
+    spec = get_spec("fraud")
+    labelled = training.read_labelled(engine, spec, HISTORY_START + timedelta(days=3), FIRST_DAY, FIRST_DAY)
+    challenger = training.train(spec, labelled)
+    version = registry.register(
+        engine, spec, challenger.pipeline, metrics=challenger.metrics, trained_on={"rows": len(labelled)}, parent_version=fraud_world["champion"]
+    )
+    registry.set_alias(engine, "fraud", "challenger", version, reason="shadow test", actor="tests")
+
+    state, results = run_day("fraud_nightly_predict", DAY)
+    assert state == "success" and results["predict"]["shadow_version"] == version
+    written = predictions(engine, ds=DAY.date())
+    champion_rows = written[written["role"] == "champion"]
+    shadow_rows = written[written["role"] == "shadow"]
+    assert len(shadow_rows) == len(champion_rows) == ROWS_PER_DAY - 15
+    assert set(shadow_rows["model_version"]) == {version} and set(champion_rows["model_version"]) == {fraud_world["champion"]}
+    assert set(shadow_rows["entity_id"]) == set(champion_rows["entity_id"])
+    expected = direct_scores(engine, version, DAY)
+    np.testing.assert_allclose(shadow_rows.set_index("entity_id")["score"].loc[expected.index].to_numpy(), expected.to_numpy(), atol=1e-12)
+    with engine.connect() as connection:
+        latest_versions = connection.execute(sa.text("SELECT DISTINCT model_version FROM champion_latest_predictions")).scalars().all()
+    assert latest_versions == [fraud_world["champion"]]
