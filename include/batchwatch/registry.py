@@ -14,13 +14,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import joblib
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from batchwatch.spec import ModelSpec
-from batchwatch.warehouse import interval_lock_key, is_postgres
+from batchwatch.warehouse import interval_lock_key, is_postgres, json_safe
 
 ALIASES = ("champion", "challenger")
 JSON_COLUMNS = ("metrics", "params", "features", "pipeline_steps", "trained_on")
@@ -52,9 +54,13 @@ def _now() -> datetime:
 
 
 def _lock_model(connection: Connection, model_name: str) -> None:
-    """Serialise registry writes of one model (version numbers, alias swaps)."""
+    """Serialise registry writes of one model (version numbers, alias swaps) until commit."""
     if is_postgres(connection.engine):
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": interval_lock_key("registry", model_name)})
+    else:
+        # A write statement, even one matching no row, takes SQLite's database write lock now
+        # rather than at the first real write, so the reads that follow are serialised too.
+        connection.execute(sa.text("DELETE FROM model_aliases WHERE 1 = 0"))
 
 
 def pipeline_steps(pipeline: Any) -> list[dict[str, str]]:
@@ -86,10 +92,6 @@ def register(
             ).scalar_one()
         )
         path = root / spec.name / f"v{version}" / "pipeline.joblib"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
-            handle.write(blob)
-        os.replace(handle.name, path)
         connection.execute(
             sa.text(
                 "INSERT INTO model_versions (model_name, version, artifact_uri, sha256, metrics, params, features,"
@@ -102,7 +104,7 @@ def register(
                 "version": version,
                 "artifact_uri": path.as_uri(),
                 "sha256": sha256,
-                "metrics": metrics,
+                "metrics": json_safe(metrics),
                 "params": {"factory": spec.estimator.factory, **_jsonable_params(pipeline)},
                 "features": spec.model_features,
                 "pipeline_steps": pipeline_steps(pipeline),
@@ -111,6 +113,11 @@ def register(
                 "created_at": _now(),
             },
         )
+        # Written last, inside the transaction: a failed insert leaves no file behind.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
+            handle.write(blob)
+        os.replace(handle.name, path)
     return version
 
 
@@ -121,6 +128,13 @@ def _jsonable_params(pipeline: Any) -> dict[str, Any]:
         key: value if isinstance(value, (int, float, str, bool, type(None))) else repr(value)
         for key, value in estimator.get_params(deep=False).items()
     }
+
+
+def artifact_path(uri: str) -> Path:
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        raise RegistryError(f"unsupported artifact URI {uri!r}: only file:// artifacts are supported")
+    return Path(url2pathname(parsed.path))
 
 
 def get_version(engine: Engine, model_name: str, version: int) -> dict[str, Any]:
@@ -200,7 +214,7 @@ def record_event(
 def load_version(engine: Engine, model_name: str, version: int) -> LoadedModel:
     """Load a registered pipeline, refusing any artifact whose bytes are not the registered ones."""
     row = get_version(engine, model_name, version)
-    path = Path(row["artifact_uri"].removeprefix("file://"))
+    path = artifact_path(row["artifact_uri"])
     try:
         blob = path.read_bytes()
     except FileNotFoundError:

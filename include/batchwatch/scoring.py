@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections import Counter
 from datetime import date, datetime, timezone
@@ -24,6 +25,14 @@ class RejectRateExceeded(RuntimeError):
 
 class NoChampion(RuntimeError):
     """There is no model to score with yet."""
+
+
+class DuplicateEntity(RuntimeError):
+    """The source gave one entity key twice in an interval, in different chunks."""
+
+
+def _is_unique_violation(error: BaseException) -> bool:
+    return getattr(error, "sqlstate", None) == "23505" or (isinstance(error, sqlite3.IntegrityError) and "UNIQUE" in str(error))
 
 
 def source_query(spec: ModelSpec) -> tuple[str, list[str], list[str]]:
@@ -66,41 +75,50 @@ def predict_interval(
     read = scored = positives = 0
     reasons: Counter[str] = Counter()
 
-    with replace_interval(engine, spec.name, ds, run_id, scored_at) as writer:
-        for raw in stream_frames(engine, query, {"start": start, "end": end}, columns, text, chunk_size or spec.scoring.chunk_size):
-            read += len(raw)
-            checked = validate(raw, spec)
-            if len(checked.rejected):
-                reasons.update(checked.reasons)
-                keys = checked.rejected[spec.source.entity_key]
-                writer.write_rejects(
-                    keys.astype(object).where(keys.notna(), None).tolist(),
-                    checked.reasons.tolist(),
-                    checked.rejected.to_dict(orient="records"),
-                )
-            if checked.valid.empty:
-                continue
-            features = build_features(checked.valid, spec)
-            entity_ids = checked.valid[spec.source.entity_key].astype(str).tolist()
-            for role, model in (("champion", champion), ("shadow", challenger)):
-                if model is None:
+    try:
+        with replace_interval(engine, spec.name, ds, run_id, scored_at) as writer:
+            for raw in stream_frames(engine, query, {"start": start, "end": end}, columns, text, chunk_size or spec.scoring.chunk_size):
+                read += len(raw)
+                checked = validate(raw, spec)
+                if len(checked.rejected):
+                    reasons.update(checked.reasons)
+                    keys = checked.rejected[spec.source.entity_key]
+                    writer.write_rejects(
+                        keys.astype(object).where(keys.notna(), None).tolist(),
+                        checked.reasons.tolist(),
+                        checked.rejected.to_dict(orient="records"),
+                    )
+                if checked.valid.empty:
                     continue
-                scores = score(model.pipeline, features)
-                labels = (scores >= threshold).astype(np.int16)
-                writer.write_predictions(model.version, role, entity_ids, scores, labels)
-                if role == "champion":
-                    positives += int(labels.sum())
-            scored += len(features)
+                features = build_features(checked.valid, spec)
+                entity_ids = checked.valid[spec.source.entity_key].astype(str).tolist()
+                for role, model in (("champion", champion), ("shadow", challenger)):
+                    if model is None:
+                        continue
+                    scores = score(model.pipeline, features)
+                    labels = (scores >= threshold).astype(np.int16)
+                    writer.write_predictions(model.version, role, entity_ids, scores, labels)
+                    if role == "champion":
+                        positives += int(labels.sum())
+                scored += len(features)
 
-        rejected = read - scored
-        reject_rate = rejected / read if read else 0.0
-        if reject_rate > spec.scoring.max_reject_rate:
-            top = "; ".join(f"{reason} ({count})" for reason, count in reasons.most_common(5))
-            raise RejectRateExceeded(
-                f"{spec.name} {ds}: {rejected} of {read} rows rejected ({reject_rate:.2%}), over the limit of "
-                f"{spec.scoring.max_reject_rate:.2%} set in scoring.max_reject_rate; nothing was written. "
-                f"Most common reasons: {top}"
-            )
+            rejected = read - scored
+            reject_rate = rejected / read if read else 0.0
+            if reject_rate > spec.scoring.max_reject_rate:
+                top = "; ".join(f"{reason} ({count})" for reason, count in reasons.most_common(5))
+                raise RejectRateExceeded(
+                    f"{spec.name} {ds}: {rejected} of {read} rows rejected ({reject_rate:.2%}), over the limit of "
+                    f"{spec.scoring.max_reject_rate:.2%} set in scoring.max_reject_rate; nothing was written. "
+                    f"Most common reasons: {top}"
+                )
+    except Exception as error:
+        if not _is_unique_violation(error):
+            raise
+        raise DuplicateEntity(
+            f"{spec.name} {ds}: the source returned an {spec.source.entity_key} more than once in the interval "
+            f"(duplicates within one chunk are rejected, across chunks they cannot be); nothing was written. "
+            f"Make the source unique per {spec.source.entity_key}. Database said: {error}"
+        ) from error
 
     seconds = time.perf_counter() - started
     return {

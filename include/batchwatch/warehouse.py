@@ -135,7 +135,8 @@ def _stream_postgres(engine, query, params, columns, text_columns, chunk_size):
                 header=None,
                 dtype={name: str for name in text_columns},
                 keep_default_na=False,
-                na_values={name: [""] for name in columns},
+                # PostgreSQL writes NULL as an empty field and NaN as 'NaN' (only a number column can hold it).
+                na_values={name: [""] if name in text_columns else ["", "NaN"] for name in columns},
                 chunksize=chunk_size,
                 low_memory=False,
             )
@@ -179,8 +180,17 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def json_safe(value: Any) -> Any:
+    """The value with NaN/inf, numpy scalars and datetimes made valid JSON (PostgreSQL's JSONB refuses NaN)."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return _json_safe(value)
+
+
 def to_json(payload: dict[str, Any]) -> str:
-    return json.dumps({key: _json_safe(value) for key, value in payload.items()}, allow_nan=False)
+    return json.dumps(json_safe(payload), allow_nan=False)
 
 
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)

@@ -18,10 +18,10 @@ if TYPE_CHECKING:
 def _permanent_errors() -> tuple[type[Exception], ...]:
     """Errors a retry cannot fix; they fail the task at once with their message."""
     from batchwatch.registry import RegistryError
-    from batchwatch.scoring import NoChampion, RejectRateExceeded
+    from batchwatch.scoring import DuplicateEntity, NoChampion, RejectRateExceeded
     from batchwatch.spec import SpecError
 
-    return (RegistryError, NoChampion, RejectRateExceeded, SpecError)
+    return (DuplicateEntity, RegistryError, NoChampion, RejectRateExceeded, SpecError)
 
 
 class BatchPredictOperator(BaseOperator):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -163,7 +162,7 @@ def test_over_the_reject_threshold_the_run_fails_and_writes_nothing(fraud_world)
 
 def test_a_tampered_artifact_is_refused_and_nothing_is_written(fraud_world):
     engine = fraud_world["engine"]
-    artifact = Path(registry.get_version(engine, "fraud", fraud_world["champion"])["artifact_uri"].removeprefix("file://"))
+    artifact = registry.artifact_path(registry.get_version(engine, "fraud", fraud_world["champion"])["artifact_uri"])
     artifact.write_bytes(artifact.read_bytes() + b"\0")
     state, _ = run_day("fraud_nightly_predict", DAY)
     assert state == "failed"
@@ -195,3 +194,20 @@ def test_a_challenger_scores_in_shadow_beside_the_champion(fraud_world):
     with engine.connect() as connection:
         latest_versions = connection.execute(sa.text("SELECT DISTINCT model_version FROM champion_latest_predictions")).scalars().all()
     assert latest_versions == [fraud_world["champion"]]
+
+
+def test_an_entity_repeated_across_chunks_fails_clearly_and_writes_nothing(fraud_world):
+    """A query source can repeat a key; within a chunk it is rejected, across chunks the run stops."""
+    from batchwatch.spec import parse_spec
+
+    engine = fraud_world["engine"]
+    data = get_spec("fraud").model_dump(exclude_none=True)
+    data["source"] = {
+        "query": "SELECT * FROM transactions UNION ALL SELECT * FROM transactions WHERE transaction_id % 500 = 0",
+        "entity_key": "transaction_id",
+        "event_time": "event_time",
+    }
+    spec = parse_spec(data)
+    with pytest.raises(scoring.DuplicateEntity, match="more than once in the interval.*nothing was written"):
+        scoring.predict_interval(engine, spec, start=DAY, end=DAY + timedelta(days=1), run_id="manual", chunk_size=200)
+    assert count(engine, "predictions") == 0 and count(engine, "rejected_rows") == 0
