@@ -190,7 +190,8 @@ class Schedules(_Strict):
 
 
 class ModelSpec(_Strict):
-    name: str
+    # Short enough to name PostgreSQL objects after it (predictions_<name>_<yyyymmdd>_next <= 63).
+    name: str = Field(max_length=32)
     description: str = ""
     owner: str = "batchwatch"
     source: Source

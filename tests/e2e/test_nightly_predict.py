@@ -112,7 +112,7 @@ def test_a_failure_after_k_chunks_leaves_the_interval_as_it_was(fraud_world, mon
     engine = fraud_world["engine"]
     with monkeypatch.context() as patch:
         _fail_on_chunk(patch, k=3)
-        state, _ = run_day("fraud_nightly_predict", DAY, conf={"chunk_size": 300}, retries=0)
+        state, _ = run_day("fraud_nightly_predict", DAY, conf={"chunk_size": 300})
     assert state == "failed"
     assert count(engine, "predictions", "ds = :ds", ds=DAY.date()) == 0
     assert count(engine, "rejected_rows", "ds = :ds", ds=DAY.date()) == 0
@@ -123,7 +123,7 @@ def test_a_failure_after_k_chunks_leaves_the_interval_as_it_was(fraud_world, mon
 
     with monkeypatch.context() as patch:
         _fail_on_chunk(patch, k=2)
-        assert run_day("fraud_nightly_predict", DAY, conf={"chunk_size": 300}, retries=0)[0] == "failed"
+        assert run_day("fraud_nightly_predict", DAY, conf={"chunk_size": 300})[0] == "failed"
     after = predictions(engine, ds=DAY.date())
     pd.testing.assert_frame_equal(good, after)
 

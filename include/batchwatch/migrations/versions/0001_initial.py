@@ -55,6 +55,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_outcomes_observed_at", "outcomes", ["observed_at"])
 
+    postgres = op.get_bind().dialect.name == "postgresql"
     op.create_table(
         "predictions",
         sa.Column("model_name", sa.Text, nullable=False),
@@ -68,10 +69,14 @@ def upgrade() -> None:
         sa.Column("scored_at", TIMESTAMP, nullable=False),
         sa.CheckConstraint("role IN ('champion', 'shadow')", name="ck_predictions_role"),
         sa.CheckConstraint("score >= 0 AND score <= 1", name="ck_predictions_score"),
-        # (model_name, ds) leads so that replacing one interval's rows is an index range.
-        sa.UniqueConstraint("model_name", "ds", "entity_id", "model_version", name="uq_predictions"),
+        # Leading (model_name, entity_id) also answers "latest prediction of entity X".
+        sa.UniqueConstraint("model_name", "entity_id", "ds", "model_version", name="uq_predictions"),
+        # PostgreSQL: one partition per (model, day), so a nightly run swaps in a freshly built
+        # partition instead of deleting and re-inserting rows through the index.
+        postgresql_partition_by="RANGE (model_name, ds)" if postgres else None,
     )
-    op.create_index("ix_predictions_entity_latest", "predictions", ["model_name", "entity_id", sa.text("ds DESC")])
+    if not postgres:
+        op.create_index("ix_predictions_model_ds", "predictions", ["model_name", "ds"])
 
     op.create_table(
         "rejected_rows",
