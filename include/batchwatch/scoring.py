@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import Counter
+from contextlib import closing
+from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -16,7 +18,8 @@ from batchwatch import registry
 from batchwatch.features import build_features
 from batchwatch.spec import ModelSpec
 from batchwatch.validation import validate
-from batchwatch.warehouse import replace_interval, stream_frames
+from batchwatch.registry import LoadedModel
+from batchwatch.warehouse import IntervalWriter, replace_interval, stream_frames
 
 
 class RejectRateExceeded(RuntimeError):
@@ -49,6 +52,35 @@ def score(pipeline: Any, features: pd.DataFrame) -> np.ndarray:
     return pipeline.predict_proba(features)[:, 1]
 
 
+@dataclass
+class _Tally:
+    read: int = 0
+    scored: int = 0
+    positives: int = 0
+    reasons: Counter = field(default_factory=Counter)
+
+
+def _score_chunk(writer: IntervalWriter, spec: ModelSpec, raw: pd.DataFrame, models: list[tuple[str, LoadedModel]], tally: _Tally) -> None:
+    """Validate one chunk, quarantine its rejects, score the rest with every model, hand both to the writer."""
+    tally.read += len(raw)
+    checked = validate(raw, spec)
+    if len(checked.rejected):
+        tally.reasons.update(checked.reasons)
+        keys = checked.rejected[spec.source.entity_key]
+        writer.write_rejects(keys.astype(object).where(keys.notna(), None).tolist(), checked.reasons.tolist(), checked.rejected.to_dict(orient="records"))
+    if checked.valid.empty:
+        return
+    features = build_features(checked.valid, spec)
+    entity_ids = checked.valid[spec.source.entity_key].astype(str).tolist()
+    for role, model in models:
+        scores = score(model.pipeline, features)
+        labels = (scores >= spec.scoring.threshold).astype(np.int16)
+        writer.write_predictions(model.version, role, entity_ids, scores, labels)
+        if role == "champion":
+            tally.positives += int(labels.sum())
+    tally.scored += len(features)
+
+
 def predict_interval(
     engine: Engine,
     spec: ModelSpec,
@@ -60,54 +92,35 @@ def predict_interval(
 ) -> dict[str, Any]:
     """Score every source row of [start, end) and make the interval's predictions exactly these.
 
-    Returns a JSON-able summary. Raises (and leaves the interval untouched) when there is no
-    champion, when its artifact fails its checksum, or when the reject rate passes the spec's limit.
+    Returns a JSON-able summary. Raises, leaving the interval as it was, when there is no champion,
+    when an artifact fails its checksum, when the reject rate passes the spec's limit, or when the
+    source repeats an entity.
     """
     started = time.perf_counter()
     champion = registry.load_alias(engine, spec.name, "champion")
     if champion is None:
         raise NoChampion(f"model {spec.name!r} has no champion; register one first (python -m batchwatch bootstrap {spec.name})")
     challenger = registry.load_alias(engine, spec.name, "challenger")
+    models = [("champion", champion)] + ([("shadow", challenger)] if challenger else [])
     ds: date = start.date()
-    scored_at = datetime.now(timezone.utc)
-    threshold = spec.scoring.threshold
     query, columns, text = source_query(spec)
-    read = scored = positives = 0
-    reasons: Counter[str] = Counter()
-
+    tally = _Tally()
     try:
-        with replace_interval(engine, spec.name, ds, run_id, scored_at) as writer:
-            for raw in stream_frames(engine, query, {"start": start, "end": end}, columns, text, chunk_size or spec.scoring.chunk_size):
-                read += len(raw)
-                checked = validate(raw, spec)
-                if len(checked.rejected):
-                    reasons.update(checked.reasons)
-                    keys = checked.rejected[spec.source.entity_key]
-                    writer.write_rejects(
-                        keys.astype(object).where(keys.notna(), None).tolist(),
-                        checked.reasons.tolist(),
-                        checked.rejected.to_dict(orient="records"),
-                    )
-                if checked.valid.empty:
-                    continue
-                features = build_features(checked.valid, spec)
-                entity_ids = checked.valid[spec.source.entity_key].astype(str).tolist()
-                for role, model in (("champion", champion), ("shadow", challenger)):
-                    if model is None:
-                        continue
-                    scores = score(model.pipeline, features)
-                    labels = (scores >= threshold).astype(np.int16)
-                    writer.write_predictions(model.version, role, entity_ids, scores, labels)
-                    if role == "champion":
-                        positives += int(labels.sum())
-                scored += len(features)
-
-            rejected = read - scored
-            reject_rate = rejected / read if read else 0.0
+        with (
+            replace_interval(engine, spec.name, ds, run_id, datetime.now(timezone.utc)) as writer,
+            # closing(): on an exception the reader's connection ends now, not when garbage is collected.
+            closing(
+                stream_frames(engine, query, {"start": start, "end": end}, columns, text, chunk_size or spec.scoring.chunk_size, spec.categorical_features)
+            ) as chunks,
+        ):
+            for raw in chunks:
+                _score_chunk(writer, spec, raw, models, tally)
+            rejected = tally.read - tally.scored
+            reject_rate = rejected / tally.read if tally.read else 0.0
             if reject_rate > spec.scoring.max_reject_rate:
-                top = "; ".join(f"{reason} ({count})" for reason, count in reasons.most_common(5))
+                top = "; ".join(f"{reason} ({n})" for reason, n in tally.reasons.most_common(5))
                 raise RejectRateExceeded(
-                    f"{spec.name} {ds}: {rejected} of {read} rows rejected ({reject_rate:.2%}), over the limit of "
+                    f"{spec.name} {ds}: {rejected} of {tally.read} rows rejected ({reject_rate:.2%}), over the limit of "
                     f"{spec.scoring.max_reject_rate:.2%} set in scoring.max_reject_rate; nothing was written. "
                     f"Most common reasons: {top}"
                 )
@@ -126,12 +139,12 @@ def predict_interval(
         "ds": ds.isoformat(),
         "model_version": champion.version,
         "shadow_version": challenger.version if challenger else None,
-        "rows_read": read,
-        "rows_scored": scored,
+        "rows_read": tally.read,
+        "rows_scored": tally.scored,
         "rows_rejected": rejected,
         "reject_rate": round(reject_rate, 6),
-        "rejects_by_reason": dict(reasons.most_common()),
-        "positive_rate": round(positives / scored, 6) if scored else None,
+        "rejects_by_reason": dict(tally.reasons.most_common()),
+        "positive_rate": round(tally.positives / tally.scored, 6) if tally.scored else None,
         "seconds": round(seconds, 3),
-        "rows_per_second": round(read / seconds) if seconds else None,
+        "rows_per_second": round(tally.read / seconds) if seconds else None,
     }

@@ -88,7 +88,7 @@ def labelled_query(spec: ModelSpec) -> tuple[str, list[str], list[str]]:
 def read_labelled(engine: Engine, spec: ModelSpec, start: datetime, end: datetime, as_of: datetime) -> pd.DataFrame:
     """Valid labelled rows of [start, end) whose label was observed by `as_of`, oldest first."""
     query, columns, text = labelled_query(spec)
-    raw = read_frame(engine, query, {"start": start, "end": end, "as_of": as_of}, columns, text)
+    raw = read_frame(engine, query, {"start": start, "end": end, "as_of": as_of}, columns, text, spec.categorical_features)
     return validate(raw, spec).valid.reset_index(drop=True)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import math
 import os
@@ -83,20 +82,24 @@ def stream_frames(
     columns: Sequence[str],
     text_columns: Sequence[str],
     chunk_size: int,
+    categorical_columns: Sequence[str] = (),
 ) -> Iterator[pd.DataFrame]:
     """Yield the result of `query` as DataFrames of at most `chunk_size` rows, in bounded memory.
 
     `query` uses `:name` placeholders. Columns in `text_columns` come back as strings; the others
     are parsed as numbers where they are numbers and left as text where they are not, so that
     validation can reject a wrong type row by row instead of the whole batch failing to parse.
+    Text columns also in `categorical_columns` come back as pandas categoricals (few distinct
+    values: one Python string per category instead of one per row).
     """
+    dtypes = {name: "category" if name in categorical_columns else str for name in text_columns}
     if is_postgres(engine):
-        yield from _stream_postgres(engine, query, params, columns, text_columns, chunk_size)
+        yield from _stream_postgres(engine, query, params, columns, dtypes, chunk_size)
     else:
-        yield from _stream_dbapi(engine, query, params, columns, text_columns, chunk_size)
+        yield from _stream_dbapi(engine, query, params, columns, dtypes, chunk_size)
 
 
-def _stream_postgres(engine, query, params, columns, text_columns, chunk_size):
+def _stream_postgres(engine, query, params, columns, dtypes, chunk_size):
     """COPY out in a thread (psycopg2 runs the per-row loop in C) into a pipe that pandas parses.
 
     The server's one-message-per-row COPY protocol costs ~2.5 us a row through psycopg 3's Python
@@ -128,10 +131,10 @@ def _stream_postgres(engine, query, params, columns, text_columns, chunk_size):
                 pipe,
                 names=list(columns),
                 header=None,
-                dtype={name: str for name in text_columns},
+                dtype=dtypes,
                 keep_default_na=False,
                 # PostgreSQL writes NULL as an empty field and NaN as 'NaN' (only a number column can hold it).
-                na_values={name: [""] if name in text_columns else ["", "NaN"] for name in columns},
+                na_values={name: [""] if name in dtypes else ["", "NaN"] for name in columns},
                 chunksize=chunk_size,
                 low_memory=False,
             )
@@ -145,19 +148,21 @@ def _stream_postgres(engine, query, params, columns, text_columns, chunk_size):
         raise failure[0]
 
 
-def _stream_dbapi(engine, query, params, columns, text_columns, chunk_size):
+def _stream_dbapi(engine, query, params, columns, dtypes, chunk_size):
     with engine.connect() as connection:
         result = connection.execution_options(stream_results=True).execute(sa.text(query), params)
         while rows := result.fetchmany(chunk_size):
             frame = pd.DataFrame.from_records(rows, columns=list(columns))
-            for name in text_columns:
-                frame[name] = frame[name].astype(str).where(frame[name].notna())
+            for name, dtype in dtypes.items():
+                frame[name] = frame[name].astype(str).where(frame[name].notna()).astype(dtype)
             yield frame
 
 
-def read_frame(engine: Engine, query: str, params: dict[str, Any], columns: Sequence[str], text_columns: Sequence[str]) -> pd.DataFrame:
+def read_frame(
+    engine: Engine, query: str, params: dict[str, Any], columns: Sequence[str], text_columns: Sequence[str], categorical_columns: Sequence[str] = ()
+) -> pd.DataFrame:
     """The whole result as one frame, for data that is bounded by design (training windows)."""
-    frames = list(stream_frames(engine, query, params, columns, text_columns, chunk_size=250_000))
+    frames = list(stream_frames(engine, query, params, columns, text_columns, 250_000, categorical_columns))
     if not frames:
         return pd.DataFrame({name: pd.Series(dtype=object if name in text_columns else float) for name in columns})
     return pd.concat(frames, ignore_index=True)
@@ -310,22 +315,31 @@ class IntervalWriter:
 
     def _swap_partition(self) -> None:
         """Index the stage with one sort, then make it the interval's partition in place of the old one."""
-        connection, stage, partition = self._connection, self.stage, self.partition
-        connection.execute("SET LOCAL maintenance_work_mem = '256MB'")
-        # Matches the parent's unique constraint, so ATTACH adopts it instead of building another.
-        connection.execute(f"CREATE UNIQUE INDEX ON {stage} (model_name, entity_id, ds, model_version)")
-        # Detaching takes an exclusive lock on `predictions`: wait for running readers, not forever.
-        connection.execute("SET LOCAL lock_timeout = '5min'")
-        exists = connection.execute("SELECT to_regclass(%s) IS NOT NULL", (partition,)).fetchone()[0]
-        if exists:
-            connection.execute(f"ALTER TABLE predictions DETACH PARTITION {partition}")
-            connection.execute(f"DROP TABLE {partition}")
         from psycopg import sql
 
-        bounds = [sql.Literal(value) for value in (self.model_name, self.ds, self.model_name, self.ds + timedelta(days=1))]
+        connection, stage, partition = self._connection, self.stage, self.partition
+        day, next_day = sql.Literal(self.ds), sql.Literal(self.ds + timedelta(days=1))
+        connection.execute("SET LOCAL maintenance_work_mem = '256MB'")
+        # The parent's unique constraint, built here with one sort; ATTACH adopts it as it is.
+        connection.execute(f"ALTER TABLE {stage} ADD CONSTRAINT {stage}_key UNIQUE (model_name, entity_id, ds, model_version)")
+        # Proves the partition bound, so ATTACH does not scan the rows to check it.
         connection.execute(
-            sql.SQL("ALTER TABLE predictions ATTACH PARTITION {} FOR VALUES FROM ({}, {}) TO ({}, {})").format(sql.Identifier(stage), *bounds)
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK (model_name = {} AND ds >= {} AND ds < {})").format(
+                sql.Identifier(stage), sql.Identifier(f"{stage}_bounds"), sql.Literal(self.model_name), day, next_day
+            )
         )
+        # Detaching takes an exclusive lock on `predictions`: wait for running readers, not forever.
+        connection.execute("SET LOCAL lock_timeout = '5min'")
+        if connection.execute("SELECT to_regclass(%s) IS NOT NULL", (partition,)).fetchone()[0]:
+            connection.execute(f"ALTER TABLE predictions DETACH PARTITION {partition}")
+            connection.execute(f"DROP TABLE {partition}")
+        connection.execute(
+            sql.SQL("ALTER TABLE predictions ATTACH PARTITION {} FOR VALUES FROM ({}, {}) TO ({}, {})").format(
+                sql.Identifier(stage), sql.Literal(self.model_name), day, sql.Literal(self.model_name), next_day
+            )
+        )
+        connection.execute(f"ALTER TABLE {stage} DROP CONSTRAINT {stage}_bounds")
+        connection.execute(f"ALTER TABLE {stage} RENAME CONSTRAINT {stage}_key TO {partition}_key")
         connection.execute(f"ALTER TABLE {stage} RENAME TO {partition}")
 
     def abort(self, error: BaseException) -> None:

@@ -121,6 +121,14 @@ def test_a_failure_after_k_chunks_leaves_the_interval_as_it_was(fraud_world, mon
     good = predictions(engine, ds=DAY.date())
     assert len(good) == ROWS_PER_DAY - 15
 
+    with monkeypatch.context() as patch, pytest.raises(RuntimeError, match="injected failure") as raised:
+        _fail_on_chunk(patch, k=1)
+        scoring.predict_interval(engine, get_spec("fraud"), start=DAY, end=DAY + timedelta(days=1), run_id="manual", chunk_size=300)
+    if engine.dialect.name == "postgresql":
+        # Even while the traceback is alive, the failed run's reader must not sit in a transaction
+        # holding locks on the source (it would block the next run's partition swap).
+        assert raised.traceback and count(engine, "pg_stat_activity", "datname = current_database() AND state = 'idle in transaction'") == 0
+
     with monkeypatch.context() as patch:
         _fail_on_chunk(patch, k=2)
         assert run_day("fraud_nightly_predict", DAY, conf={"chunk_size": 300})[0] == "failed"
