@@ -123,28 +123,38 @@ def _stream_postgres(engine, query, params, columns, dtypes, chunk_size):
         except BaseException as error:  # handed to the consumer below
             failure.append(error)
 
-    producer = threading.Thread(target=produce, name="copy-out", daemon=True)
-    producer.start()
-    try:
-        with os.fdopen(read_end, "rb", buffering=1 << 20) as pipe:
-            reader = pd.read_csv(
-                pipe,
-                names=list(columns),
-                header=None,
-                dtype=dtypes,
-                keep_default_na=False,
-                # PostgreSQL writes NULL as an empty field and NaN as 'NaN' (only a number column can hold it).
-                na_values={name: [""] if name in dtypes else ["", "NaN"] for name in columns},
-                chunksize=chunk_size,
-                low_memory=False,
-            )
-            yield from reader
-    finally:
+    def stop() -> None:
         if producer.is_alive():
             connection.cancel()
         producer.join()
         connection.close()
-    if failure and not isinstance(failure[0], BrokenPipeError):
+
+    producer = threading.Thread(target=produce, name="copy-out", daemon=True)
+    producer.start()
+    try:
+        with os.fdopen(read_end, "rb", buffering=1 << 20) as pipe:
+            try:
+                yield from pd.read_csv(
+                    pipe,
+                    names=list(columns),
+                    header=None,
+                    dtype=dtypes,
+                    keep_default_na=False,
+                    # PostgreSQL writes NULL as an empty field and NaN as 'NaN' (only a number column can hold it).
+                    na_values={name: [""] if name in dtypes else ["", "NaN"] for name in columns},
+                    chunksize=chunk_size,
+                    low_memory=False,
+                )
+            except pd.errors.EmptyDataError:
+                pass  # no rows: an empty interval, or a failed COPY, raised below
+    except Exception as error:
+        stop()
+        if failure:  # a truncated stream fails to parse: the COPY's own error is the one to report
+            raise failure[0] from error
+        raise
+    finally:
+        stop()
+    if failure:
         raise failure[0]
 
 

@@ -219,3 +219,29 @@ def test_an_entity_repeated_across_chunks_fails_clearly_and_writes_nothing(fraud
     with pytest.raises(scoring.DuplicateEntity, match="more than once in the interval.*nothing was written"):
         scoring.predict_interval(engine, spec, start=DAY, end=DAY + timedelta(days=1), run_id="manual", chunk_size=200)
     assert count(engine, "predictions") == 0 and count(engine, "rejected_rows") == 0
+
+
+def test_an_empty_interval_succeeds_and_clears_the_day(fraud_world):
+    engine = fraud_world["engine"]
+    empty_day = FIRST_DAY + timedelta(days=9)
+    state, results = run_day("fraud_nightly_predict", empty_day)
+    assert state == "success"
+    assert results["predict"]["rows_read"] == 0 and results["predict"]["positive_rate"] is None
+    assert count(engine, "predictions", "ds = :ds", ds=empty_day.date()) == 0
+
+
+def test_a_broken_source_query_fails_with_the_database_error(fraud_world):
+    from batchwatch.spec import parse_spec
+
+    engine = fraud_world["engine"]
+    # On PostgreSQL the error comes mid-stream, after rows have been sent; SQLite fails at prepare.
+    broken, message = (
+        ("SELECT * FROM transactions WHERE 1 / (transaction_id % 1000 - 999) <> 0", "division by zero")
+        if engine.dialect.name == "postgresql"
+        else ("SELECT *, no_such_column FROM transactions", "no such column")
+    )
+    data = get_spec("fraud").model_dump(exclude_none=True)
+    data["source"] = {"query": broken, "entity_key": "transaction_id", "event_time": "event_time"}
+    with pytest.raises(Exception, match=message):
+        scoring.predict_interval(fraud_world["engine"], parse_spec(data), start=DAY, end=DAY + timedelta(days=1), run_id="manual")
+    assert count(fraud_world["engine"], "predictions") == 0
