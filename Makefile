@@ -26,14 +26,16 @@ $(AIRFLOW_HOME)/.migrated: $(VENV)/.installed
 	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/db-migrate.log; exit 1)
 	touch $@
 
+# Airflow's own INFO logs would bury the demo's one line per day; warnings and errors still show.
 demo: $(AIRFLOW_HOME)/.migrated
-	$(BIN)/python -m batchwatch_airflow.demo
+	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(BIN)/python -m batchwatch_airflow.demo
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
 
+# standalone starts its components as `airflow ...` subprocesses, so the venv goes first on PATH.
 airflow: $(AIRFLOW_HOME)/.migrated
-	$(BIN)/airflow standalone
+	PATH="$(CURDIR)/$(BIN):$$PATH" airflow standalone
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/bench_nightly_predict.py
