@@ -43,6 +43,7 @@ class LoadedModel:
     version: int
     pipeline: Any
     sha256: str
+    features: list[str]
 
 
 def artifact_root() -> Path:
@@ -91,7 +92,8 @@ def register(
                 sa.text("SELECT COALESCE(MAX(version), 0) FROM model_versions WHERE model_name = :m"), {"m": spec.name}
             ).scalar_one()
         )
-        path = root / spec.name / f"v{version}" / "pipeline.joblib"
+        # The checksum in the path: two warehouses sharing an artifact root never overwrite each other.
+        path = root / spec.name / f"v{version}-{sha256[:16]}" / "pipeline.joblib"
         connection.execute(
             sa.text(
                 "INSERT INTO model_versions (model_name, version, artifact_uri, sha256, metrics, params, features,"
@@ -115,9 +117,10 @@ def register(
         )
         # Written last, inside the transaction: a failed insert leaves no file behind.
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
-            handle.write(blob)
-        os.replace(handle.name, path)
+        if not path.exists():  # same path, same checksum: the bytes are already there
+            with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
+                handle.write(blob)
+            os.replace(handle.name, path)
     return version
 
 
@@ -225,7 +228,7 @@ def load_version(engine: Engine, model_name: str, version: int) -> LoadedModel:
             f"artifact of {model_name} v{version} at {path} has sha256 {actual}, but the registry recorded "
             f"{row['sha256']}; refusing to unpickle it. Restore the original file or register a new version."
         )
-    return LoadedModel(model_name, version, joblib.load(io.BytesIO(blob)), actual)
+    return LoadedModel(model_name, version, joblib.load(io.BytesIO(blob)), actual, list(row["features"]))
 
 
 def load_alias(engine: Engine, model_name: str, alias: str) -> LoadedModel | None:

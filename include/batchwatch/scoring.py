@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections import Counter
 from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
@@ -16,10 +17,13 @@ from sqlalchemy.engine import Engine
 
 from batchwatch import registry
 from batchwatch.features import build_features
-from batchwatch.spec import ModelSpec
+from batchwatch.spec import ModelSpec, quote
 from batchwatch.validation import validate
 from batchwatch.registry import LoadedModel
 from batchwatch.warehouse import IntervalWriter, replace_interval, stream_frames
+
+
+log = logging.getLogger(__name__)
 
 
 class RejectRateExceeded(RuntimeError):
@@ -42,7 +46,10 @@ def source_query(spec: ModelSpec) -> tuple[str, list[str], list[str]]:
     """SQL for the rows of one interval [:start, :end); its columns and which of them are text."""
     key, event = spec.source.entity_key, spec.source.event_time
     columns = [key, *spec.source_columns]
-    query = f"SELECT {', '.join(columns)} FROM {spec.source.relation} s WHERE {event} >= :start AND {event} < :end"
+    query = (
+        f"SELECT {', '.join(map(quote, columns))} FROM {spec.source.relation} s "
+        f"WHERE {quote(event)} >= :start AND {quote(event)} < :end"
+    )
     text = [key, *(f.name for f in spec.features if f.is_categorical)]
     return query, columns, text
 
@@ -50,6 +57,26 @@ def source_query(spec: ModelSpec) -> tuple[str, list[str], list[str]]:
 def score(pipeline: Any, features: pd.DataFrame) -> np.ndarray:
     """Positive-class probability; the one place a pipeline is asked for a score."""
     return pipeline.predict_proba(features)[:, 1]
+
+
+def _check_features(spec: ModelSpec, model: LoadedModel) -> None:
+    if model.features != spec.model_features:
+        raise registry.RegistryError(
+            f"{spec.name} v{model.version} was trained on features {model.features}, but the spec now gives "
+            f"{spec.model_features}; register a model trained on the current spec, or restore the spec"
+        )
+
+
+def _load_challenger(engine: Engine, spec: ModelSpec) -> tuple[LoadedModel | None, str | None]:
+    """The challenger only shadows: if it cannot be used, the champion still scores and the summary says why."""
+    try:
+        challenger = registry.load_alias(engine, spec.name, "challenger")
+        if challenger is not None:
+            _check_features(spec, challenger)
+        return challenger, None
+    except registry.RegistryError as error:
+        log.warning("Scoring without the shadow model: %s", error)
+        return None, str(error)
 
 
 @dataclass
@@ -96,11 +123,14 @@ def predict_interval(
     when an artifact fails its checksum, when the reject rate passes the spec's limit, or when the
     source repeats an entity.
     """
+    if end - start != timedelta(days=1):
+        raise ValueError(f"{spec.name}: the nightly job scores one day per run, got the interval [{start}, {end})")
     started = time.perf_counter()
     champion = registry.load_alias(engine, spec.name, "champion")
     if champion is None:
         raise NoChampion(f"model {spec.name!r} has no champion; register one first (python -m batchwatch bootstrap {spec.name})")
-    challenger = registry.load_alias(engine, spec.name, "challenger")
+    _check_features(spec, champion)
+    challenger, shadow_error = _load_challenger(engine, spec)
     models = [("champion", champion)] + ([("shadow", challenger)] if challenger else [])
     ds: date = start.date()
     query, columns, text = source_query(spec)
@@ -139,6 +169,7 @@ def predict_interval(
         "ds": ds.isoformat(),
         "model_version": champion.version,
         "shadow_version": challenger.version if challenger else None,
+        "shadow_error": shadow_error,
         "rows_read": tally.read,
         "rows_scored": tally.scored,
         "rows_rejected": rejected,

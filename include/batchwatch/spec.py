@@ -17,10 +17,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-QUALIFIED_IDENTIFIER = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*$")
+# Lower case only: generated SQL quotes every name, so keywords are safe and case never folds.
+IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+QUALIFIED_IDENTIFIER = re.compile(r"^([a-z_][a-z0-9_]*\.)?[a-z_][a-z0-9_]*$")
 DOTTED_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
-CRON = re.compile(r"^\S+(\s+\S+){4}$")
+DAILY_CRON = re.compile(r"^([0-5]?[0-9]) +(1?[0-9]|2[0-3]) +\* +\* +\*$")
 
 DEFAULT_SPEC_DIR = Path(__file__).resolve().parent.parent / "models"
 
@@ -35,7 +36,7 @@ class _Strict(BaseModel):
 
 def _identifier(value: str) -> str:
     if not IDENTIFIER.match(value):
-        raise ValueError(f"{value!r} is not a plain SQL identifier (letters, digits, underscore)")
+        raise ValueError(f"{value!r} is not a plain lower-case SQL identifier (a-z, 0-9, underscore)")
     return value
 
 
@@ -51,6 +52,11 @@ def _importable_dotted_path(value: str) -> str:
     if found is None:
         raise ValueError(f"module {module!r} of {value!r} cannot be found on the Python path")
     return value
+
+
+def quote(identifier: str) -> str:
+    """An identifier for generated SQL; spec names are validated, so they never contain quotes."""
+    return f'"{identifier}"'
 
 
 def resolve(dotted_path: str, field: str) -> Callable[..., Any]:
@@ -76,7 +82,7 @@ class Source(_Strict):
     @classmethod
     def _check_table(cls, value: str | None) -> str | None:
         if value is not None and not QUALIFIED_IDENTIFIER.match(value):
-            raise ValueError(f"{value!r} is not a table name (optionally schema.table)")
+            raise ValueError(f"{value!r} is not a lower-case table name (optionally schema.table)")
         return value
 
     @model_validator(mode="after")
@@ -87,7 +93,7 @@ class Source(_Strict):
 
     @property
     def relation(self) -> str:
-        return self.table if self.table else f"({self.query})"
+        return ".".join(map(quote, self.table.split("."))) if self.table else f"({self.query})"
 
 
 class Feature(_Strict):
@@ -159,7 +165,7 @@ class Label(_Strict):
     @classmethod
     def _check_table(cls, value: str) -> str:
         if not QUALIFIED_IDENTIFIER.match(value):
-            raise ValueError(f"{value!r} is not a table name (optionally schema.table)")
+            raise ValueError(f"{value!r} is not a lower-case table name (optionally schema.table)")
         return value
 
 
@@ -179,13 +185,15 @@ class Scoring(_Strict):
 
 
 class Schedules(_Strict):
+    # The nightly job scores one day per run: a daily cron "M H * * *" (UTC); the default
+    # makes the data interval one UTC calendar day.
     nightly_predict: str = "0 0 * * *"
 
     @field_validator("nightly_predict")
     @classmethod
-    def _cron(cls, value: str) -> str:
-        if not CRON.match(value.strip()):
-            raise ValueError(f"{value!r} is not a five-field cron expression")
+    def _daily(cls, value: str) -> str:
+        if not DAILY_CRON.match(value.strip()):
+            raise ValueError(f"{value!r} is not a daily cron expression 'minute hour * * *'")
         return value
 
 
@@ -288,7 +296,9 @@ def load_specs(dirs: list[Path] | None = None) -> dict[str, ModelSpec]:
 
 
 def get_spec(name: str) -> ModelSpec:
-    specs = load_specs()
-    if name not in specs:
-        raise SpecError(f"no model spec named {name!r} in {', '.join(map(str, spec_dirs()))}")
-    return specs[name]
+    """One model's spec, loading only its file: another model's broken spec does not stop this one."""
+    for directory in spec_dirs():
+        path = Path(directory) / f"{name}.yaml"
+        if path.exists():
+            return load_spec(path)
+    raise SpecError(f"no model spec named {name!r} in {', '.join(map(str, spec_dirs()))}")

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 
 from batchwatch import registry
 from batchwatch.features import build_features
-from batchwatch.spec import ModelSpec, resolve
+from batchwatch.spec import ModelSpec, quote, resolve
 from batchwatch.validation import validate
 from batchwatch.warehouse import read_frame
 
@@ -74,12 +74,13 @@ def labelled_query(spec: ModelSpec) -> tuple[str, list[str], list[str]]:
     key, event = spec.source.entity_key, spec.source.event_time
     label = spec.label
     columns = [key, *spec.source_columns, LABEL]
-    features = ", ".join(f"s.{name}" for name in spec.source_columns)
+    features = ", ".join(f"s.{quote(name)}" for name in spec.source_columns)
+    labels = ".".join(map(quote, label.table.split(".")))
     query = (
-        f"SELECT s.{key}, {features}, o.{label.column} AS {LABEL} "
-        f"FROM {spec.source.relation} s JOIN {label.table} o ON CAST(s.{key} AS TEXT) = o.{label.entity_key} "
-        f"WHERE s.{event} >= :start AND s.{event} < :end AND o.{label.observed_at} <= :as_of "
-        f"ORDER BY s.{event}, s.{key}"
+        f"SELECT s.{quote(key)}, {features}, o.{quote(label.column)} AS {LABEL} "
+        f"FROM {spec.source.relation} s JOIN {labels} o ON CAST(s.{quote(key)} AS TEXT) = o.{quote(label.entity_key)} "
+        f"WHERE s.{quote(event)} >= :start AND s.{quote(event)} < :end AND o.{quote(label.observed_at)} <= :as_of "
+        f"ORDER BY s.{quote(event)}, s.{quote(key)}"
     )
     text = [key, *(f.name for f in spec.features if f.is_categorical)]
     return query, columns, text

@@ -26,14 +26,24 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from batchwatch.spec import quote
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
+PREDICTION_TABLE_DDL = """
+    model_name text NOT NULL, model_version integer NOT NULL, role text NOT NULL, entity_id text NOT NULL,
+    ds date NOT NULL, score double precision NOT NULL, predicted_label smallint NOT NULL, run_id text NOT NULL,
+    scored_at timestamp with time zone NOT NULL,
+    CONSTRAINT ck_predictions_role CHECK (role IN ('champion', 'shadow')),
+    CONSTRAINT ck_predictions_score CHECK (score >= 0 AND score <= 1)
+"""
 PREDICTION_COLUMNS = ("model_name", "model_version", "role", "entity_id", "ds", "score", "predicted_label", "run_id", "scored_at")
 REJECT_COLUMNS = ("model_name", "ds", "entity_id", "reason", "payload", "run_id", "rejected_at")
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for a warehouse URL; PostgreSQL always goes through psycopg 3 (binary COPY)."""
+    """An engine for a warehouse URL. PostgreSQL goes through psycopg 3 (binary COPY in);
+    `stream_frames` reads through psycopg2, whose COPY out loop runs in C."""
     if url.startswith(("postgres://", "postgresql://")):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     engine = sa.create_engine(url)
@@ -108,11 +118,16 @@ def _stream_postgres(engine, query, params, columns, dtypes, chunk_size):
     import psycopg2
 
     dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    connection = psycopg2.connect(dsn)
-    cursor = connection.cursor()
-    statement = cursor.mogrify(
-        f"COPY ({sa.text(query).compile(dialect=engine.dialect).string}) TO STDOUT (FORMAT csv)", params
-    ).decode()
+    connection = psycopg2.connect(dsn, options="-c TimeZone=UTC")
+    try:
+        cursor = connection.cursor()
+        # NULL as \N, so that an empty string stays an empty string, as it does on SQLite.
+        statement = cursor.mogrify(
+            f"COPY ({sa.text(query).compile(dialect=engine.dialect).string}) TO STDOUT (FORMAT csv, NULL '{NULL}')", params
+        ).decode()
+    except BaseException:
+        connection.close()
+        raise
     read_end, write_end = os.pipe()
     failure: list[BaseException] = []
 
@@ -140,8 +155,8 @@ def _stream_postgres(engine, query, params, columns, dtypes, chunk_size):
                     header=None,
                     dtype=dtypes,
                     keep_default_na=False,
-                    # PostgreSQL writes NULL as an empty field and NaN as 'NaN' (only a number column can hold it).
-                    na_values={name: [""] if name in dtypes else ["", "NaN"] for name in columns},
+                    # NULL comes as \N, and NaN as 'NaN' (only a number column can hold it).
+                    na_values={name: [NULL] if name in dtypes else [NULL, "NaN"] for name in columns},
                     chunksize=chunk_size,
                     low_memory=False,
                 )
@@ -159,6 +174,8 @@ def _stream_postgres(engine, query, params, columns, dtypes, chunk_size):
 
 
 def _stream_dbapi(engine, query, params, columns, dtypes, chunk_size):
+    # SQLite compares timestamps as text: bind them in the stored form, naive UTC.
+    params = {name: _sqlite_value(value) if isinstance(value, datetime) else value for name, value in params.items()}
     with engine.connect() as connection:
         result = connection.execution_options(stream_results=True).execute(sa.text(query), params)
         while rows := result.fetchmany(chunk_size):
@@ -270,7 +287,9 @@ class IntervalWriter:
         if postgres:
             self.partition = partition_name(model_name, ds)
             self.stage = f"{self.partition}_next"
-            connection.execute(f"CREATE TABLE {self.stage} (LIKE predictions INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+            # Not LIKE predictions: that would hold a lock on `predictions` for the whole run, and two
+            # runs swapping partitions would deadlock. ATTACH checks that this matches the parent.
+            connection.execute(f"CREATE TABLE {self.stage} ({PREDICTION_TABLE_DDL})")
 
     def write_predictions(self, version: int, role: str, entity_ids: Sequence[str], scores: np.ndarray, labels: np.ndarray) -> None:
         if not self._postgres:
@@ -334,11 +353,14 @@ class IntervalWriter:
         connection.execute(f"ALTER TABLE {stage} ADD CONSTRAINT {stage}_key UNIQUE (model_name, entity_id, ds, model_version)")
         # Proves the partition bound, so ATTACH does not scan the rows to check it.
         connection.execute(
-            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK (model_name = {} AND ds >= {} AND ds < {})").format(
-                sql.Identifier(stage), sql.Identifier(f"{stage}_bounds"), sql.Literal(self.model_name), day, next_day
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT stage_bounds CHECK (model_name = {} AND ds >= {} AND ds < {})").format(
+                sql.Identifier(stage), sql.Literal(self.model_name), day, next_day
             )
         )
-        # Detaching takes an exclusive lock on `predictions`: wait for running readers, not forever.
+        # Swaps of all models and days go one at a time, and each takes its locks on `predictions`
+        # only now, so concurrent runs cannot deadlock. Detaching takes an exclusive lock on
+        # `predictions`: wait for running readers, not forever.
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (interval_lock_key("swap predictions partition"),))
         connection.execute("SET LOCAL lock_timeout = '5min'")
         if connection.execute("SELECT to_regclass(%s) IS NOT NULL", (partition,)).fetchone()[0]:
             connection.execute(f"ALTER TABLE predictions DETACH PARTITION {partition}")
@@ -348,7 +370,7 @@ class IntervalWriter:
                 sql.Identifier(stage), sql.Literal(self.model_name), day, sql.Literal(self.model_name), next_day
             )
         )
-        connection.execute(f"ALTER TABLE {stage} DROP CONSTRAINT {stage}_bounds")
+        connection.execute(f"ALTER TABLE {stage} DROP CONSTRAINT stage_bounds")
         connection.execute(f"ALTER TABLE {stage} RENAME CONSTRAINT {stage}_key TO {partition}_key")
         connection.execute(f"ALTER TABLE {stage} RENAME TO {partition}")
 
@@ -422,7 +444,7 @@ def load_frame(engine: Engine, table: str, frame: pd.DataFrame, chunk_size: int 
         if isinstance(frame[name].dtype, pd.DatetimeTZDtype):
             # Naive UTC text: a tz-aware column halves to_csv's speed.
             frame[name] = frame[name].dt.tz_convert("UTC").dt.tz_localize(None)
-    columns = ", ".join(frame.columns)
+    columns = ", ".join(map(quote, frame.columns))
     raw = engine.raw_connection()
     try:
         connection = raw.driver_connection

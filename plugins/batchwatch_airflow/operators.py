@@ -58,17 +58,15 @@ class BatchPredictOperator(BaseOperator):
         end = datetime.fromisoformat(str(self.data_interval_end))
         chunk_size = int(self.chunk_size) if self.chunk_size not in (None, "", "None") else None
         self.log.info("Scoring %s rows with event time in [%s, %s)", self.model_name, start, end)
+        engine = warehouse_engine(self.warehouse_conn_id)
         try:
             summary = predict_interval(
-                warehouse_engine(self.warehouse_conn_id),
-                get_spec(self.model_name),
-                start=start,
-                end=end,
-                run_id=context["run_id"],
-                chunk_size=chunk_size,
+                engine, get_spec(self.model_name), start=start, end=end, run_id=context["run_id"], chunk_size=chunk_size
             )
         except _permanent_errors() as error:
             raise AirflowFailException(str(error)) from error
+        finally:
+            engine.dispose()
         self.log.info(
             "Scored %d of %d rows (%d rejected) with %s v%s at %s rows/s; positive rate %s; summary: %s",
             summary["rows_scored"],

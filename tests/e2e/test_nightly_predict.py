@@ -168,13 +168,16 @@ def test_over_the_reject_threshold_the_run_fails_and_writes_nothing(fraud_world)
         scoring.predict_interval(engine, get_spec("fraud"), start=bad_day, end=bad_day + timedelta(days=1), run_id="manual")
 
 
-def test_a_tampered_artifact_is_refused_and_nothing_is_written(fraud_world):
+def test_a_tampered_artifact_is_refused_and_the_day_is_left_as_it_was(fraud_world):
     engine = fraud_world["engine"]
+    assert run_day("fraud_nightly_predict", DAY)[0] == "success"
+    before = predictions(engine)
     artifact = registry.artifact_path(registry.get_version(engine, "fraud", fraud_world["champion"])["artifact_uri"])
     artifact.write_bytes(artifact.read_bytes() + b"\0")
     state, _ = run_day("fraud_nightly_predict", DAY)
     assert state == "failed"
-    assert count(engine, "predictions") == 0 and count(engine, "rejected_rows") == 0
+    pd.testing.assert_frame_equal(before, predictions(engine))
+    assert count(engine, "rejected_rows") == 15
     with pytest.raises(registry.ArtifactIntegrityError, match="refusing to unpickle"):
         scoring.predict_interval(engine, get_spec("fraud"), start=DAY, end=DAY + timedelta(days=1), run_id="manual")
 
@@ -221,7 +224,7 @@ def test_an_entity_repeated_across_chunks_fails_clearly_and_writes_nothing(fraud
     assert count(engine, "predictions") == 0 and count(engine, "rejected_rows") == 0
 
 
-def test_an_empty_interval_succeeds_and_clears_the_day(fraud_world):
+def test_an_empty_interval_succeeds_with_nothing_to_score(fraud_world):
     engine = fraud_world["engine"]
     empty_day = FIRST_DAY + timedelta(days=9)
     state, results = run_day("fraud_nightly_predict", empty_day)
@@ -245,3 +248,58 @@ def test_a_broken_source_query_fails_with_the_database_error(fraud_world):
     with pytest.raises(Exception, match=message):
         scoring.predict_interval(fraud_world["engine"], parse_spec(data), start=DAY, end=DAY + timedelta(days=1), run_id="manual")
     assert count(fraud_world["engine"], "predictions") == 0
+
+
+def test_a_broken_challenger_does_not_stop_the_champion(fraud_world):
+    engine = fraud_world["engine"]
+    spec = get_spec("fraud")
+    challenger = training.train(spec, training.read_labelled(engine, spec, HISTORY_START, FIRST_DAY, FIRST_DAY))
+    version = registry.register(engine, spec, challenger.pipeline, metrics={}, trained_on={}, parent_version=fraud_world["champion"])
+    registry.set_alias(engine, "fraud", "challenger", version, reason="shadow test", actor="tests")
+    artifact = registry.artifact_path(registry.get_version(engine, "fraud", version)["artifact_uri"])
+    artifact.write_bytes(b"not the registered bytes")
+
+    state, results = run_day("fraud_nightly_predict", DAY)
+    assert state == "success"
+    assert results["predict"]["shadow_version"] is None and "refusing to unpickle" in results["predict"]["shadow_error"]
+    written = predictions(engine, ds=DAY.date())
+    assert set(written["role"]) == {"champion"} and len(written) == ROWS_PER_DAY - 15
+
+
+def test_a_champion_trained_on_other_features_is_refused(fraud_world):
+    engine = fraud_world["engine"]
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("UPDATE model_versions SET features = :f WHERE model_name = 'fraud'").bindparams(sa.bindparam("f", type_=sa.JSON)),
+            {"f": ["amount", "hour"]},
+        )
+    with pytest.raises(registry.RegistryError, match=r"was trained on features \['amount', 'hour'\]"):
+        scoring.predict_interval(engine, get_spec("fraud"), start=DAY, end=DAY + timedelta(days=1), run_id="manual")
+    assert count(engine, "predictions") == 0
+
+
+def test_concurrent_runs_neither_deadlock_nor_mix(fraud_world, warehouse_url):
+    """Two days at once, and the same day twice at once: every run succeeds and each day is exact."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from batchwatch.warehouse import make_engine
+
+    spec = get_spec("fraud")
+    days = [DAY, DAY + timedelta(days=1), DAY, DAY + timedelta(days=1)]
+    for day in days[:2]:  # existing partitions, so every run has one to detach
+        scoring.predict_interval(fraud_world["engine"], spec, start=day, end=day + timedelta(days=1), run_id="first")
+
+    def run(day):
+        engine = make_engine(warehouse_url)
+        try:
+            return scoring.predict_interval(engine, spec, start=day, end=day + timedelta(days=1), run_id=f"concurrent-{day:%d}", chunk_size=200)
+        finally:
+            engine.dispose()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        summaries = list(pool.map(run, days))
+    assert [summary["rows_scored"] for summary in summaries] == [ROWS_PER_DAY - 15] * 4
+    written = predictions(fraud_world["engine"])
+    assert len(written) == 2 * (ROWS_PER_DAY - 15)
+    assert not written.duplicated(["entity_id", "ds"]).any()
+    assert set(written["run_id"]) <= {f"concurrent-{DAY:%d}", f"concurrent-{DAY + timedelta(days=1):%d}"}

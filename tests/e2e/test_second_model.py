@@ -28,7 +28,7 @@ def churn_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
         sa.Column("snapshot_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("tenure_months", sa.Double),
         sa.Column("monthly_spend", sa.Text),
-        sa.Column("plan", sa.Text),
+        sa.Column("user", sa.Text),
     )
     labels = sa.Table(
         "churn_labels",
@@ -52,7 +52,7 @@ def simulate_accounts(days: int, per_day: int, seed: int = 3) -> tuple[pd.DataFr
     keys = [f"acct-{i:06d}" for i in range(n)]
     spend_text = spend.astype(str).astype(object)
     spend_text[-per_day:][:10] = "n/a"  # malformed text in the scoring day
-    subscriptions = pd.DataFrame({"account_key": keys, "snapshot_at": snapshot, "tenure_months": tenure, "monthly_spend": spend_text, "plan": plan})
+    subscriptions = pd.DataFrame({"account_key": keys, "snapshot_at": snapshot, "tenure_months": tenure, "monthly_spend": spend_text, "user": plan})
     labels = pd.DataFrame({"account_key": keys, "churned": churned, "known_at": snapshot + pd.Timedelta(days=1)})
     return subscriptions, labels
 

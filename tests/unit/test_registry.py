@@ -60,6 +60,10 @@ def events(engine) -> list[dict]:
         return [{**row, "details": json.loads(row["details"])} for row in rows]
 
 
+def artifact(engine, version: int, model_name: str = "fraud") -> Path:
+    return registry.artifact_path(registry.get_version(engine, model_name, version)["artifact_uri"])
+
+
 def aliases(engine, model_name: str = "fraud") -> dict[str, int]:
     with engine.connect() as connection:
         rows = connection.execute(sa.text("SELECT alias, version FROM model_aliases WHERE model_name = :m"), {"m": model_name})
@@ -71,7 +75,7 @@ def test_register_numbers_versions_and_records_metadata(sqlite_engine, fraud_spe
     assert register(sqlite_engine, fraud_spec, fitted, parent_version=1) == 2
 
     row = registry.get_version(sqlite_engine, "fraud", 2)
-    path = artifacts / "fraud" / "v2" / "pipeline.joblib"
+    path = artifacts / "fraud" / f"v2-{row['sha256'][:16]}" / "pipeline.joblib"
     assert row["artifact_uri"] == path.as_uri()
     assert row["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert row["features"] == fraud_spec.model_features
@@ -94,8 +98,8 @@ def test_register_numbers_versions_and_records_metadata(sqlite_engine, fraud_spe
     first = registry.get_version(sqlite_engine, "fraud", 1)
     assert first["sha256"] == row["sha256"]
     assert sorted(p.relative_to(artifacts).as_posix() for p in artifacts.rglob("*") if p.is_file()) == [
-        "fraud/v1/pipeline.joblib",
-        "fraud/v2/pipeline.joblib",
+        f"fraud/v1-{row['sha256'][:16]}/pipeline.joblib",
+        f"fraud/v2-{row['sha256'][:16]}/pipeline.joblib",
     ]
 
 
@@ -107,13 +111,14 @@ def test_versions_are_numbered_per_model(sqlite_engine, fraud_spec, fitted, arti
     assert register(sqlite_engine, fraud_spec, fitted) == 1
     assert register(sqlite_engine, other, fitted) == 1
     assert register(sqlite_engine, fraud_spec, fitted) == 2
-    assert (artifacts / "fraud_eu" / "v1" / "pipeline.joblib").is_file()
+    assert artifact(sqlite_engine, 1, "fraud_eu").is_relative_to(artifacts / "fraud_eu")
+    assert artifact(sqlite_engine, 1, "fraud_eu").is_file()
 
 
 def test_explicit_root_wins_over_the_environment(sqlite_engine, fraud_spec, fitted, artifacts, tmp_path) -> None:
     root = tmp_path / "elsewhere"
     register(sqlite_engine, fraud_spec, fitted, root=root)
-    assert (root / "fraud" / "v1" / "pipeline.joblib").is_file()
+    assert artifact(sqlite_engine, 1).is_relative_to(root / "fraud") and artifact(sqlite_engine, 1).is_file()
     assert not artifacts.exists()
     assert registry.load_version(sqlite_engine, "fraud", 1).version == 1
 
@@ -132,7 +137,7 @@ def test_load_version_returns_the_same_predictions(sqlite_engine, fraud_spec, fi
 
 def test_tampered_artifact_is_refused(sqlite_engine, fraud_spec, fitted, artifacts) -> None:
     register(sqlite_engine, fraud_spec, fitted)
-    path = artifacts / "fraud" / "v1" / "pipeline.joblib"
+    path = artifact(sqlite_engine, 1)
     registered = hashlib.sha256(path.read_bytes()).hexdigest()
     with path.open("ab") as handle:
         handle.write(b"\0")
@@ -148,7 +153,7 @@ def test_replaced_artifact_is_refused(sqlite_engine, fraud_spec, fitted, artifac
     """A different but valid pipeline in place of the registered one is refused too."""
     register(sqlite_engine, fraud_spec, fitted)
     register(sqlite_engine, fraud_spec, hist_gradient_boosting(fraud_spec))  # unfitted: other bytes
-    v1, v2 = (artifacts / "fraud" / f"v{v}" / "pipeline.joblib" for v in (1, 2))
+    v1, v2 = (artifact(sqlite_engine, v) for v in (1, 2))
     v1.write_bytes(v2.read_bytes())
     with pytest.raises(ArtifactIntegrityError, match="refusing to unpickle"):
         registry.load_version(sqlite_engine, "fraud", 1)
@@ -157,7 +162,7 @@ def test_replaced_artifact_is_refused(sqlite_engine, fraud_spec, fitted, artifac
 
 def test_missing_artifact_raises_registry_error(sqlite_engine, fraud_spec, fitted, artifacts) -> None:
     register(sqlite_engine, fraud_spec, fitted)
-    path = artifacts / "fraud" / "v1" / "pipeline.joblib"
+    path = artifact(sqlite_engine, 1)
     path.unlink()
     with pytest.raises(RegistryError, match=r"artifact of fraud v1 is missing at") as raised:
         registry.load_version(sqlite_engine, "fraud", 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ def test_fraud_spec_exposes_features_in_order(fraud_spec) -> None:
 
 def test_fraud_spec_values(fraud_spec) -> None:
     assert fraud_spec.source.table == "transactions"
-    assert fraud_spec.source.relation == "transactions"
+    assert fraud_spec.source.relation == '"transactions"'
     assert (fraud_spec.source.entity_key, fraud_spec.source.event_time) == ("transaction_id", "event_time")
     assert fraud_spec.categories_of("channel") == ("pos", "online", "atm")
     assert fraud_spec.categories_of("country")[0] == "US"
@@ -92,7 +93,7 @@ def test_query_source_is_wrapped_as_a_subquery() -> None:
 def test_schema_qualified_table_is_accepted() -> None:
     data = minimal()
     data["source"]["table"] = "raw.events"
-    assert parse_spec(data).source.relation == "raw.events"
+    assert parse_spec(data).source.relation == '"raw"."events"'
 
 
 # --- bad specs ----------------------------------------------------------------------------------
@@ -185,27 +186,27 @@ BAD_SPECS = [
     ),
     pytest.param(
         _set("source.table", "transactions; drop table x"),
-        "source.table: Value error, 'transactions; drop table x' is not a table name",
+        "source.table: Value error, 'transactions; drop table x' is not a lower-case table name",
         id="table-not-identifier",
     ),
     pytest.param(
         _set("source.entity_key", "id-1"),
-        "source.entity_key: Value error, 'id-1' is not a plain SQL identifier",
+        "source.entity_key: Value error, 'id-1' is not a plain lower-case SQL identifier",
         id="entity-key-not-identifier",
     ),
     pytest.param(
         _set("features.0.name", "amount; drop table"),
-        "features.0.name: Value error, 'amount; drop table' is not a plain SQL identifier",
+        "features.0.name: Value error, 'amount; drop table' is not a plain lower-case SQL identifier",
         id="column-not-identifier",
     ),
     pytest.param(
         _set("features.0.name", "1amount"),
-        "features.0.name: Value error, '1amount' is not a plain SQL identifier",
+        "features.0.name: Value error, '1amount' is not a plain lower-case SQL identifier",
         id="column-starts-with-digit",
     ),
     pytest.param(
         _set("label.column", "label)"),
-        "label.column: Value error, 'label)' is not a plain SQL identifier",
+        "label.column: Value error, 'label)' is not a plain lower-case SQL identifier",
         id="label-column-not-identifier",
     ),
     pytest.param(
@@ -273,17 +274,17 @@ BAD_SPECS = [
     ),
     pytest.param(
         _set("schedules.nightly_predict", "every night"),
-        "schedules.nightly_predict: Value error, 'every night' is not a five-field cron expression",
+        "schedules.nightly_predict: Value error, 'every night' is not a daily cron expression",
         id="schedule-not-cron",
     ),
     pytest.param(
         _set("schedules.nightly_predict", "0 0 * * * *"),
-        "schedules.nightly_predict: Value error, '0 0 * * * *' is not a five-field cron expression",
+        "schedules.nightly_predict: Value error, '0 0 * * * *' is not a daily cron expression",
         id="schedule-six-fields",
     ),
     pytest.param(
         _set("name", "fraud model"),
-        "name: Value error, 'fraud model' is not a plain SQL identifier",
+        "name: Value error, 'fraud model' is not a plain lower-case SQL identifier",
         id="name-not-identifier",
     ),
 ]
@@ -378,3 +379,17 @@ def test_get_spec_uses_the_configured_dirs(tmp_path, monkeypatch) -> None:
 
 def test_project_spec_file_is_the_one_loaded(fraud_spec) -> None:
     assert load_spec(FRAUD_YAML) == fraud_spec
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        pytest.param("name", "Fraud", "name: Value error, 'Fraud' is not a plain lower-case SQL identifier", id="upper-case-name"),
+        pytest.param("name", "f" * 33, "name: String should have at most 32 characters", id="name-too-long"),
+        pytest.param("schedules", {"nightly_predict": "0 * * * *"}, "is not a daily cron expression", id="hourly-schedule"),
+    ],
+)
+def test_names_and_schedules_that_would_break_the_warehouse_are_refused(fraud_data, field, value, message) -> None:
+    fraud_data[field] = value
+    with pytest.raises(SpecError, match=re.escape(message)):
+        parse_spec(fraud_data)
