@@ -17,7 +17,8 @@ from batchwatch import registry, simulate, training, warehouse
 from batchwatch.spec import get_spec
 
 
-def _day(text: str) -> datetime:
+def day_start(text: str) -> datetime:
+    """A YYYY-MM-DD day as its UTC midnight."""
     return datetime.combine(date.fromisoformat(text), time(), tzinfo=timezone.utc)
 
 
@@ -56,7 +57,7 @@ def _cmd_migrate(args: argparse.Namespace) -> None:
 
 def _cmd_simulate(args: argparse.Namespace) -> None:
     engine = _engine(args)
-    start, end = _day(args.start), _day(args.end)
+    start, end = day_start(args.start), day_start(args.end)
     with engine.connect() as connection:
         existing = connection.execute(
             sa.text("SELECT COUNT(*) FROM transactions WHERE event_time >= :s AND event_time < :e"), {"s": start, "e": end}
@@ -64,7 +65,7 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
     if existing:
         print(f"transactions already hold {existing} rows in [{start:%Y-%m-%d}, {end:%Y-%m-%d}); not simulating again")
         return
-    labels_as_of = _day(args.labels_as_of) if args.labels_as_of else end
+    labels_as_of = day_start(args.labels_as_of) if args.labels_as_of else end
     rows = simulate_into(
         engine, start=start, end=end, rows_per_day=args.rows_per_day, seed=args.seed, malformed_rate=args.malformed_rate, labels_as_of=labels_as_of
     )
@@ -78,7 +79,7 @@ def _cmd_bootstrap(args: argparse.Namespace) -> None:
     if current is not None and not args.force:
         print(f"{spec.name} already has a champion (v{current}); pass --force to train and promote a new one")
         return
-    version = training.bootstrap_champion(engine, spec, start=_day(args.start), end=_day(args.end))
+    version = training.bootstrap_champion(engine, spec, start=day_start(args.start), end=day_start(args.end))
     metrics = registry.get_version(engine, spec.name, version)["metrics"]
     print(
         f"registered {spec.name} v{version} as champion: validation ROC AUC {metrics['validation']['roc_auc']:.3f}, "
@@ -132,8 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     args.run(args)
 
 
-def default_demo_window(today: date | None = None, history_days: int = 21, demo_days: int = 7) -> tuple[date, date, date]:
-    """(history start, first demo day, today): the demo scores the last `demo_days` full days."""
-    today = today or datetime.now(timezone.utc).date()
-    first_demo = today - timedelta(days=demo_days)
-    return first_demo - timedelta(days=history_days), first_demo, today
+def default_demo_window(today: date | None = None, history_days: int = 21, demo_days: int = 7) -> tuple[datetime, datetime, datetime]:
+    """(history start, first demo day, today) at UTC midnight: the demo scores the last `demo_days` full days."""
+    end = day_start((today or datetime.now(timezone.utc).date()).isoformat())
+    first_demo = end - timedelta(days=demo_days)
+    return first_demo - timedelta(days=history_days), first_demo, end

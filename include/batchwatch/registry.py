@@ -164,10 +164,10 @@ def set_alias(engine: Engine, model_name: str, alias: str, version: int, *, reas
         raise RegistryError(f"unknown alias {alias!r}; expected one of {ALIASES}")
     with engine.begin() as connection:
         _lock_model(connection, model_name)
-        get_version_row = connection.execute(
+        registered = connection.execute(
             sa.text("SELECT 1 FROM model_versions WHERE model_name = :m AND version = :v"), {"m": model_name, "v": version}
         ).first()
-        if get_version_row is None:
+        if registered is None:
             raise RegistryError(f"model {model_name!r} has no version {version}")
         previous = connection.execute(
             sa.text("SELECT version FROM model_aliases WHERE model_name = :m AND alias = :a"), {"m": model_name, "a": alias}

@@ -11,7 +11,7 @@ import sys
 from datetime import timedelta
 
 from batchwatch import registry, warehouse
-from batchwatch.cli import _day, default_demo_window, simulate_into
+from batchwatch.cli import default_demo_window, simulate_into
 from batchwatch.spec import get_spec
 from batchwatch.training import bootstrap_champion
 from batchwatch_airflow.runs import load_dag, run_interval
@@ -24,14 +24,13 @@ def main() -> int:
     url = os.environ["AIRFLOW_CONN_WAREHOUSE"]
     engine = warehouse.make_engine(url)
     spec = get_spec(MODEL)
-    history_start, first_day, today = default_demo_window()
-    start, first, end = _day(history_start.isoformat()), _day(first_day.isoformat()), _day(today.isoformat())
+    start, first, end = default_demo_window()
     print(f"warehouse: {engine.url.render_as_string(hide_password=True)}")
 
     warehouse.migrate(engine)
     if registry.alias_version(engine, MODEL, "champion") is None:
         rows = simulate_into(engine, start=start, end=end, rows_per_day=ROWS_PER_DAY, malformed_rate=0.005, labels_as_of=end)
-        print(f"simulated {rows} transactions for {history_start} .. {today - timedelta(days=1)} (0.5% malformed)")
+        print(f"simulated {rows} transactions for {start:%Y-%m-%d} .. {end - timedelta(days=1):%Y-%m-%d} (0.5% malformed)")
         version = bootstrap_champion(engine, spec, start=start, end=first)
         metrics = registry.get_version(engine, MODEL, version)["metrics"]["validation"]
         print(f"champion: {MODEL} v{version}, out-of-time validation ROC AUC {metrics['roc_auc']:.3f}, Brier {metrics['brier']:.4f}")
