@@ -1,0 +1,65 @@
+"""BatchPredictOperator and the warehouse connection, called directly with a real warehouse."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+
+from batchwatch_airflow.connections import warehouse_url
+from batchwatch_airflow.operators import BatchPredictOperator
+
+DAY = datetime(2026, 10, 11, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        pytest.param("sqlite:////tmp/batchwatch/warehouse.db", "sqlite:////tmp/batchwatch/warehouse.db", id="sqlite-absolute-path"),
+        pytest.param("postgresql://bw:s%40cret@db.internal:5433/wh", "postgres://bw:s%40cret@db.internal:5433/wh", id="postgres"),
+    ],
+)
+def test_the_airflow_connection_becomes_a_warehouse_url(monkeypatch, uri, expected):
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", uri)
+    assert warehouse_url("warehouse") == expected
+
+
+def test_a_connection_of_another_type_is_refused(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", "mysql://u@h/db")
+    with pytest.raises(ValueError, match="must be postgres or sqlite"):
+        warehouse_url("warehouse")
+
+
+def _operator(**kwargs) -> BatchPredictOperator:
+    return BatchPredictOperator(
+        task_id="predict",
+        model_name="fraud",
+        data_interval_start=DAY.isoformat(),
+        data_interval_end=(DAY + timedelta(days=1)).isoformat(),
+        **kwargs,
+    )
+
+
+def test_execute_scores_the_interval_and_returns_the_summary(warehouse_url):
+    from batchwatch.cli import simulate_into
+    from batchwatch.spec import get_spec
+    from batchwatch.training import bootstrap_champion
+    from batchwatch.warehouse import make_engine
+
+    engine = make_engine(warehouse_url)
+    simulate_into(engine, start=DAY - timedelta(days=6), end=DAY + timedelta(days=1), rows_per_day=800, labels_as_of=DAY)
+    version = bootstrap_champion(engine, get_spec("fraud"), start=DAY - timedelta(days=6), end=DAY)
+
+    summary = _operator(chunk_size="250").execute({"run_id": "operator-test"})
+    assert (summary["model_version"], summary["ds"], summary["rows_read"], summary["rows_scored"]) == (version, "2026-10-11", 800, 800)
+    with engine.connect() as connection:
+        run_ids = connection.exec_driver_sql("SELECT DISTINCT run_id FROM predictions").scalars().all()
+    assert run_ids == ["operator-test"]
+    engine.dispose()
+
+
+def test_a_permanent_error_fails_without_retrying(warehouse_url):
+    """No champion yet: retrying cannot help, so the task fails at once with what to do."""
+    with pytest.raises(AirflowFailException, match=r"no champion; register one first \(python -m batchwatch bootstrap fraud\)"):
+        _operator().execute({"run_id": "operator-test"})
