@@ -30,13 +30,6 @@ from batchwatch.spec import quote
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
-PREDICTION_TABLE_DDL = """
-    model_name text NOT NULL, model_version integer NOT NULL, role text NOT NULL, entity_id text NOT NULL,
-    ds date NOT NULL, score double precision NOT NULL, predicted_label smallint NOT NULL, run_id text NOT NULL,
-    scored_at timestamp with time zone NOT NULL,
-    CONSTRAINT ck_predictions_role CHECK (role IN ('champion', 'shadow')),
-    CONSTRAINT ck_predictions_score CHECK (score >= 0 AND score <= 1)
-"""
 PREDICTION_COLUMNS = ("model_name", "model_version", "role", "entity_id", "ds", "score", "predicted_label", "run_id", "scored_at")
 REJECT_COLUMNS = ("model_name", "ds", "entity_id", "reason", "payload", "run_id", "rejected_at")
 
@@ -263,6 +256,25 @@ def encode_prediction_rows(
     return b"".join(blocks)
 
 
+def _predictions_definition(connection: Any) -> str:
+    """Columns and checks of `predictions`, read from the catalog.
+
+    Not `CREATE TABLE … (LIKE predictions)`: that holds a lock on `predictions` for the whole run,
+    and two runs swapping partitions would deadlock. Reading the catalog takes no such lock.
+    """
+    columns, checks = connection.execute(
+        """
+        SELECT
+            (SELECT string_agg(format('%I %s%s', attname, format_type(atttypid, atttypmod),
+                                      CASE WHEN attnotnull THEN ' NOT NULL' ELSE '' END), ', ' ORDER BY attnum)
+             FROM pg_attribute WHERE attrelid = 'predictions'::regclass AND attnum > 0 AND NOT attisdropped),
+            (SELECT string_agg(format('CONSTRAINT %I %s', conname, pg_get_constraintdef(oid)), ', ' ORDER BY conname)
+             FROM pg_constraint WHERE conrelid = 'predictions'::regclass AND contype = 'c')
+        """
+    ).fetchone()
+    return f"{columns}, {checks}" if checks else columns
+
+
 def partition_name(model_name: str, ds: date) -> str:
     return f"predictions_{model_name}_{ds:%Y%m%d}"
 
@@ -287,9 +299,7 @@ class IntervalWriter:
         if postgres:
             self.partition = partition_name(model_name, ds)
             self.stage = f"{self.partition}_next"
-            # Not LIKE predictions: that would hold a lock on `predictions` for the whole run, and two
-            # runs swapping partitions would deadlock. ATTACH checks that this matches the parent.
-            connection.execute(f"CREATE TABLE {self.stage} ({PREDICTION_TABLE_DDL})")
+            connection.execute(f"CREATE TABLE {self.stage} ({_predictions_definition(connection)})")
 
     def write_predictions(self, version: int, role: str, entity_ids: Sequence[str], scores: np.ndarray, labels: np.ndarray) -> None:
         if not self._postgres:
