@@ -90,7 +90,6 @@ def _bare_pipe(day: datetime, target: str) -> dict:
     import numpy as np
     import psycopg
     import psycopg2
-
     from batchwatch.scoring import source_query
     from batchwatch.spec import get_spec
     from batchwatch.warehouse import BINARY_SIGNATURE, BINARY_TRAILER, PREDICTION_COLUMNS, encode_prediction_rows
@@ -134,7 +133,6 @@ def run_pandas(day: datetime) -> dict:
     import numpy as np
     import pandas as pd
     import sqlalchemy as sa
-
     from batchwatch.scoring import source_query
     from batchwatch.spec import get_spec
     from batchwatch.warehouse import make_engine
@@ -186,7 +184,6 @@ def worker(mode: str, day_index: int) -> None:
 
 def prepare(sizes: list[int]) -> None:
     import psycopg
-
     from batchwatch.cli import simulate_into
     from batchwatch.spec import get_spec
     from batchwatch.training import bootstrap_champion

@@ -151,11 +151,15 @@ def get_version(engine: Engine, model_name: str, version: int) -> dict[str, Any]
     return dict(row)
 
 
+def _alias_version(connection: Connection, model_name: str, alias: str) -> int | None:
+    return connection.execute(
+        sa.text("SELECT version FROM model_aliases WHERE model_name = :m AND alias = :a"), {"m": model_name, "a": alias}
+    ).scalar_one_or_none()
+
+
 def alias_version(engine: Engine, model_name: str, alias: str) -> int | None:
     with engine.connect() as connection:
-        return connection.execute(
-            sa.text("SELECT version FROM model_aliases WHERE model_name = :m AND alias = :a"), {"m": model_name, "a": alias}
-        ).scalar_one_or_none()
+        return _alias_version(connection, model_name, alias)
 
 
 def set_alias(engine: Engine, model_name: str, alias: str, version: int, *, reason: str, actor: str, details: dict | None = None) -> None:
@@ -169,14 +173,8 @@ def set_alias(engine: Engine, model_name: str, alias: str, version: int, *, reas
         ).first()
         if registered is None:
             raise RegistryError(f"model {model_name!r} has no version {version}")
-        previous = connection.execute(
-            sa.text("SELECT version FROM model_aliases WHERE model_name = :m AND alias = :a"), {"m": model_name, "a": alias}
-        ).scalar_one_or_none()
-        other = "challenger" if alias == "champion" else "champion"
-        if alias == "challenger" and connection.execute(
-            sa.text("SELECT 1 FROM model_aliases WHERE model_name = :m AND alias = :o AND version = :v"),
-            {"m": model_name, "o": other, "v": version},
-        ).first():
+        previous = _alias_version(connection, model_name, alias)
+        if alias == "challenger" and _alias_version(connection, model_name, "champion") == version:
             raise RegistryError(f"version {version} of {model_name!r} is already the champion; it cannot also be the challenger")
         connection.execute(sa.text("DELETE FROM model_aliases WHERE model_name = :m AND alias = :a"), {"m": model_name, "a": alias})
         connection.execute(

@@ -17,11 +17,10 @@ from sqlalchemy.engine import Engine
 
 from batchwatch import registry
 from batchwatch.features import build_features
+from batchwatch.registry import LoadedModel
 from batchwatch.spec import ModelSpec, quote
 from batchwatch.validation import validate
-from batchwatch.registry import LoadedModel
 from batchwatch.warehouse import IntervalWriter, replace_interval, stream_frames
-
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +49,7 @@ def source_query(spec: ModelSpec) -> tuple[str, list[str], list[str]]:
         f"SELECT {', '.join(map(quote, columns))} FROM {spec.source.relation} s "
         f"WHERE {quote(event)} >= :start AND {quote(event)} < :end"
     )
-    text = [key, *(f.name for f in spec.features if f.is_categorical)]
-    return query, columns, text
+    return query, columns, spec.text_columns
 
 
 def score(pipeline: Any, features: pd.DataFrame) -> np.ndarray:

@@ -231,6 +231,11 @@ class ModelSpec(_Strict):
         return [f.name for f in self.features]
 
     @property
+    def text_columns(self) -> list[str]:
+        """Source columns read as text: the entity key (any type becomes a string id) and categoricals."""
+        return [self.source.entity_key, *(f.name for f in self.features if f.is_categorical)]
+
+    @property
     def model_features(self) -> list[str]:
         """Columns the estimator sees, in order: source features then derived ones."""
         return [c.name for c in self.all_columns]

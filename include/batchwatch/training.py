@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from batchwatch import registry
 from batchwatch.features import build_features
+from batchwatch.scoring import score
 from batchwatch.spec import ModelSpec, quote, resolve
 from batchwatch.validation import validate
 from batchwatch.warehouse import read_frame
@@ -82,8 +83,7 @@ def labelled_query(spec: ModelSpec) -> tuple[str, list[str], list[str]]:
         f"WHERE s.{quote(event)} >= :start AND s.{quote(event)} < :end AND o.{quote(label.observed_at)} <= :as_of "
         f"ORDER BY s.{quote(event)}, s.{quote(key)}"
     )
-    text = [key, *(f.name for f in spec.features if f.is_categorical)]
-    return query, columns, text
+    return query, columns, spec.text_columns
 
 
 def read_labelled(engine: Engine, spec: ModelSpec, start: datetime, end: datetime, as_of: datetime) -> pd.DataFrame:
@@ -123,8 +123,8 @@ def train(spec: ModelSpec, labelled: pd.DataFrame, validation_fraction: float = 
     pipeline.fit(features.iloc[:split], labels[:split])
     fit_seconds = time.perf_counter() - started
     threshold = spec.scoring.threshold
-    train_scores = pipeline.predict_proba(features.iloc[:split])[:, 1]
-    validation_scores = pipeline.predict_proba(features.iloc[split:])[:, 1]
+    train_scores = score(pipeline, features.iloc[:split])
+    validation_scores = score(pipeline, features.iloc[split:])
     metrics = {
         "train": evaluate(labels[:split], train_scores, threshold),
         "validation": evaluate(labels[split:], validation_scores, threshold),

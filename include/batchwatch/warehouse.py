@@ -304,7 +304,7 @@ class IntervalWriter:
     def write_predictions(self, version: int, role: str, entity_ids: Sequence[str], scores: np.ndarray, labels: np.ndarray) -> None:
         if not self._postgres:
             self._connection.executemany(
-                f"INSERT INTO predictions ({', '.join(PREDICTION_COLUMNS)}) VALUES ({', '.join('?' * len(PREDICTION_COLUMNS))})",
+                _sqlite_insert("predictions", PREDICTION_COLUMNS),
                 [
                     (self.model_name, version, role, entity, self.ds.isoformat(), score, label, self.run_id, _sqlite_value(self.written_at))
                     for entity, score, label in zip(entity_ids, scores.tolist(), labels.tolist())
@@ -344,7 +344,7 @@ class IntervalWriter:
             self._swap_partition()
         else:
             self._connection.executemany(
-                f"INSERT INTO rejected_rows ({', '.join(REJECT_COLUMNS)}) VALUES ({', '.join('?' * len(REJECT_COLUMNS))})",
+                _sqlite_insert("rejected_rows", REJECT_COLUMNS),
                 [
                     (model, ds, None if entity == NULL else entity, reason, payload, run_id, _sqlite_value(datetime.fromisoformat(at)))
                     for model, ds, entity, reason, payload, run_id, at in csv.reader(self._rejects)
@@ -391,6 +391,24 @@ class IntervalWriter:
         self._rejects.close()
 
 
+def _sqlite_insert(table: str, columns: Sequence[str]) -> str:
+    return f"INSERT INTO {table} ({', '.join(map(quote, columns))}) VALUES ({', '.join('?' * len(columns))})"
+
+
+@contextmanager
+def _driver_transaction(engine: Engine) -> Iterator[Any]:
+    """The DB-API connection under one transaction: committed on success, rolled back on any error."""
+    raw = engine.raw_connection()
+    try:
+        yield raw.driver_connection
+        raw.driver_connection.commit()
+    except BaseException:
+        raw.driver_connection.rollback()
+        raise
+    finally:
+        raw.close()
+
+
 def _sqlite_value(value: Any) -> Any:
     """Store dates and times the way SQLAlchemy's SQLite types read them back."""
     if isinstance(value, datetime):
@@ -419,10 +437,8 @@ def replace_interval(engine: Engine, model_name: str, ds: date, run_id: str, wri
     Concurrent runs of the same interval wait on an advisory lock (PostgreSQL) or the database
     write lock (SQLite). Readers see the old rows until commit; an exception rolls everything back.
     """
-    raw = engine.raw_connection()
-    connection = raw.driver_connection
     postgres = is_postgres(engine)
-    try:
+    with _driver_transaction(engine) as connection:
         if postgres:
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (interval_lock_key("predict", model_name, ds),))
             connection.execute("DELETE FROM rejected_rows WHERE model_name = %s AND ds = %s", (model_name, ds))
@@ -437,12 +453,6 @@ def replace_interval(engine: Engine, model_name: str, ds: date, run_id: str, wri
         except BaseException as error:
             writer.abort(error)
             raise
-        connection.commit()
-    except BaseException:
-        connection.rollback()
-        raise
-    finally:
-        raw.close()
 
 
 def load_frame(engine: Engine, table: str, frame: pd.DataFrame, chunk_size: int = 200_000) -> int:
@@ -454,28 +464,16 @@ def load_frame(engine: Engine, table: str, frame: pd.DataFrame, chunk_size: int 
         if isinstance(frame[name].dtype, pd.DatetimeTZDtype):
             # Naive UTC text: a tz-aware column halves to_csv's speed.
             frame[name] = frame[name].dt.tz_convert("UTC").dt.tz_localize(None)
-    columns = ", ".join(map(quote, frame.columns))
-    raw = engine.raw_connection()
-    try:
-        connection = raw.driver_connection
+    with _driver_transaction(engine) as connection:
         if is_postgres(engine):
             cursor = connection.cursor()
             cursor.execute("SET LOCAL TIME ZONE 'UTC'")
+            columns = ", ".join(map(quote, frame.columns))
             for start in range(0, len(frame), chunk_size):
-                buffer = frame.iloc[start : start + chunk_size].to_csv(index=False, header=False, na_rep="\\N")
-                with cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT csv, NULL '\\N')") as copy:
+                buffer = frame.iloc[start : start + chunk_size].to_csv(index=False, header=False, na_rep=NULL)
+                with cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT csv, NULL '{NULL}')") as copy:
                     copy.write(buffer)
         else:
-            placeholders = ", ".join("?" for _ in frame.columns)
             records = frame.astype(object).where(frame.notna(), None).itertuples(index=False, name=None)
-            connection.executemany(
-                f"INSERT INTO {table} ({columns}) VALUES ({placeholders})",
-                (tuple(_sqlite_value(v) for v in row) for row in records),
-            )
-        connection.commit()
-    except BaseException:
-        raw.driver_connection.rollback()
-        raise
-    finally:
-        raw.close()
+            connection.executemany(_sqlite_insert(table, frame.columns), (tuple(map(_sqlite_value, row)) for row in records))
     return len(frame)
