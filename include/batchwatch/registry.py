@@ -77,9 +77,13 @@ def register(
     metrics: dict[str, Any],
     trained_on: dict[str, Any],
     parent_version: int | None,
+    reference: Any = None,
     root: Path | None = None,
 ) -> int:
-    """Dump the fitted pipeline, record it with its sha256 and metadata, return the new version."""
+    """Dump the fitted pipeline, record it with its sha256 and metadata, return the new version.
+
+    `reference` (a drift.ReferenceProfile) is stored with the version, in the same transaction.
+    """
     root = root or artifact_root()
     buffer = io.BytesIO()
     joblib.dump(pipeline, buffer)
@@ -115,6 +119,14 @@ def register(
                 "created_at": _now(),
             },
         )
+        if reference is not None:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO reference_profiles (model_name, model_version, column_name, kind, profile)"
+                    " VALUES (:m, :v, :column_name, :kind, :profile)"
+                ).bindparams(sa.bindparam("profile", type_=sa.JSON)),
+                [{"m": spec.name, "v": version, **row} for row in reference.to_rows()],
+            )
         # Written last, inside the transaction: a failed insert leaves no file behind.
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():  # same path, same checksum: the bytes are already there

@@ -22,6 +22,7 @@ IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 QUALIFIED_IDENTIFIER = re.compile(r"^([a-z_][a-z0-9_]*\.)?[a-z_][a-z0-9_]*$")
 DOTTED_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 DAILY_CRON = re.compile(r"^([0-5]?[0-9]) +(1?[0-9]|2[0-3]) +\* +\* +\*$")
+HOURLY_CRON = re.compile(r"^([0-5]?[0-9]) +\* +\* +\* +\*$")
 
 DEFAULT_SPEC_DIR = Path(__file__).resolve().parent.parent / "models"
 
@@ -188,6 +189,8 @@ class Schedules(_Strict):
     # The nightly job scores one day per run: a daily cron "M H * * *" (UTC); the default
     # makes the data interval one UTC calendar day.
     nightly_predict: str = "0 0 * * *"
+    # The drift check runs once an hour, "M * * * *" (UTC), over the trailing drift.window_hours.
+    hourly_drift: str = "0 * * * *"
 
     @field_validator("nightly_predict")
     @classmethod
@@ -195,6 +198,55 @@ class Schedules(_Strict):
         if not DAILY_CRON.match(value.strip()):
             raise ValueError(f"{value!r} is not a daily cron expression 'minute hour * * *'")
         return value
+
+    @field_validator("hourly_drift")
+    @classmethod
+    def _hourly(cls, value: str) -> str:
+        if not HOURLY_CRON.match(value.strip()):
+            raise ValueError(f"{value!r} is not an hourly cron expression 'minute * * * *'")
+        return value
+
+
+class Notifier(_Strict):
+    """An Airflow notifier (a BaseNotifier subclass) called when a drift incident opens or recovers."""
+
+    class_: str = Field(alias="class")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    _check_class = field_validator("class_")(_importable_dotted_path)
+
+
+class Multivariate(_Strict):
+    """A domain classifier: can a model tell reference rows from current rows? AUC 0.5 means no."""
+
+    enabled: bool = True
+    sample_rows: int = Field(default=5_000, ge=100)
+    folds: int = Field(default=3, ge=2, le=10)
+    auc_threshold: float = Field(default=0.6, gt=0.5, le=1)
+
+
+class Drift(_Strict):
+    """Thresholds of the hourly drift check; the defaults are the ones DESIGN.md argues for.
+
+    A feature is drifted only when its test is significant after Benjamini-Hochberg at `fdr`
+    across all tests of one check, and its effect size passes the threshold of that test.
+    """
+
+    window_hours: int = Field(default=24, ge=1, le=24 * 31)
+    min_rows: int = Field(default=500, ge=10)
+    fdr: float = Field(default=0.05, gt=0, lt=1)
+    reference_sample_size: int = Field(default=10_000, ge=100)
+    psi_threshold: float = Field(default=0.2, gt=0)
+    wasserstein_threshold: float = Field(default=0.1, gt=0)  # in reference standard deviations
+    jensen_shannon_threshold: float = Field(default=0.1, gt=0, le=1)
+    unseen_share_threshold: float = Field(default=0.01, gt=0, le=1)
+    null_rate_h_threshold: float = Field(default=0.1, gt=0)  # Cohen's h of the null rates
+    positive_rate_h_threshold: float = Field(default=0.1, gt=0)  # Cohen's h of the positive rates
+    exclude: tuple[str, ...] = ()  # columns not compared, e.g. ones with a known weekly cycle
+    multivariate: Multivariate = Multivariate()
+    # Called when an incident opens and when it recovers; with none, the task log and `alerts` hold it.
+    notifiers: tuple[Notifier, ...] = ()
 
 
 class ModelSpec(_Strict):
@@ -209,6 +261,7 @@ class ModelSpec(_Strict):
     estimator: Estimator = Estimator()
     scoring: Scoring = Scoring()
     schedules: Schedules = Schedules()
+    drift: Drift = Drift()
     tags: tuple[str, ...] = ()
 
     _check_name = field_validator("name")(_identifier)
@@ -224,6 +277,9 @@ class ModelSpec(_Strict):
         reserved = {self.source.entity_key, self.source.event_time} & set(names)
         if reserved:
             raise ValueError(f"entity key / event time cannot also be features: {sorted(reserved)}")
+        unknown = sorted(set(self.drift.exclude) - set(names))
+        if unknown:
+            raise ValueError(f"drift.exclude names columns that are not features: {unknown}")
         return self
 
     @property
@@ -247,6 +303,11 @@ class ModelSpec(_Strict):
     @property
     def categorical_features(self) -> list[str]:
         return [c.name for c in self.all_columns if c.type == "categorical"]
+
+    @property
+    def drift_columns(self) -> list[str]:
+        """Model features the drift check compares: all but `drift.exclude`."""
+        return [name for name in self.model_features if name not in self.drift.exclude]
 
     def categories_of(self, name: str) -> tuple[str, ...]:
         return next(c.categories for c in self.all_columns if c.name == name)

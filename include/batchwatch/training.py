@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,7 @@ from sklearn.preprocessing import OrdinalEncoder
 from sqlalchemy.engine import Engine
 
 from batchwatch import registry
+from batchwatch.drift import ReferenceProfile, build_reference
 from batchwatch.features import build_features
 from batchwatch.scoring import score
 from batchwatch.spec import ModelSpec, quote, resolve
@@ -86,10 +87,20 @@ def labelled_query(spec: ModelSpec) -> tuple[str, list[str], list[str]]:
     return query, columns, spec.text_columns
 
 
+def matured_end(spec: ModelSpec, end: datetime, as_of: datetime) -> datetime:
+    """Events before this have all their labels by `as_of` (label.delay_days); later ones only some."""
+    return min(end, as_of - timedelta(days=spec.label.delay_days))
+
+
 def read_labelled(engine: Engine, spec: ModelSpec, start: datetime, end: datetime, as_of: datetime) -> pd.DataFrame:
-    """Valid labelled rows of [start, end) whose label was observed by `as_of`, oldest first."""
+    """Valid labelled rows of [start, end) whose labels have matured by `as_of`, oldest first.
+
+    Only events older than the label delay are used: a half-labelled last day would be a biased
+    sample (its early hours only) of the population the model and its reference describe.
+    """
     query, columns, text = labelled_query(spec)
-    raw = read_frame(engine, query, {"start": start, "end": end, "as_of": as_of}, columns, text, spec.categorical_features)
+    params = {"start": start, "end": matured_end(spec, end, as_of), "as_of": as_of}
+    raw = read_frame(engine, query, params, columns, text, spec.categorical_features)
     return validate(raw, spec).valid.reset_index(drop=True)
 
 
@@ -109,6 +120,7 @@ def evaluate(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[s
 class TrainedModel:
     pipeline: Pipeline
     metrics: dict[str, Any]
+    reference: ReferenceProfile  # what the drift check compares with: training rows, validation scores
 
 
 def train(spec: ModelSpec, labelled: pd.DataFrame, validation_fraction: float = 0.2) -> TrainedModel:
@@ -130,7 +142,7 @@ def train(spec: ModelSpec, labelled: pd.DataFrame, validation_fraction: float = 
         "validation": evaluate(labels[split:], validation_scores, threshold),
         "fit_seconds": round(fit_seconds, 3),
     }
-    return TrainedModel(pipeline, metrics)
+    return TrainedModel(pipeline, metrics, build_reference(spec, features.iloc[:split], validation_scores))
 
 
 def bootstrap_champion(engine: Engine, spec: ModelSpec, *, start: datetime, end: datetime) -> int:
@@ -145,6 +157,7 @@ def bootstrap_champion(engine: Engine, spec: ModelSpec, *, start: datetime, end:
         metrics=trained.metrics,
         trained_on={"start": start.isoformat(), "end": end.isoformat(), "labels_as_of": as_of.isoformat(), "rows": len(labelled)},
         parent_version=None,
+        reference=trained.reference,
     )
     registry.set_alias(engine, spec.name, "champion", version, reason="bootstrap: first champion from labelled history", actor="bootstrap")
     return version

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param
 
-from batchwatch_airflow.operators import BatchPredictOperator
+from batchwatch_airflow.operators import BatchPredictOperator, DriftCheckOperator
 
 if TYPE_CHECKING:
     from batchwatch.spec import ModelSpec
@@ -58,4 +58,33 @@ def nightly_predict_dag(spec: ModelSpec) -> DAG:
             chunk_size="{{ params.chunk_size }}",
             outlets=[predictions_asset(spec)],
         )
+    return dag
+
+
+def hourly_drift_dag(spec: ModelSpec) -> DAG:
+    """Hourly: the trailing window's features and champion scores against the champion's reference."""
+    with DAG(
+        dag_id=f"{spec.name}_hourly_drift",
+        description=f"Hourly drift check of {spec.name} over the trailing {spec.drift.window_hours} h",
+        doc_md=(
+            f"### {spec.name}: hourly drift check\n\n"
+            f"Each run compares the source rows of the trailing {spec.drift.window_hours} hours (ending at the run's data "
+            "interval end) and the champion's scores for them with the reference profile stored when the champion was "
+            "registered. A column is drifted only when significant after Benjamini-Hochberg "
+            f"(FDR {spec.drift.fdr}) **and** its effect size passes the spec's threshold. The task succeeds when drift "
+            "is found: the finding is in its return value, its log, `drift_results` and `alerts`.\n\n"
+            "```sql\nSELECT column_name, test, statistic, p_adjusted, effect_size, threshold, verdict\nFROM drift_results\n"
+            f"WHERE model_name = '{spec.name}' AND window_end = (SELECT MAX(window_end) FROM drift_results WHERE model_name = '{spec.name}')\n"
+            "ORDER BY verdict, column_name, test;\n"
+            f"SELECT * FROM alerts WHERE model_name = '{spec.name}' ORDER BY id DESC;\n```"
+        ),
+        schedule=CronDataIntervalTimetable(spec.schedules.hourly_drift, timezone="UTC"),
+        start_date=START_DATE,
+        catchup=False,
+        # Incidents open and resolve in window order, so windows are checked one at a time.
+        max_active_runs=1,
+        default_args=default_args(spec),
+        tags=["batchwatch", "drift", *spec.tags],
+    ) as dag:
+        DriftCheckOperator(task_id="check_drift", model_name=spec.name)
     return dag

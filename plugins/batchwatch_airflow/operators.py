@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 def _permanent_errors() -> tuple[type[Exception], ...]:
     """Errors a retry cannot fix; they fail the task at once with their message."""
-    from batchwatch.registry import RegistryError
+    from batchwatch.registry import RegistryError  # includes drift.NoReference
     from batchwatch.scoring import DuplicateEntity, NoChampion, RejectRateExceeded
     from batchwatch.spec import SpecError
 
@@ -79,3 +79,53 @@ class BatchPredictOperator(BaseOperator):
             summary,
         )
         return summary
+
+
+class DriftCheckOperator(BaseOperator):
+    """Compare the trailing window ending at `window_end` with the champion's reference profile.
+
+    Drift is a finding, not a failure: the task succeeds, returns the summary (XCom, shown in the UI),
+    logs every drifted check, and calls the spec's notifiers once per incident change.
+    """
+
+    template_fields: Sequence[str] = ("model_name", "window_end", "warehouse_conn_id")
+    ui_color = "#fdebd0"
+
+    def __init__(self, *, model_name: str, warehouse_conn_id: str = "warehouse", window_end: str = "{{ data_interval_end }}", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+        self.warehouse_conn_id = warehouse_conn_id
+        self.window_end = window_end
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from batchwatch.drift import check_window
+        from batchwatch.spec import get_spec
+
+        spec = get_spec(self.model_name)
+        engine = warehouse_engine(self.warehouse_conn_id)
+        try:
+            summary = check_window(engine, spec, window_end=datetime.fromisoformat(str(self.window_end)), run_id=context["run_id"])
+            self.log.info(
+                "%s v%s, window [%s, %s): %d rows, %d scored; %s (%s)",
+                self.model_name, summary["model_version"], summary["window_start"], summary["window_end"],
+                summary["rows"], summary["rows_scored"], summary["status"], summary["checks"],
+            )
+            for line in summary["drifted"]:
+                self.log.warning("Drifted: %s", line)
+            self._notify(engine, spec, context)
+        except _permanent_errors() as error:
+            raise AirflowFailException(str(error)) from error
+        finally:
+            engine.dispose()
+        return summary
+
+    def _notify(self, engine: Any, spec: Any, context: Context) -> None:
+        """Call every notifier for each incident change not yet announced, then mark it announced."""
+        from batchwatch.drift import mark_notified, pending_notifications
+        from batchwatch.spec import resolve
+
+        for alert in pending_notifications(engine, spec.name):
+            self.log.warning("Drift incident %s %s: %s", alert["alert_id"], alert["status"], alert["summary"])
+            for notifier in spec.drift.notifiers:
+                resolve(notifier.class_, "drift.notifiers.class")(**notifier.params)({**context, "batchwatch_alert": alert})
+            mark_notified(engine, alert["alert_id"], alert["status"])

@@ -11,8 +11,10 @@ from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk import CronDataIntervalTimetable
 
 EXPECTED = {
-    "fraud_nightly_predict": {"tasks": {"predict"}, "cron": "0 0 * * *", "owner": "ml-platform"},
-    "churn_nightly_predict": {"tasks": {"predict"}, "cron": "0 0 * * *", "owner": "growth-ds"},
+    "fraud_nightly_predict": {"tasks": {"predict"}, "cron": "0 0 * * *", "owner": "ml-platform", "max_active_runs": 4},
+    "churn_nightly_predict": {"tasks": {"predict"}, "cron": "0 0 * * *", "owner": "growth-ds", "max_active_runs": 4},
+    "fraud_hourly_drift": {"tasks": {"check_drift"}, "cron": "0 * * * *", "owner": "ml-platform", "max_active_runs": 1},
+    "churn_hourly_drift": {"tasks": {"check_drift"}, "cron": "0 * * * *", "owner": "growth-ds", "max_active_runs": 1},
 }
 
 
@@ -33,19 +35,21 @@ def test_one_dag_set_per_spec(dagbag):
 def test_dag_shape(dagbag, dag_id):
     dag = dagbag.dags[dag_id]
     expected = EXPECTED[dag_id]
-    assert isinstance(dag.timetable, CronDataIntervalTimetable), "the nightly interval must be a real data interval"
+    assert isinstance(dag.timetable, CronDataIntervalTimetable), "the interval must be a real data interval"
     assert dag.timetable.expression == expected["cron"]
     assert str(dag.timetable.timezone) == "UTC"
     assert {task.task_id for task in dag.tasks} == expected["tasks"]
     assert dag.tags and "batchwatch" in dag.tags
     assert dag.catchup is False
+    assert dag.max_active_runs == expected["max_active_runs"]
     assert dag.doc_md
     for task in dag.tasks:
         assert task.owner == expected["owner"]
         assert task.retries >= 2
         assert task.retry_exponential_backoff
-    assert [outlet.name for outlet in dag.get_task("predict").outlets] == [dag_id.replace("_nightly_predict", "_predictions")]
-    assert dag.params["chunk_size"] > 0
+    if "predict" in expected["tasks"]:
+        assert [outlet.name for outlet in dag.get_task("predict").outlets] == [dag_id.replace("_nightly_predict", "_predictions")]
+        assert dag.params["chunk_size"] > 0
 
 
 def test_interval_is_one_utc_day(dagbag):
@@ -55,6 +59,15 @@ def test_interval_is_one_utc_day(dagbag):
     timetable = coerce_to_core_timetable(dagbag.dags["fraud_nightly_predict"].timetable)
     interval = timetable.infer_manual_data_interval(run_after=datetime(2026, 11, 3, 0, 30, tz="UTC"))
     assert (interval.start, interval.end - interval.start) == (datetime(2026, 11, 2, tz="UTC"), timedelta(days=1))
+
+
+def test_drift_interval_is_one_hour(dagbag):
+    from airflow.serialization.encoders import coerce_to_core_timetable
+    from pendulum import datetime
+
+    timetable = coerce_to_core_timetable(dagbag.dags["fraud_hourly_drift"].timetable)
+    interval = timetable.infer_manual_data_interval(run_after=datetime(2026, 11, 3, 7, 30, tz="UTC"))
+    assert (interval.start, interval.end - interval.start) == (datetime(2026, 11, 3, 6, tz="UTC"), timedelta(hours=1))
 
 
 def test_dag_file_does_no_heavy_import():

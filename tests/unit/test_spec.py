@@ -57,7 +57,7 @@ def test_fraud_spec_values(fraud_spec) -> None:
     assert by_name["avg_amount_7d"].nulls == "allow"
     assert by_name["country"].nulls == "allow" and by_name["country"].unknown_categories == "reject"
     assert fraud_spec.derived_features.function == "batchwatch.fraud_demo.derive_features"
-    assert (fraud_spec.label.table, fraud_spec.label.column, fraud_spec.label.delay_days) == ("outcomes", "label", 3)
+    assert (fraud_spec.label.table, fraud_spec.label.column, fraud_spec.label.delay_days) == ("outcomes", "label", 4)
     assert fraud_spec.estimator.factory == "batchwatch.training.hist_gradient_boosting"
     assert fraud_spec.estimator.params == {"max_iter": 50, "learning_rate": 0.2, "max_leaf_nodes": 15}
     scoring = fraud_spec.scoring

@@ -218,15 +218,18 @@ def test_read_labelled_respects_the_window_and_label_maturity(fraud_spec, sqlite
     load_frame(sqlite_engine, "outcomes", batch.outcomes)
     tx, outcomes = batch.transactions, batch.outcomes
     start, end = D1 + timedelta(hours=12), D1 + timedelta(days=1, hours=12)
-    as_of = D1 + timedelta(days=4, hours=6)  # labels arrive 3-4 days after the event: some are not in yet
+    as_of = D1 + timedelta(days=5, hours=6)  # label.delay_days is 4: events before D1 + 1 d 6 h have matured
 
     frame = read_labelled(sqlite_engine, fraud_spec, start, end, as_of)
 
+    matured = pd.Timestamp(as_of - timedelta(days=fraud_spec.label.delay_days))
     in_window = (tx["event_time"] >= pd.Timestamp(start)) & (tx["event_time"] < pd.Timestamp(end))
     observed = outcomes["observed_at"] <= pd.Timestamp(as_of)
     clean = batch.malformed.isna()
-    expected = tx[(in_window & observed & clean).to_numpy()]
+    expected = tx[(in_window & (tx["event_time"] < matured) & clean).to_numpy()]
     assert 0 < len(expected) < (in_window & clean).sum()
+    assert observed[expected.index].all(), "every matured event has its label"
+    assert (in_window & observed & (tx["event_time"] >= matured)).any(), "some later labels are in, and are left out on purpose"
     assert frame["transaction_id"].tolist() == expected["transaction_id"].astype(str).tolist()  # oldest first
     assert frame[LABEL].tolist() == outcomes.loc[expected.index, "label"].tolist()
     assert list(frame.columns) == ["transaction_id", *fraud_spec.source_columns, LABEL]

@@ -1,0 +1,470 @@
+"""The drift check: a window of source rows and the champion's scores against the version's reference.
+
+The reference profile is built once, when a version is registered, from its training rows and its
+validation scores, and stored beside the version; a check never re-reads training data.
+
+Feature drift is measured on every row of the window as it arrived (so a new category or a burst
+of nulls shows even when validation would reject those rows); score drift on the rows the
+champion can score. A column is *drifted* only when its test is significant after
+Benjamini-Hochberg across every test of the check *and* its effect size passes the spec's
+threshold; with fewer than `drift.min_rows` values the verdict is `insufficient_data`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from batchwatch import registry
+from batchwatch.drift_stats import (
+    CategoricalReference,
+    NumericReference,
+    benjamini_hochberg,
+    compare_categorical,
+    compare_numeric,
+    proportion_test,
+)
+from batchwatch.features import build_features
+from batchwatch.scoring import NoChampion, score, source_query
+from batchwatch.spec import ModelSpec
+from batchwatch.validation import validate
+from batchwatch.warehouse import interval_lock_key, is_postgres, json_safe, read_frame
+
+log = logging.getLogger(__name__)
+
+SCORES = "__score__"
+JOINT = "__joint__"
+DRIFTED, OK, INSUFFICIENT = "drifted", "ok", "insufficient_data"
+
+
+class NoReference(registry.RegistryError):
+    """The version has no stored reference profile, so there is nothing to compare with."""
+
+
+# --- the reference profile --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReferenceProfile:
+    numeric: dict[str, NumericReference]
+    categorical: dict[str, CategoricalReference]
+    scores: NumericReference
+    positives: int  # validation rows scored at or over the threshold
+    scored: int  # validation rows scored
+    joint: pd.DataFrame  # a sample of whole feature rows, for the multivariate check
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        rows = [{"column_name": name, "kind": "numeric", "profile": ref.to_dict()} for name, ref in self.numeric.items()]
+        rows += [{"column_name": name, "kind": "categorical", "profile": ref.to_dict()} for name, ref in self.categorical.items()]
+        rows.append({"column_name": SCORES, "kind": "score", "profile": {**self.scores.to_dict(), "positives": self.positives, "scored": self.scored}})
+        joint = {name: self.joint[name].astype(object).where(self.joint[name].notna(), None).tolist() for name in self.joint}
+        rows.append({"column_name": JOINT, "kind": "joint", "profile": {"columns": json_safe(joint)}})
+        return rows
+
+    @classmethod
+    def from_rows(cls, rows: list[dict[str, Any]]) -> ReferenceProfile:
+        by_kind: dict[str, dict[str, dict]] = {}
+        for row in rows:
+            by_kind.setdefault(row["kind"], {})[row["column_name"]] = row["profile"]
+        score_profile = by_kind["score"][SCORES]
+        joint = pd.DataFrame(by_kind["joint"][JOINT]["columns"])
+        return cls(
+            numeric={name: NumericReference.from_dict(p) for name, p in by_kind.get("numeric", {}).items()},
+            categorical={name: CategoricalReference.from_dict(p) for name, p in by_kind.get("categorical", {}).items()},
+            scores=NumericReference.from_dict(score_profile),
+            positives=int(score_profile["positives"]),
+            scored=int(score_profile["scored"]),
+            joint=joint,
+        )
+
+
+def build_reference(spec: ModelSpec, features: pd.DataFrame, validation_scores: np.ndarray, *, seed: int = 0) -> ReferenceProfile:
+    """Profile every model feature of the training rows and the validation scores."""
+    size = spec.drift.reference_sample_size
+    categorical = set(spec.categorical_features)
+    joint_rows = min(len(features), spec.drift.multivariate.sample_rows)
+    return ReferenceProfile(
+        numeric={name: NumericReference.from_values(features[name].to_numpy(dtype=float), size, seed) for name in spec.model_features if name not in categorical},
+        categorical={name: CategoricalReference.from_values(features[name]) for name in spec.model_features if name in categorical},
+        scores=NumericReference.from_values(np.asarray(validation_scores, dtype=float), size, seed),
+        positives=int(np.sum(np.asarray(validation_scores) >= spec.scoring.threshold)),
+        scored=len(validation_scores),
+        joint=features.sample(n=joint_rows, random_state=seed).reset_index(drop=True) if joint_rows else features.iloc[:0],
+    )
+
+
+def load_reference(engine: Engine, model_name: str, version: int) -> ReferenceProfile:
+    query = sa.text("SELECT column_name, kind, profile FROM reference_profiles WHERE model_name = :m AND model_version = :v").columns(
+        profile=sa.JSON
+    )
+    with engine.connect() as connection:
+        rows = [dict(row) for row in connection.execute(query, {"m": model_name, "v": version}).mappings()]
+    if not rows:
+        raise NoReference(
+            f"{model_name} v{version} has no reference profile; versions registered through batchwatch.training "
+            "get one at registration. Register a new version to monitor this model."
+        )
+    return ReferenceProfile.from_rows(rows)
+
+
+# --- evaluating one window --------------------------------------------------------------------
+
+
+@dataclass
+class TestResult:
+    column: str
+    test: str
+    check: str  # the tests of one check share a verdict: e.g. ks, psi and wasserstein of one column
+    statistic: float | None
+    p_value: float | None = None
+    effect_size: float | None = None
+    threshold: float | None = None
+    n_reference: int | None = None
+    n_current: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    p_adjusted: float | None = None
+    verdict: str = OK
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "column_name": self.column,
+            "test": self.test,
+            "statistic": _finite_or_none(self.statistic),
+            "p_value": _finite_or_none(self.p_value),
+            "p_adjusted": _finite_or_none(self.p_adjusted),
+            "effect_size": _finite_or_none(self.effect_size, keep_inf=True),
+            "threshold": self.threshold,
+            "n_reference": self.n_reference,
+            "n_current": self.n_current,
+            "verdict": self.verdict,
+            "details": json_safe(self.details),
+        }
+
+
+def _finite_or_none(value: float | None, keep_inf: bool = False) -> float | None:
+    if value is None or np.isnan(value):
+        return None
+    if np.isinf(value) and not keep_inf:
+        return None
+    return float(value)
+
+
+def _numeric_tests(name: str, reference: NumericReference, values: np.ndarray, spec: ModelSpec, test_prefix: str = "") -> list[TestResult]:
+    compared = compare_numeric(reference, values)
+    check = f"{test_prefix}distribution:{name}"
+    sizes = {"n_reference": compared.n_reference, "n_current": compared.n_current}
+    details = {"reference_mean": reference.mean, "reference_std": reference.std, "current_mean": compared.current_mean, "current_std": compared.current_std}
+    return [
+        TestResult(name, f"{test_prefix}ks", check, compared.ks_statistic, p_value=compared.ks_pvalue, **sizes, details=details),
+        TestResult(name, f"{test_prefix}psi", check, compared.psi, effect_size=compared.psi, threshold=spec.drift.psi_threshold, **sizes),
+        TestResult(
+            name, f"{test_prefix}wasserstein", check, compared.wasserstein, effect_size=compared.wasserstein_norm,
+            threshold=spec.drift.wasserstein_threshold, **sizes, details={"normalised_by": "reference std"},
+        ),
+    ]
+
+
+def _categorical_tests(name: str, reference: CategoricalReference, values: pd.Series, spec: ModelSpec) -> list[TestResult]:
+    compared = compare_categorical(reference, values)
+    check = f"distribution:{name}"
+    sizes = {"n_reference": compared.n_reference, "n_current": compared.n_current}
+    return [
+        TestResult(name, "chi2", check, compared.chi2_statistic, p_value=compared.chi2_pvalue, **sizes, details={"dof": compared.dof}),
+        TestResult(name, "jensen_shannon", check, compared.jensen_shannon, effect_size=compared.jensen_shannon, threshold=spec.drift.jensen_shannon_threshold, **sizes),
+        TestResult(
+            name, "unseen_share", f"unseen:{name}", compared.unseen_share, effect_size=compared.unseen_share,
+            threshold=spec.drift.unseen_share_threshold, **sizes, details={"unseen": compared.unseen},
+        ),
+    ]
+
+
+def _rate_test(name: str, test: str, reference_hits: int, reference_n: int, current_hits: int, current_n: int, threshold: float) -> TestResult:
+    compared = proportion_test(reference_hits, reference_n, current_hits, current_n)
+    return TestResult(
+        name, test, f"{test}:{name}", compared.z, p_value=compared.pvalue, effect_size=abs(compared.cohens_h), threshold=threshold,
+        n_reference=reference_n, n_current=current_n,
+        details={"reference_rate": compared.reference_rate, "current_rate": compared.current_rate, "cohens_h": compared.cohens_h},
+    )
+
+
+def domain_classifier_auc(reference: pd.DataFrame, current: pd.DataFrame, spec: ModelSpec, *, seed: int = 0) -> tuple[float, int]:
+    """Cross-validated AUC of a classifier telling reference rows from current rows, and rows per side."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    settings = spec.drift.multivariate
+    n = min(len(reference), len(current), settings.sample_rows)
+    columns = [name for name in spec.drift_columns if name in reference]
+    both = pd.concat([reference[columns].sample(n=n, random_state=seed), current[columns].sample(n=n, random_state=seed)], ignore_index=True)
+    categorical = [name in spec.categorical_features for name in columns]
+    encoded = pd.DataFrame(
+        {
+            name: pd.Categorical(both[name].astype(object)).codes.astype(float) if is_cat else both[name].to_numpy(dtype=float)
+            for name, is_cat in zip(columns, categorical)
+        }
+    )
+    for name, is_cat in zip(columns, categorical):
+        if is_cat:  # codes of missing values are -1: make them missing for the classifier
+            encoded.loc[encoded[name] < 0, name] = np.nan
+    # Over 255 categories HistGradientBoosting cannot split natively; such codes are used as numbers.
+    mask = [is_cat and encoded[name].nunique() < 255 for name, is_cat in zip(columns, categorical)]
+    labels = np.repeat([0, 1], n)
+    classifier = HistGradientBoostingClassifier(max_iter=50, max_leaf_nodes=15, early_stopping=False, categorical_features=mask, random_state=seed)
+    folds = StratifiedKFold(settings.folds, shuffle=True, random_state=seed)
+    return float(cross_val_score(classifier, encoded.replace([np.inf, -np.inf], np.nan), labels, cv=folds, scoring="roc_auc").mean()), n
+
+
+def evaluate(spec: ModelSpec, reference: ReferenceProfile, features: pd.DataFrame, scores: np.ndarray, *, seed: int = 0) -> list[TestResult]:
+    """Every test of one check with its verdict: pure, no database."""
+    settings = spec.drift
+    results: list[TestResult] = []
+    rows = len(features)
+    for name in spec.drift_columns:
+        if name in reference.categorical:
+            ref = reference.categorical[name]
+            values = features[name]
+            results += _categorical_tests(name, ref, values, spec)
+            current_nulls = int(values.isna().sum())
+        else:
+            ref = reference.numeric[name]
+            values = features[name].to_numpy(dtype=float)
+            results += _numeric_tests(name, ref, values, spec)
+            current_nulls = int((~np.isfinite(values)).sum())
+        results.append(_rate_test(name, "null_rate", ref.nulls, ref.rows, current_nulls, rows, settings.null_rate_h_threshold))
+
+    scores = np.asarray(scores, dtype=float)
+    results += _numeric_tests(SCORES, reference.scores, scores, spec, test_prefix="score_")
+    positives = int(np.sum(scores >= spec.scoring.threshold))
+    results.append(_rate_test(SCORES, "positive_rate", reference.positives, reference.scored, positives, len(scores), settings.positive_rate_h_threshold))
+
+    if settings.multivariate.enabled and len(reference.joint):
+        if min(len(reference.joint), rows) >= settings.min_rows:
+            auc, n = domain_classifier_auc(reference.joint, features, spec, seed=seed)
+        else:
+            auc, n = float("nan"), min(len(reference.joint), rows)
+        results.append(
+            TestResult(
+                "__all__", "domain_classifier", "multivariate", auc, effect_size=auc, threshold=settings.multivariate.auc_threshold,
+                n_reference=n, n_current=n, details={"columns": spec.drift_columns, "folds": settings.multivariate.folds},
+            )
+        )
+    _decide(results, settings.min_rows, settings.fdr)
+    return results
+
+
+def _decide(results: list[TestResult], min_rows: int, fdr: float) -> None:
+    """Adjust p-values across the check (BH), then give each check one verdict for all its tests."""
+    sufficient = [r for r in results if (r.n_current or 0) >= min_rows and (r.n_reference or 0) >= min_rows]
+    tested = [r for r in sufficient if r.p_value is not None and not np.isnan(r.p_value)]
+    for result, adjusted in zip(tested, benjamini_hochberg([r.p_value for r in tested])):
+        result.p_adjusted = float(adjusted)
+    checks: dict[str, list[TestResult]] = {}
+    for result in results:
+        checks.setdefault(result.check, []).append(result)
+    for members in checks.values():
+        verdict = _verdict(members, min_rows, fdr)
+        for result in members:
+            result.verdict = verdict
+
+
+def _verdict(members: list[TestResult], min_rows: int, fdr: float) -> str:
+    if any((r.n_current or 0) < min_rows or (r.n_reference or 0) < min_rows for r in members):
+        return INSUFFICIENT
+    if any(r.statistic is None or np.isnan(r.statistic) for r in members):
+        return INSUFFICIENT
+    tested = [r for r in members if r.p_value is not None]
+    significant = all(r.p_adjusted is not None and r.p_adjusted < fdr for r in tested)
+    effects = [r for r in members if r.threshold is not None]
+    large = any(r.effect_size >= r.threshold for r in effects) if effects else True
+    return DRIFTED if significant and large else OK
+
+
+def describe(results: list[TestResult]) -> list[str]:
+    """One line per drifted check, for summaries, logs and alerts."""
+    lines = []
+    for check, members in _by_check(results).items():
+        if members[0].verdict != DRIFTED:
+            continue
+        parts = []
+        for r in members:
+            number = r.effect_size if r.effect_size is not None else r.statistic
+            text = f"{r.test} {number:.3g}" if number is not None else r.test
+            if r.p_adjusted is not None:
+                text += f" (p_adj {r.p_adjusted:.2g})"
+            parts.append(text)
+        lines.append(f"{check}: {', '.join(parts)}")
+    return lines
+
+
+def _by_check(results: list[TestResult]) -> dict[str, list[TestResult]]:
+    checks: dict[str, list[TestResult]] = {}
+    for result in results:
+        checks.setdefault(result.check, []).append(result)
+    return checks
+
+
+# --- one window, end to end -------------------------------------------------------------------
+
+
+def window_of(spec: ModelSpec, window_end: datetime) -> tuple[datetime, datetime]:
+    if window_end.utcoffset() is None:
+        raise ValueError(f"window end must be timezone-aware, got {window_end!r}")
+    window_end = window_end.astimezone(timezone.utc)
+    return window_end - timedelta(hours=spec.drift.window_hours), window_end
+
+
+def check_window(engine: Engine, spec: ModelSpec, *, window_end: datetime, run_id: str) -> dict[str, Any]:
+    """Run the check for the window ending at `window_end`, store its results and update incidents.
+
+    Rerunning a window replaces its results; an incident opens once and is resolved by the first
+    clean window after it. Returns a JSON-able summary, including any incident change.
+    """
+    started = time.perf_counter()
+    start, end = window_of(spec, window_end)
+    champion = registry.load_alias(engine, spec.name, "champion")
+    if champion is None:
+        raise NoChampion(f"model {spec.name!r} has no champion, so there is no reference to check drift against")
+    reference = load_reference(engine, spec.name, champion.version)
+    query, columns, text = source_query(spec)
+    raw = read_frame(engine, query, {"start": start, "end": end}, columns, text, spec.categorical_features)
+    features = build_features(raw, spec)
+    valid = validate(raw, spec).valid
+    scores = score(champion.pipeline, features.loc[valid.index]) if len(valid) else np.empty(0)
+    seed = int(end.timestamp()) // 3600
+    results = evaluate(spec, reference, features, scores, seed=seed)
+
+    checks = _by_check(results)
+    verdicts = [members[0].verdict for members in checks.values()]
+    status = DRIFTED if DRIFTED in verdicts else (INSUFFICIENT if all(v == INSUFFICIENT for v in verdicts) else OK)
+    drifted = describe(results)
+    with engine.begin() as connection:
+        _lock_checks(connection, spec.name)
+        connection.execute(sa.text("DELETE FROM drift_results WHERE model_name = :m AND window_end = :e"), {"m": spec.name, "e": end})
+        checked_at = datetime.now(timezone.utc)
+        connection.execute(
+            sa.text(
+                "INSERT INTO drift_results (model_name, window_start, window_end, model_version, column_name, test, statistic, p_value,"
+                " p_adjusted, effect_size, threshold, n_reference, n_current, verdict, details, run_id, checked_at)"
+                " VALUES (:m, :s, :e, :v, :column_name, :test, :statistic, :p_value, :p_adjusted, :effect_size, :threshold,"
+                " :n_reference, :n_current, :verdict, :details, :run_id, :checked_at)"
+            ).bindparams(sa.bindparam("details", type_=sa.JSON)),
+            [{"m": spec.name, "s": start, "e": end, "v": champion.version, "run_id": run_id, "checked_at": checked_at, **r.row()} for r in results],
+        )
+        incident = _update_incident(connection, spec.name, champion.version, status, end, drifted, run_id)
+
+    return {
+        "model_name": spec.name,
+        "model_version": champion.version,
+        "window_start": start.isoformat(),
+        "window_end": end.isoformat(),
+        "rows": len(raw),
+        "rows_scored": len(scores),
+        "status": status,
+        "drifted": drifted,
+        "checks": {verdict: verdicts.count(verdict) for verdict in (DRIFTED, OK, INSUFFICIENT)},
+        "tests": len(results),
+        "incident": incident,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def _lock_checks(connection: Connection, model_name: str) -> None:
+    """Serialise checks of one model, so two windows cannot both open an incident."""
+    if is_postgres(connection.engine):
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": interval_lock_key("drift", model_name)})
+    else:
+        connection.execute(sa.text("DELETE FROM alerts WHERE 1 = 0"))  # takes SQLite's write lock now
+
+
+def _update_incident(
+    connection: Connection, model_name: str, version: int, status: str, window_end: datetime, drifted: list[str], run_id: str
+) -> dict[str, Any] | None:
+    """Open, extend or resolve the model's incident; return the change, if any, for notification."""
+    now = datetime.now(timezone.utc)
+    open_alert = connection.execute(
+        sa.text("SELECT id, last_drifted_window_end FROM alerts WHERE model_name = :m AND status = 'open'"), {"m": model_name}
+    ).mappings().first()
+    summary = "; ".join(drifted)
+    if status == DRIFTED and open_alert is not None:
+        connection.execute(
+            sa.text(
+                "UPDATE alerts SET last_drifted_window_end = CASE WHEN last_drifted_window_end < :e THEN :e ELSE last_drifted_window_end END"
+                " WHERE id = :id"
+            ),
+            {"e": window_end, "id": open_alert["id"]},
+        )
+        return None
+    if status == DRIFTED:
+        # A rerun of a window an earlier incident already covered does not open a new one.
+        covered = connection.execute(
+            sa.text("SELECT 1 FROM alerts WHERE model_name = :m AND resolved_window_end >= :e"), {"m": model_name, "e": window_end}
+        ).first()
+        if covered:
+            return None
+        connection.execute(
+            sa.text(
+                "INSERT INTO alerts (model_name, status, opened_window_end, last_drifted_window_end, model_version, drifted, summary, opened_at, run_id)"
+                " VALUES (:m, 'open', :e, :e, :v, :d, :s, :t, :r)"
+            ).bindparams(sa.bindparam("d", type_=sa.JSON)),
+            {"m": model_name, "e": window_end, "v": version, "d": drifted, "s": summary, "t": now, "r": run_id},
+        )
+        log.warning("Drift incident opened for %s at window end %s: %s", model_name, window_end, summary)
+        return {"status": "open", "model_name": model_name, "window_end": window_end.isoformat(), "summary": summary, "drifted": drifted}
+    if status == OK and open_alert is not None and _as_utc(open_alert["last_drifted_window_end"]) < window_end:
+        connection.execute(
+            sa.text("UPDATE alerts SET status = 'resolved', resolved_window_end = :e, resolved_at = :t WHERE id = :id"),
+            {"e": window_end, "t": now, "id": open_alert["id"]},
+        )
+        log.info("Drift incident %s of %s resolved at window end %s", open_alert["id"], model_name, window_end)
+        return {"status": "resolved", "model_name": model_name, "window_end": window_end.isoformat(), "summary": "no drift in this window", "drifted": []}
+    return None
+
+
+def _as_utc(value: datetime | str) -> datetime:
+    """SQLite hands timestamps back as naive UTC (or text); PostgreSQL as aware ones."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=timezone.utc) if value.utcoffset() is None else value
+
+
+# --- notification bookkeeping -----------------------------------------------------------------
+
+
+def pending_notifications(engine: Engine, model_name: str) -> list[dict[str, Any]]:
+    """Incident changes whose notifiers have not run yet (also after a failed or retried task)."""
+    query = sa.text(
+        "SELECT id, status, opened_window_end, resolved_window_end, summary, drifted FROM alerts WHERE model_name = :m AND "
+        "(open_notified_at IS NULL OR (status = 'resolved' AND resolved_notified_at IS NULL)) ORDER BY id"
+    ).columns(drifted=sa.JSON)
+    with engine.connect() as connection:
+        rows = connection.execute(query, {"m": model_name}).mappings().all()
+    pending = []
+    for row in rows:
+        window_end = row["resolved_window_end"] if row["status"] == "resolved" else row["opened_window_end"]
+        pending.append(
+            {
+                "alert_id": row["id"],
+                "status": row["status"],
+                "model_name": model_name,
+                "window_end": _as_utc(window_end).isoformat(),
+                "summary": row["summary"] if row["status"] == "open" else f"recovered; it was: {row['summary']}",
+                "drifted": row["drifted"],
+            }
+        )
+    return pending
+
+
+def mark_notified(engine: Engine, alert_id: int, status: str) -> None:
+    column = "open_notified_at" if status == "open" else "resolved_notified_at"
+    with engine.begin() as connection:
+        # A resolved incident that was never announced as open is settled by this one notification.
+        extra = ", open_notified_at = COALESCE(open_notified_at, :t)" if status == "resolved" else ""
+        connection.execute(sa.text(f"UPDATE alerts SET {column} = :t{extra} WHERE id = :id"), {"t": datetime.now(timezone.utc), "id": alert_id})
