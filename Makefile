@@ -40,5 +40,10 @@ airflow: $(AIRFLOW_HOME)/.migrated
 bench: $(VENV)/.installed
 	$(BIN)/python bench/bench_nightly_predict.py
 
+# The drift check against Evidently's DataDriftPreset (its own venv, .venv-evidently, made if missing).
+.PHONY: bench-drift
+bench-drift: $(VENV)/.installed
+	BATCHWATCH_SPEC_DIRS=$(CURDIR)/bench/specs $(BIN)/python bench/bench_drift_check.py
+
 clean:
 	rm -rf var $(AIRFLOW_HOME)

@@ -102,6 +102,27 @@ def _cmd_report(args: argparse.Namespace) -> None:
         print(f"{str(row.ds):<12}{row.role:<10}{row.model_version:>8}{row.scored:>10}{row.rejected:>10}{row.positive_rate:>15.4f}")
 
 
+def _cmd_versions(args: argparse.Namespace) -> None:
+    from batchwatch.retrain import list_versions
+
+    print(list_versions(_engine(args), args.model).to_string(index=False))
+
+
+def _cmd_history(args: argparse.Namespace) -> None:
+    from batchwatch.retrain import alias_history
+
+    print(alias_history(_engine(args), args.model).to_string(index=False, max_colwidth=90))
+
+
+def _cmd_rollback(args: argparse.Namespace) -> None:
+    import getpass
+
+    from batchwatch.retrain import rollback
+
+    outcome = rollback(_engine(args), args.model, to_version=args.to, reason=args.reason, actor=f"cli by {getpass.getuser()}")
+    print(f"{args.model}: champion is v{outcome['version']} again (was v{outcome['previous_champion']})")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m batchwatch", description=__doc__.splitlines()[0])
     parser.add_argument("--warehouse", help="SQLAlchemy URL (default: $AIRFLOW_CONN_WAREHOUSE)")
@@ -129,8 +150,25 @@ def main(argv: list[str] | None = None) -> None:
     report.add_argument("model")
     report.set_defaults(run=_cmd_report)
 
+    versions = commands.add_parser("versions", help="registered versions with holdout metrics, lineage and aliases")
+    versions.add_argument("model")
+    versions.set_defaults(run=_cmd_versions)
+
+    history = commands.add_parser("history", help="the alias audit log: who moved what, when and why")
+    history.add_argument("model")
+    history.set_defaults(run=_cmd_history)
+
+    back = commands.add_parser("rollback", help="make the previous champion (or --to VERSION) champion again, audited")
+    back.add_argument("model")
+    back.add_argument("--to", type=int, help="version to restore (default: the champion before the current one)")
+    back.add_argument("--reason", required=True, help="why; recorded in model_events")
+    back.set_defaults(run=_cmd_rollback)
+
     args = parser.parse_args(argv)
-    args.run(args)
+    try:
+        args.run(args)
+    except registry.RegistryError as error:
+        parser.exit(2, f"error: {error}\n")
 
 
 def default_demo_window(today: date | None = None, history_days: int = 21, demo_days: int = 7) -> tuple[datetime, datetime, datetime]:

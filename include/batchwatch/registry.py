@@ -54,7 +54,7 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _lock_model(connection: Connection, model_name: str) -> None:
+def lock_model(connection: Connection, model_name: str) -> None:
     """Serialise registry writes of one model (version numbers, alias swaps) until commit."""
     if is_postgres(connection.engine):
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": interval_lock_key("registry", model_name)})
@@ -90,7 +90,7 @@ def register(
     blob = buffer.getvalue()
     sha256 = hashlib.sha256(blob).hexdigest()
     with engine.begin() as connection:
-        _lock_model(connection, spec.name)
+        lock_model(connection, spec.name)
         version = 1 + (
             connection.execute(
                 sa.text("SELECT COALESCE(MAX(version), 0) FROM model_versions WHERE model_name = :m"), {"m": spec.name}
@@ -163,7 +163,7 @@ def get_version(engine: Engine, model_name: str, version: int) -> dict[str, Any]
     return dict(row)
 
 
-def _alias_version(connection: Connection, model_name: str, alias: str) -> int | None:
+def alias_version_in(connection: Connection, model_name: str, alias: str) -> int | None:
     return connection.execute(
         sa.text("SELECT version FROM model_aliases WHERE model_name = :m AND alias = :a"), {"m": model_name, "a": alias}
     ).scalar_one_or_none()
@@ -171,37 +171,43 @@ def _alias_version(connection: Connection, model_name: str, alias: str) -> int |
 
 def alias_version(engine: Engine, model_name: str, alias: str) -> int | None:
     with engine.connect() as connection:
-        return _alias_version(connection, model_name, alias)
+        return alias_version_in(connection, model_name, alias)
 
 
 def set_alias(engine: Engine, model_name: str, alias: str, version: int, *, reason: str, actor: str, details: dict | None = None) -> None:
     """Point `alias` at `version` and audit it, in one transaction."""
+    with engine.begin() as connection:
+        lock_model(connection, model_name)
+        point_alias(connection, model_name, alias, version, event=f"set_{alias}", reason=reason, actor=actor, details=details or {})
+
+
+def point_alias(
+    connection: Connection, model_name: str, alias: str, version: int, *, event: str, reason: str, actor: str, details: dict[str, Any]
+) -> int | None:
+    """Move `alias` to `version` and record `event`, inside the caller's locked transaction; return the previous version."""
     if alias not in ALIASES:
         raise RegistryError(f"unknown alias {alias!r}; expected one of {ALIASES}")
-    with engine.begin() as connection:
-        _lock_model(connection, model_name)
-        registered = connection.execute(
-            sa.text("SELECT 1 FROM model_versions WHERE model_name = :m AND version = :v"), {"m": model_name, "v": version}
-        ).first()
-        if registered is None:
-            raise RegistryError(f"model {model_name!r} has no version {version}")
-        previous = _alias_version(connection, model_name, alias)
-        if alias == "challenger" and _alias_version(connection, model_name, "champion") == version:
-            raise RegistryError(f"version {version} of {model_name!r} is already the champion; it cannot also be the challenger")
-        connection.execute(sa.text("DELETE FROM model_aliases WHERE model_name = :m AND alias = :a"), {"m": model_name, "a": alias})
+    registered = connection.execute(
+        sa.text("SELECT 1 FROM model_versions WHERE model_name = :m AND version = :v"), {"m": model_name, "v": version}
+    ).first()
+    if registered is None:
+        raise RegistryError(f"model {model_name!r} has no version {version}")
+    previous = alias_version_in(connection, model_name, alias)
+    if alias == "challenger" and alias_version_in(connection, model_name, "champion") == version:
+        raise RegistryError(f"version {version} of {model_name!r} is already the champion; it cannot also be the challenger")
+    connection.execute(sa.text("DELETE FROM model_aliases WHERE model_name = :m AND alias = :a"), {"m": model_name, "a": alias})
+    connection.execute(
+        sa.text("INSERT INTO model_aliases (model_name, alias, version, updated_at) VALUES (:m, :a, :v, :t)"),
+        {"m": model_name, "a": alias, "v": version, "t": _now()},
+    )
+    if alias == "champion":
+        # A promoted challenger stops shadowing.
         connection.execute(
-            sa.text("INSERT INTO model_aliases (model_name, alias, version, updated_at) VALUES (:m, :a, :v, :t)"),
-            {"m": model_name, "a": alias, "v": version, "t": _now()},
+            sa.text("DELETE FROM model_aliases WHERE model_name = :m AND alias = 'challenger' AND version = :v"),
+            {"m": model_name, "v": version},
         )
-        if alias == "champion":
-            # A promoted challenger stops shadowing.
-            connection.execute(
-                sa.text("DELETE FROM model_aliases WHERE model_name = :m AND alias = 'challenger' AND version = :v"),
-                {"m": model_name, "v": version},
-            )
-        record_event(
-            connection, model_name, f"set_{alias}", version=version, previous_version=previous, reason=reason, actor=actor, details=details or {}
-        )
+    record_event(connection, model_name, event, version=version, previous_version=previous, reason=reason, actor=actor, details=details)
+    return previous
 
 
 def record_event(

@@ -23,6 +23,7 @@ QUALIFIED_IDENTIFIER = re.compile(r"^([a-z_][a-z0-9_]*\.)?[a-z_][a-z0-9_]*$")
 DOTTED_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 DAILY_CRON = re.compile(r"^([0-5]?[0-9]) +(1?[0-9]|2[0-3]) +\* +\* +\*$")
 HOURLY_CRON = re.compile(r"^([0-5]?[0-9]) +\* +\* +\* +\*$")
+WEEKLY_CRON = re.compile(r"^([0-5]?[0-9]) +(1?[0-9]|2[0-3]) +\* +\* +[0-6]$")
 
 DEFAULT_SPEC_DIR = Path(__file__).resolve().parent.parent / "models"
 
@@ -191,12 +192,21 @@ class Schedules(_Strict):
     nightly_predict: str = "0 0 * * *"
     # The drift check runs once an hour, "M * * * *" (UTC), over the trailing drift.window_hours.
     hourly_drift: str = "0 * * * *"
+    # The retrain runs once a week, "M H * * D" (UTC); its data interval is that week.
+    weekly_retrain: str = "0 3 * * 1"
 
     @field_validator("nightly_predict")
     @classmethod
     def _daily(cls, value: str) -> str:
         if not DAILY_CRON.match(value.strip()):
             raise ValueError(f"{value!r} is not a daily cron expression 'minute hour * * *'")
+        return value
+
+    @field_validator("weekly_retrain")
+    @classmethod
+    def _weekly(cls, value: str) -> str:
+        if not WEEKLY_CRON.match(value.strip()):
+            raise ValueError(f"{value!r} is not a weekly cron expression 'minute hour * * day-of-week'")
         return value
 
     @field_validator("hourly_drift")
@@ -249,6 +259,37 @@ class Drift(_Strict):
     notifiers: tuple[Notifier, ...] = ()
 
 
+class Gates(_Strict):
+    """What a retrained challenger must show on the out-of-time holdout before it replaces the champion."""
+
+    min_roc_auc: float = Field(default=0.7, ge=0, le=1)
+    max_brier: float = Field(default=0.1, gt=0, le=1)
+    # Non-inferiority: the lower 95% bound of AUC(challenger) - AUC(champion) must exceed -margin.
+    non_inferiority_margin: float = Field(default=0.01, ge=0, le=1)
+    bootstrap_samples: int = Field(default=500, ge=50)
+    positive_rate_min: float = Field(default=0.0, ge=0, le=1)
+    positive_rate_max: float = Field(default=0.2, ge=0, le=1)
+    # No slice (one value of a categorical feature) may lose more than this much AUC.
+    slice_margin: float = Field(default=0.05, ge=0, le=1)
+    slice_min_rows: int = Field(default=500, ge=1)
+    slice_min_positives: int = Field(default=20, ge=1)
+    # When the challenger shadowed nightly runs: share of rows where both models agree on the label.
+    shadow_min_agreement: float = Field(default=0.95, ge=0, le=1)
+    shadow_min_rows: int = Field(default=1_000, ge=1)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Gates:
+        if self.positive_rate_min > self.positive_rate_max:
+            raise ValueError("positive_rate_min is greater than positive_rate_max")
+        return self
+
+
+class Retrain(_Strict):
+    training_window_days: int = Field(default=28, ge=1)
+    holdout_fraction: float = Field(default=0.2, gt=0, lt=1)  # the most recent slice of the labelled window
+    gates: Gates = Gates()
+
+
 class ModelSpec(_Strict):
     # Short enough to name PostgreSQL objects after it (predictions_<name>_<yyyymmdd>_next <= 63).
     name: str = Field(max_length=32)
@@ -262,6 +303,7 @@ class ModelSpec(_Strict):
     scoring: Scoring = Scoring()
     schedules: Schedules = Schedules()
     drift: Drift = Drift()
+    retrain: Retrain = Retrain()
     tags: tuple[str, ...] = ()
 
     _check_name = field_validator("name")(_identifier)

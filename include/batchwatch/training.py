@@ -75,8 +75,8 @@ def labelled_query(spec: ModelSpec) -> tuple[str, list[str], list[str]]:
     """SQL joining source rows with matured outcomes, ordered by event time; its columns and text columns."""
     key, event = spec.source.entity_key, spec.source.event_time
     label = spec.label
-    columns = [key, *spec.source_columns, LABEL]
-    features = ", ".join(f"s.{quote(name)}" for name in spec.source_columns)
+    columns = [key, event, *spec.source_columns, LABEL]
+    features = ", ".join(f"s.{quote(name)}" for name in [event, *spec.source_columns])
     labels = ".".join(map(quote, label.table.split(".")))
     query = (
         f"SELECT s.{quote(key)}, {features}, o.{quote(label.column)} AS {LABEL} "
@@ -123,11 +123,16 @@ class TrainedModel:
     reference: ReferenceProfile  # what the drift check compares with: training rows, validation scores
 
 
-def train(spec: ModelSpec, labelled: pd.DataFrame, validation_fraction: float = 0.2) -> TrainedModel:
-    """Fit on the older rows, score the most recent `validation_fraction` (out of time)."""
+def holdout_start(spec: ModelSpec, labelled: pd.DataFrame) -> int:
+    """Row where the out-of-time holdout begins: the most recent `retrain.holdout_fraction` of rows."""
+    return int(len(labelled) * (1 - spec.retrain.holdout_fraction))
+
+
+def train(spec: ModelSpec, labelled: pd.DataFrame) -> TrainedModel:
+    """Fit on the older rows, score the most recent `retrain.holdout_fraction` (out of time)."""
     if len(labelled) < 100 or labelled[LABEL].nunique() < 2:
         raise ValueError(f"not enough labelled data to train {spec.name}: {len(labelled)} rows, labels {sorted(labelled[LABEL].unique())}")
-    split = int(len(labelled) * (1 - validation_fraction))
+    split = holdout_start(spec, labelled)
     features = build_features(labelled, spec)
     labels = labelled[LABEL].to_numpy(dtype=int)
     pipeline = make_pipeline(spec)

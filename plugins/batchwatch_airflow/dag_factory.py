@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING
 
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param
 
-from batchwatch_airflow.operators import BatchPredictOperator, DriftCheckOperator
+from batchwatch_airflow.operators import (
+    BatchPredictOperator,
+    DriftCheckOperator,
+    PromoteModelOperator,
+    RollbackOperator,
+    TrainModelOperator,
+    ValidateModelOperator,
+)
 
 if TYPE_CHECKING:
     from batchwatch.spec import ModelSpec
@@ -87,4 +94,93 @@ def hourly_drift_dag(spec: ModelSpec) -> DAG:
         tags=["batchwatch", "drift", *spec.tags],
     ) as dag:
         DriftCheckOperator(task_id="check_drift", model_name=spec.name)
+    return dag
+
+
+def champion_asset(spec: ModelSpec) -> Asset:
+    return Asset(name=f"{spec.name}_champion", uri=f"batchwatch://{spec.name}/champion")
+
+
+def weekly_retrain_dag(spec: ModelSpec) -> DAG:
+    """Weekly: train a challenger, validate it against the champion, promote it or record why not."""
+    gates = spec.retrain.gates
+    with DAG(
+        dag_id=f"{spec.name}_weekly_retrain",
+        description=f"Weekly retrain -> validate -> promote of {spec.name}",
+        doc_md=(
+            f"### {spec.name}: weekly retrain, validate, promote\n\n"
+            f"**train** fits the spec's estimator on the trailing `training_window_days` of labelled rows whose labels have "
+            f"matured ({spec.label.delay_days:g} days) and registers it with the champion as parent. **validate** scores it and "
+            f"the champion on the same out-of-time holdout (the most recent {spec.retrain.holdout_fraction:.0%}) and records every "
+            f"gate: AUC >= {gates.min_roc_auc}, Brier <= {gates.max_brier}, non-inferiority (paired bootstrap, margin "
+            f"{gates.non_inferiority_margin}), sane outputs, every categorical slice within {gates.slice_margin} AUC of the champion, "
+            "and agreement in shadow rows when it shadowed. **promote** swaps the champion atomically, or records the "
+            "rejection with the failed gates and is skipped.\n\n"
+            "Trigger with `dry_run` to change nothing, `candidate_version` to validate a registered version (e.g. a "
+            "shadowing challenger) instead of training, and `force_promote` with a `force_reason` to override failed gates.\n\n"
+            f"```sql\nSELECT created_at, event, version, previous_version, actor, reason FROM model_events\nWHERE model_name = '{spec.name}' ORDER BY id;\n```"
+        ),
+        schedule=CronDataIntervalTimetable(spec.schedules.weekly_retrain, timezone="UTC"),
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        default_args=default_args(spec),
+        tags=["batchwatch", "retrain", *spec.tags],
+        params={
+            "dry_run": Param(False, type="boolean", description="Train and validate, but register and promote nothing."),
+            "force_promote": Param(False, type="boolean", description="Promote even if gates fail; needs force_reason."),
+            "force_reason": Param("", type="string", description="Why the gates are overridden (audited)."),
+            "training_window_days": Param(spec.retrain.training_window_days, type="integer", minimum=1, description="Trailing days of labelled data."),
+            "candidate_version": Param(None, type=["null", "integer"], minimum=1, description="Validate this registered version instead of training one."),
+        },
+    ) as dag:
+        train = TrainModelOperator(
+            task_id="train",
+            model_name=spec.name,
+            training_window_days="{{ params.training_window_days }}",
+            dry_run="{{ params.dry_run }}",
+            force_promote="{{ params.force_promote }}",
+            force_reason="{{ params.force_reason }}",
+            candidate_version="{{ params.candidate_version }}",
+        )
+        validate = ValidateModelOperator(task_id="validate", model_name=spec.name)
+        promote = PromoteModelOperator(
+            task_id="promote",
+            model_name=spec.name,
+            force_promote="{{ params.force_promote }}",
+            force_reason="{{ params.force_reason }}",
+            outlets=[champion_asset(spec)],
+        )
+        train >> validate >> promote
+    return dag
+
+
+def rollback_dag(spec: ModelSpec) -> DAG:
+    """Manual only: make the previous champion (or a named version) champion again."""
+    with DAG(
+        dag_id=f"{spec.name}_rollback",
+        description=f"Roll {spec.name}'s champion back (manual)",
+        doc_md=(
+            f"### {spec.name}: roll back the champion\n\nTrigger with a `reason` (required, audited) and optionally "
+            "`to_version`; without it the version that was champion before the current one comes back. The next nightly "
+            f"run scores with it. Same as `python -m batchwatch rollback {spec.name} --reason ...`."
+        ),
+        schedule=None,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        default_args=default_args(spec),
+        tags=["batchwatch", "registry", *spec.tags],
+        params={
+            "reason": Param(type="string", minLength=3, description="Why the champion is rolled back (audited)."),
+            "to_version": Param(None, type=["null", "integer"], minimum=1, description="Version to restore; default: the previous champion."),
+        },
+    ) as dag:
+        RollbackOperator(
+            task_id="rollback",
+            model_name=spec.name,
+            to_version="{{ params.to_version }}",
+            reason="{{ params.reason }}",
+            outlets=[champion_asset(spec)],
+        )
     return dag

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from batchwatch_airflow.connections import warehouse_engine
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 def _permanent_errors() -> tuple[type[Exception], ...]:
     """Errors a retry cannot fix; they fail the task at once with their message."""
-    from batchwatch.registry import RegistryError  # includes drift.NoReference
+    from batchwatch.registry import RegistryError  # includes drift.NoReference and retrain.PromotionRefused
     from batchwatch.scoring import DuplicateEntity, NoChampion, RejectRateExceeded
     from batchwatch.spec import SpecError
 
@@ -129,3 +129,170 @@ class DriftCheckOperator(BaseOperator):
             for notifier in spec.drift.notifiers:
                 resolve(notifier.class_, "drift.notifiers.class")(**notifier.params)({**context, "batchwatch_alert": alert})
             mark_notified(engine, alert["alert_id"], alert["status"])
+
+
+def _actor(context: Context) -> str:
+    from batchwatch.retrain import actor_of
+
+    run = context["dag_run"]
+    return actor_of(run.dag_id, run.run_id, getattr(run, "triggering_user_name", None))
+
+
+def _flag(value: Any) -> bool:
+    """A templated boolean param arrives as text."""
+    return str(value).strip().lower() in ("true", "1", "yes")
+
+
+class TrainModelOperator(BaseOperator):
+    """Train a challenger on the trailing window's matured labels and register it (not in a dry run).
+
+    With `candidate_version` set, trains nothing: that registered version (e.g. a shadowing
+    challenger) is the candidate. Returns the candidate for the validate and promote tasks.
+    """
+
+    template_fields: Sequence[str] = (
+        "model_name", "as_of", "training_window_days", "dry_run", "force_promote", "force_reason", "candidate_version", "warehouse_conn_id",
+    )
+    ui_color = "#d5f5e3"
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        as_of: str = "{{ data_interval_end }}",
+        training_window_days: int | str | None = None,
+        dry_run: bool | str = False,
+        force_promote: bool | str = False,
+        force_reason: str | None = None,
+        candidate_version: int | str | None = None,
+        warehouse_conn_id: str = "warehouse",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model_name, self.as_of, self.training_window_days = model_name, as_of, training_window_days
+        self.dry_run, self.force_promote, self.force_reason = dry_run, force_promote, force_reason
+        self.candidate_version, self.warehouse_conn_id = candidate_version, warehouse_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from batchwatch.retrain import check_force, existing_candidate, train_candidate, utc
+        from batchwatch.spec import get_spec
+
+        spec = get_spec(self.model_name)
+        window = int(self.training_window_days) if self.training_window_days not in (None, "", "None") else None
+        engine = warehouse_engine(self.warehouse_conn_id)
+        try:
+            check_force(_flag(self.force_promote), self.force_reason)
+            if self.candidate_version not in (None, "", "None"):
+                candidate = existing_candidate(engine, spec, int(self.candidate_version), as_of=utc(self.as_of), window_days=window)
+            else:
+                candidate = train_candidate(engine, spec, as_of=utc(self.as_of), window_days=window, dry_run=_flag(self.dry_run), run_id=context["run_id"])
+        except _permanent_errors() as error:
+            raise AirflowFailException(str(error)) from error
+        finally:
+            engine.dispose()
+        self.log.info("Candidate %s v%s (champion v%s): holdout %s", self.model_name, candidate.version, candidate.champion_version,
+                      candidate.metrics.get("validation"))
+        return candidate.to_dict()
+
+
+class ValidateModelOperator(BaseOperator):
+    """Run every gate of the spec on the candidate from `train_task_id`; return the candidate and the gates."""
+
+    template_fields: Sequence[str] = ("model_name", "warehouse_conn_id")
+    ui_color = "#fcf3cf"
+
+    def __init__(self, *, model_name: str, train_task_id: str = "train", warehouse_conn_id: str = "warehouse", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model_name, self.train_task_id, self.warehouse_conn_id = model_name, train_task_id, warehouse_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from batchwatch.gates import all_passed
+        from batchwatch.retrain import Candidate, validate_candidate
+        from batchwatch.spec import get_spec
+
+        candidate = Candidate.from_dict(context["ti"].xcom_pull(task_ids=self.train_task_id))
+        engine = warehouse_engine(self.warehouse_conn_id)
+        try:
+            results = validate_candidate(engine, get_spec(self.model_name), candidate)
+        except _permanent_errors() as error:
+            raise AirflowFailException(str(error)) from error
+        finally:
+            engine.dispose()
+        for result in results:
+            verdict = {True: "PASS", False: "FAIL", None: "n/a "}[result.passed]
+            self.log.info("%s %-40s %s", verdict, result.name, result.detail)
+        return {"candidate": candidate.to_dict(), "gates": [r.to_dict() for r in results], "all_passed": all_passed(results)}
+
+
+class PromoteModelOperator(BaseOperator):
+    """Swap the champion to the validated candidate, or record why not; skipped when nothing was promoted.
+
+    A skipped task emits no asset event, so work following the champion asset only runs after a real change.
+    """
+
+    template_fields: Sequence[str] = ("model_name", "force_promote", "force_reason", "warehouse_conn_id")
+    ui_color = "#fadbd8"
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        validate_task_id: str = "validate",
+        force_promote: bool | str = False,
+        force_reason: str | None = None,
+        warehouse_conn_id: str = "warehouse",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model_name, self.validate_task_id, self.warehouse_conn_id = model_name, validate_task_id, warehouse_conn_id
+        self.force_promote, self.force_reason = force_promote, force_reason
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from batchwatch.gates import GateResult
+        from batchwatch.retrain import Candidate, check_force, promote_candidate
+        from batchwatch.spec import get_spec
+
+        validated = context["ti"].xcom_pull(task_ids=self.validate_task_id)
+        candidate = Candidate.from_dict(validated["candidate"])
+        results = [GateResult(**gate) for gate in validated["gates"]]
+        force = _flag(self.force_promote)
+        engine = warehouse_engine(self.warehouse_conn_id)
+        try:
+            check_force(force, self.force_reason)
+            outcome = promote_candidate(
+                engine, get_spec(self.model_name), candidate, results, force_reason=self.force_reason if force else None, actor=_actor(context)
+            )
+        except _permanent_errors() as error:
+            raise AirflowFailException(str(error)) from error
+        finally:
+            engine.dispose()
+        self.log.info("%s", outcome)
+        if outcome["decision"] not in ("promoted", "forced"):
+            context["ti"].xcom_push(key="outcome", value=outcome)
+            raise AirflowSkipException(f"{self.model_name} v{candidate.version} not promoted: {outcome['decision']} {outcome['failed_gates']}")
+        return outcome
+
+
+class RollbackOperator(BaseOperator):
+    """Make the previous champion (or `to_version`) champion again; audited with the reason given."""
+
+    template_fields: Sequence[str] = ("model_name", "to_version", "reason", "warehouse_conn_id")
+    ui_color = "#f5b7b1"
+
+    def __init__(self, *, model_name: str, to_version: int | str | None = None, reason: str = "", warehouse_conn_id: str = "warehouse", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model_name, self.to_version, self.reason, self.warehouse_conn_id = model_name, to_version, reason, warehouse_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from batchwatch.retrain import rollback
+
+        version = int(self.to_version) if self.to_version not in (None, "", "None") else None
+        engine = warehouse_engine(self.warehouse_conn_id)
+        try:
+            outcome = rollback(engine, self.model_name, to_version=version, reason=self.reason, actor=_actor(context))
+        except _permanent_errors() as error:
+            raise AirflowFailException(str(error)) from error
+        finally:
+            engine.dispose()
+        self.log.info("Rolled back %s from v%s to v%s: %s", self.model_name, outcome["previous_champion"], outcome["version"], self.reason)
+        return outcome

@@ -15,6 +15,10 @@ EXPECTED = {
     "churn_nightly_predict": {"tasks": {"predict"}, "cron": "0 0 * * *", "owner": "growth-ds", "max_active_runs": 4},
     "fraud_hourly_drift": {"tasks": {"check_drift"}, "cron": "0 * * * *", "owner": "ml-platform", "max_active_runs": 1},
     "churn_hourly_drift": {"tasks": {"check_drift"}, "cron": "0 * * * *", "owner": "growth-ds", "max_active_runs": 1},
+    "fraud_weekly_retrain": {"tasks": {"train", "validate", "promote"}, "cron": "0 3 * * 1", "owner": "ml-platform", "max_active_runs": 1},
+    "churn_weekly_retrain": {"tasks": {"train", "validate", "promote"}, "cron": "0 3 * * 1", "owner": "growth-ds", "max_active_runs": 1},
+    "fraud_rollback": {"tasks": {"rollback"}, "cron": None, "owner": "ml-platform", "max_active_runs": 1},
+    "churn_rollback": {"tasks": {"rollback"}, "cron": None, "owner": "growth-ds", "max_active_runs": 1},
 }
 
 
@@ -35,9 +39,12 @@ def test_one_dag_set_per_spec(dagbag):
 def test_dag_shape(dagbag, dag_id):
     dag = dagbag.dags[dag_id]
     expected = EXPECTED[dag_id]
-    assert isinstance(dag.timetable, CronDataIntervalTimetable), "the interval must be a real data interval"
-    assert dag.timetable.expression == expected["cron"]
-    assert str(dag.timetable.timezone) == "UTC"
+    if expected["cron"] is None:
+        assert type(dag.timetable).__name__ == "NullTimetable", "manual only"
+    else:
+        assert isinstance(dag.timetable, CronDataIntervalTimetable), "the interval must be a real data interval"
+        assert dag.timetable.expression == expected["cron"]
+        assert str(dag.timetable.timezone) == "UTC"
     assert {task.task_id for task in dag.tasks} == expected["tasks"]
     assert dag.tags and "batchwatch" in dag.tags
     assert dag.catchup is False
@@ -47,6 +54,10 @@ def test_dag_shape(dagbag, dag_id):
         assert task.owner == expected["owner"]
         assert task.retries >= 2
         assert task.retry_exponential_backoff
+    if "promote" in expected["tasks"]:
+        assert [outlet.name for outlet in dag.get_task("promote").outlets] == [dag_id.replace("_weekly_retrain", "_champion")]
+        assert set(dag.params) == {"dry_run", "force_promote", "force_reason", "training_window_days", "candidate_version"}
+        assert [t.task_id for t in dag.get_task("train").downstream_list] == ["validate"]
     if "predict" in expected["tasks"]:
         assert [outlet.name for outlet in dag.get_task("predict").outlets] == [dag_id.replace("_nightly_predict", "_predictions")]
         assert dag.params["chunk_size"] > 0

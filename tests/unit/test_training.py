@@ -68,9 +68,10 @@ def test_the_split_is_out_of_time(fraud_spec, trained, labelled) -> None:
     assert labelled["event_time"].iloc[split - 1] <= labelled["event_time"].iloc[split]
 
 
-def test_validation_fraction_is_honoured(fraud_spec, labelled) -> None:
+def test_holdout_fraction_is_honoured(fraud_data, labelled) -> None:
+    fraud_data["retrain"] = {"holdout_fraction": 0.5}
     frame = labelled.iloc[:2000]
-    metrics = train(fraud_spec, frame, validation_fraction=0.5).metrics
+    metrics = train(parse_spec(fraud_data), frame).metrics
     assert (metrics["train"]["rows"], metrics["validation"]["rows"]) == (1000, 1000)
 
 
@@ -232,7 +233,7 @@ def test_read_labelled_respects_the_window_and_label_maturity(fraud_spec, sqlite
     assert (in_window & observed & (tx["event_time"] >= matured)).any(), "some later labels are in, and are left out on purpose"
     assert frame["transaction_id"].tolist() == expected["transaction_id"].astype(str).tolist()  # oldest first
     assert frame[LABEL].tolist() == outcomes.loc[expected.index, "label"].tolist()
-    assert list(frame.columns) == ["transaction_id", *fraud_spec.source_columns, LABEL]
+    assert list(frame.columns) == ["transaction_id", "event_time", *fraud_spec.source_columns, LABEL]
     assert frame.index.tolist() == list(range(len(frame)))
     assert validate(frame, fraud_spec).rejected.empty
 

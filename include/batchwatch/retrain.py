@@ -1,0 +1,326 @@
+"""Retrain -> validate -> promote, and the registry operations people need when something goes wrong.
+
+The three steps are separate functions so that each is one Airflow task with its own log and
+retry, and they pass a small JSON `Candidate` between them. Promotion is atomic and serialised
+per model: it only swaps the champion it was validated against, so of two concurrent promotions
+one wins and the other is refused with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from batchwatch import gates, registry
+from batchwatch.features import build_features
+from batchwatch.registry import RegistryError
+from batchwatch.scoring import score
+from batchwatch.spec import ModelSpec
+from batchwatch.training import LABEL, holdout_start, read_labelled, train
+from batchwatch.warehouse import json_safe, read_frame
+
+
+class PromotionRefused(RegistryError):
+    """A promotion or rollback that must not happen as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What the train step hands to validate and promote (an XCom, so plain JSON)."""
+
+    model_name: str
+    version: int | None  # None in a dry run: nothing was registered
+    artifact_uri: str
+    sha256: str
+    champion_version: int | None  # the champion when training started: the one to beat and to replace
+    window_start: str  # the labelled window: the holdout is its most recent slice
+    window_end: str
+    labels_as_of: str
+    dry_run: bool
+    metrics: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Candidate:
+        return cls(**data)
+
+
+def training_window(spec: ModelSpec, as_of: datetime, window_days: int | None) -> tuple[datetime, datetime]:
+    days = window_days or spec.retrain.training_window_days
+    if days < 1:
+        raise ValueError(f"training_window_days must be at least 1, got {days}")
+    return as_of - timedelta(days=days), as_of
+
+
+def check_force(force_promote: bool, force_reason: str | None) -> None:
+    """A forced promotion overrides the gates, so it must say why; the reason goes in the audit log."""
+    if force_promote and not (force_reason or "").strip():
+        raise PromotionRefused("force_promote needs a force_reason: it overrides the validation gates and is audited")
+
+
+def train_candidate(engine: Engine, spec: ModelSpec, *, as_of: datetime, window_days: int | None, dry_run: bool, run_id: str) -> Candidate:
+    """Train on the trailing window's matured labels; register the result unless this is a dry run."""
+    start, end = training_window(spec, as_of, window_days)
+    champion = registry.alias_version(engine, spec.name, "champion")
+    labelled = read_labelled(engine, spec, start, end, as_of)
+    trained = train(spec, labelled)
+    trained_on = {"start": start.isoformat(), "end": end.isoformat(), "labels_as_of": as_of.isoformat(), "rows": len(labelled),
+                  "holdout_from": _holdout_from(spec, labelled), "run_id": run_id}
+    metrics = {**trained.metrics, "trained_on": trained_on}
+    common = {"model_name": spec.name, "champion_version": champion, "window_start": start.isoformat(), "window_end": end.isoformat(),
+              "labels_as_of": as_of.isoformat(), "dry_run": dry_run, "metrics": json_safe(trained.metrics)}
+    if dry_run:
+        uri, sha256 = _scratch_artifact(spec.name, run_id, trained.pipeline)
+        return Candidate(version=None, artifact_uri=uri, sha256=sha256, **common)
+    version = registry.register(
+        engine, spec, trained.pipeline, metrics=trained.metrics, trained_on=trained_on, parent_version=champion, reference=trained.reference
+    )
+    row = registry.get_version(engine, spec.name, version)
+    return Candidate(version=version, artifact_uri=row["artifact_uri"], sha256=row["sha256"], **common)
+
+
+def existing_candidate(engine: Engine, spec: ModelSpec, version: int, *, as_of: datetime, window_days: int | None) -> Candidate:
+    """A version registered earlier (typically a challenger that has been shadowing) as the candidate."""
+    row = registry.get_version(engine, spec.name, version)
+    champion = registry.alias_version(engine, spec.name, "champion")
+    if champion == version:
+        raise PromotionRefused(f"{spec.name} v{version} is already the champion")
+    start, end = training_window(spec, as_of, window_days)
+    return Candidate(spec.name, version, row["artifact_uri"], row["sha256"], champion, start.isoformat(), end.isoformat(),
+                     as_of.isoformat(), False, json_safe(row["metrics"]))
+
+
+def _holdout_from(spec: ModelSpec, labelled: pd.DataFrame) -> str | None:
+    split = holdout_start(spec, labelled)
+    return None if split >= len(labelled) else _utc_timestamp(labelled[spec.source.event_time].iloc[split]).isoformat()
+
+
+def _utc_timestamp(value: Any) -> pd.Timestamp:
+    """SQLite returns naive UTC timestamps, PostgreSQL aware ones."""
+    moment = pd.Timestamp(value)
+    return moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
+
+
+def _scratch_artifact(model_name: str, run_id: str, pipeline: Any) -> tuple[str, str]:
+    """A dry run's pipeline, outside the registry: validate needs it, the warehouse must not see it."""
+    buffer = io.BytesIO()
+    joblib.dump(pipeline, buffer)
+    blob = buffer.getvalue()
+    directory = registry.artifact_root() / model_name / "dry-runs" / re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=directory, delete=False) as handle:
+        handle.write(blob)
+    path = directory / "pipeline.joblib"
+    os.replace(handle.name, path)
+    return path.as_uri(), hashlib.sha256(blob).hexdigest()
+
+
+def _load_candidate(engine: Engine, candidate: Candidate) -> Any:
+    if candidate.version is not None:
+        return registry.load_version(engine, candidate.model_name, candidate.version).pipeline
+    blob = registry.artifact_path(candidate.artifact_uri).read_bytes()
+    if hashlib.sha256(blob).hexdigest() != candidate.sha256:
+        raise registry.ArtifactIntegrityError(f"the dry run's artifact at {candidate.artifact_uri} changed since training; refusing it")
+    return joblib.load(io.BytesIO(blob))
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+
+def validate_candidate(engine: Engine, spec: ModelSpec, candidate: Candidate) -> list[gates.GateResult]:
+    """Every gate of the spec on the window's out-of-time holdout, champion and candidate scored on the same rows."""
+    settings = spec.retrain.gates
+    as_of = datetime.fromisoformat(candidate.labels_as_of)
+    labelled = read_labelled(engine, spec, datetime.fromisoformat(candidate.window_start), datetime.fromisoformat(candidate.window_end), as_of)
+    holdout = labelled.iloc[holdout_start(spec, labelled):].reset_index(drop=True)
+    labels = holdout[LABEL].to_numpy(dtype=int)
+    features = build_features(holdout, spec)
+    challenger_scores = score(_load_candidate(engine, candidate), features) if len(holdout) else np.empty(0)
+
+    results = [_unseen_holdout(engine, spec, candidate, holdout)]
+    results.append(gates.roc_auc_floor(labels, challenger_scores, settings.min_roc_auc))
+    results.append(gates.brier_ceiling(labels, challenger_scores, settings.max_brier))
+    results += gates.output_sanity(
+        challenger_scores, threshold=spec.scoring.threshold, positive_rate_min=settings.positive_rate_min, positive_rate_max=settings.positive_rate_max
+    )
+    if candidate.champion_version is None:
+        results.append(gates.GateResult("auc_non_inferiority", None, None, None, "no champion yet: nothing to be inferior to"))
+    else:
+        champion = registry.load_version(engine, spec.name, candidate.champion_version)
+        champion_scores = score(champion.pipeline, features) if len(holdout) else np.empty(0)
+        results.append(
+            gates.auc_non_inferiority(
+                labels, challenger_scores, champion_scores, margin=settings.non_inferiority_margin, n_boot=settings.bootstrap_samples
+            )
+        )
+        results += gates.slice_checks(
+            features[spec.categorical_features], labels, challenger_scores, champion_scores,
+            margin=settings.slice_margin, min_rows=settings.slice_min_rows, min_positives=settings.slice_min_positives,
+        )
+    results.append(_shadow_gate(engine, spec, candidate))
+    return results
+
+
+def _unseen_holdout(engine: Engine, spec: ModelSpec, candidate: Candidate, holdout: pd.DataFrame) -> gates.GateResult:
+    """The candidate must not have trained on the holdout it is judged on (a concern for older versions)."""
+    if holdout.empty:
+        return gates.GateResult("holdout_out_of_time", False, 0.0, None, "the window has no labelled holdout rows")
+    first = _utc_timestamp(holdout[spec.source.event_time].iloc[0])
+    trained_on = candidate.metrics.get("trained_on") or {}
+    if candidate.version is not None:
+        trained_on = registry.get_version(engine, spec.name, candidate.version)["trained_on"]
+    seen_until = trained_on.get("holdout_from") or trained_on.get("end")
+    if seen_until is None:
+        return gates.GateResult("holdout_out_of_time", None, None, None, "the candidate's training window is not recorded")
+    seen = _utc_timestamp(seen_until)
+    passed = seen <= first
+    return gates.GateResult(
+        "holdout_out_of_time", passed, float(len(holdout)), None,
+        f"candidate fitted on rows before {seen.isoformat()}; holdout of {len(holdout)} rows starts {first.isoformat()}",
+    )
+
+
+def _shadow_gate(engine: Engine, spec: ModelSpec, candidate: Candidate) -> gates.GateResult:
+    """Agreement with the champion on the nightly rows where the candidate scored in shadow."""
+    settings = spec.retrain.gates
+    if candidate.version is None:
+        return gates.GateResult("shadow_agreement", None, None, None, "a dry-run candidate never shadowed")
+    query = (
+        "SELECT c.score AS champion_score, s.score AS shadow_score FROM predictions s JOIN predictions c"
+        " ON c.model_name = s.model_name AND c.entity_id = s.entity_id AND c.ds = s.ds AND c.role = 'champion'"
+        " WHERE s.model_name = :m AND s.role = 'shadow' AND s.model_version = :v"
+    )
+    rows = read_frame(engine, query, {"m": spec.name, "v": candidate.version}, ["champion_score", "shadow_score"], [])
+    return gates.shadow_agreement(
+        rows["champion_score"].to_numpy(dtype=float), rows["shadow_score"].to_numpy(dtype=float),
+        threshold=spec.scoring.threshold, min_agreement=settings.shadow_min_agreement, min_rows=settings.shadow_min_rows,
+    )
+
+
+# --- promotion, rollback, history ---------------------------------------------------------------
+
+
+def promote_candidate(
+    engine: Engine, spec: ModelSpec, candidate: Candidate, results: list[gates.GateResult], *, force_reason: str | None, actor: str
+) -> dict[str, Any]:
+    """Make the candidate champion if every gate passed (or the promotion is forced), else record the rejection.
+
+    Refused when the champion is no longer the one the candidate was validated against.
+    """
+    passed = gates.all_passed(results)
+    failed = [r.name for r in results if r.passed is False]
+    decision = "promoted" if passed else ("forced" if force_reason else "rejected")
+    outcome = {"model_name": spec.name, "version": candidate.version, "previous_champion": candidate.champion_version,
+               "decision": decision, "failed_gates": failed, "dry_run": candidate.dry_run}
+    if candidate.dry_run:
+        return {**outcome, "decision": f"would be {decision}"}
+    details = {"gates": [r.to_dict() for r in results], "failed_gates": failed, "forced": decision == "forced", "candidate": candidate.to_dict()}
+    with engine.begin() as connection:
+        registry.lock_model(connection, spec.name)
+        current = registry.alias_version_in(connection, spec.name, "champion")
+        if current != candidate.champion_version:
+            raise PromotionRefused(
+                f"{spec.name}: the champion changed from v{candidate.champion_version} to v{current} while v{candidate.version} "
+                "was being validated against it; nothing was changed. Validate again against the new champion."
+            )
+        if decision == "rejected":
+            reason = "validation gates failed: " + ", ".join(failed)
+            registry.record_event(connection, spec.name, "rejected", version=candidate.version, previous_version=current,
+                                  reason=reason, actor=actor, details=details)
+        else:
+            reason = "every validation gate passed" if decision == "promoted" else f"forced past failed gates {failed}: {force_reason}"
+            registry.point_alias(connection, spec.name, "champion", candidate.version, event=decision, reason=reason, actor=actor, details=details)
+    return {**outcome, "reason": reason}
+
+
+def rollback(engine: Engine, model_name: str, *, to_version: int | None, reason: str, actor: str) -> dict[str, Any]:
+    """Make the previous champion (or `to_version`) champion again, audited. Returns what changed."""
+    if not (reason or "").strip():
+        raise PromotionRefused("a rollback needs a reason; it is recorded in model_events")
+    with engine.begin() as connection:
+        registry.lock_model(connection, model_name)
+        current = registry.alias_version_in(connection, model_name, "champion")
+        if current is None:
+            raise PromotionRefused(f"{model_name} has no champion to roll back")
+        target = to_version if to_version is not None else _previous_champion(connection, model_name, current)
+        if target == current:
+            raise PromotionRefused(f"{model_name} v{target} is already the champion")
+        registry.point_alias(connection, model_name, "champion", target, event="rollback", reason=reason, actor=actor,
+                             details={"from_version": current})
+    return {"model_name": model_name, "version": target, "previous_champion": current, "reason": reason}
+
+
+def _previous_champion(connection: sa.Connection, model_name: str, current: int) -> int:
+    """The version that was champion just before `current` last became champion."""
+    previous = connection.execute(
+        sa.text(
+            "SELECT previous_version FROM model_events WHERE model_name = :m AND version = :v"
+            " AND event IN ('set_champion', 'promoted', 'forced', 'rollback') ORDER BY id DESC LIMIT 1"
+        ),
+        {"m": model_name, "v": current},
+    ).scalar_one_or_none()
+    if previous is None:
+        raise PromotionRefused(f"{model_name} v{current} has no earlier champion to roll back to; name a version")
+    return previous
+
+
+def list_versions(engine: Engine, model_name: str) -> pd.DataFrame:
+    """Every version with its holdout metrics, lineage and current aliases, newest first."""
+    query = sa.text(
+        "SELECT v.version, v.created_at, v.parent_version, v.metrics, v.trained_on, v.sha256,"
+        " (SELECT a.alias FROM model_aliases a WHERE a.model_name = v.model_name AND a.version = v.version) AS alias"
+        " FROM model_versions v WHERE v.model_name = :m ORDER BY v.version DESC"
+    ).columns(metrics=sa.JSON, trained_on=sa.JSON)
+    with engine.connect() as connection:
+        rows = connection.execute(query, {"m": model_name}).mappings().all()
+    return pd.DataFrame(
+        [
+            {
+                "version": row["version"],
+                "alias": row["alias"] or "",
+                "created_at": row["created_at"],
+                "parent": row["parent_version"],
+                "holdout_auc": (row["metrics"].get("validation") or {}).get("roc_auc"),
+                "holdout_brier": (row["metrics"].get("validation") or {}).get("brier"),
+                "rows": row["trained_on"].get("rows"),
+                "window": f"{row['trained_on'].get('start', '?')[:10]}..{row['trained_on'].get('end', '?')[:10]}",
+                "sha256": row["sha256"][:12],
+            }
+            for row in rows
+        ],
+        columns=["version", "alias", "created_at", "parent", "holdout_auc", "holdout_brier", "rows", "window", "sha256"],
+    )
+
+
+def alias_history(engine: Engine, model_name: str) -> pd.DataFrame:
+    """Who moved which alias to what, when and why: the audit log, oldest first."""
+    query = sa.text(
+        "SELECT id, created_at, event, version, previous_version, actor, reason FROM model_events WHERE model_name = :m ORDER BY id"
+    )
+    with engine.connect() as connection:
+        return pd.DataFrame(connection.execute(query, {"m": model_name}).mappings().all(),
+                            columns=["id", "created_at", "event", "version", "previous_version", "actor", "reason"])
+
+
+def actor_of(dag_id: str, run_id: str, user: str | None) -> str:
+    return f"{dag_id}/{run_id}" + (f" by {user}" if user else "")
+
+
+def utc(value: str | datetime) -> datetime:
+    moment = datetime.fromisoformat(str(value)) if not isinstance(value, datetime) else value
+    return moment.replace(tzinfo=timezone.utc) if moment.utcoffset() is None else moment
+
