@@ -45,5 +45,10 @@ bench: $(VENV)/.installed
 bench-drift: $(VENV)/.installed
 	BATCHWATCH_SPEC_DIRS=$(CURDIR)/bench/specs $(BIN)/python bench/bench_drift_check.py
 
+# Default estimator vs the seed's, and the whole weekly retrain DAG on ~1M labelled rows (PostgreSQL).
+.PHONY: bench-retrain
+bench-retrain: $(VENV)/.installed
+	$(BIN)/python bench/bench_weekly_retrain.py
+
 clean:
 	rm -rf var $(AIRFLOW_HOME)

@@ -14,9 +14,10 @@ x09 and a frequency change on c2, and, each in a fresh process so that peak RSS 
              built from, held in memory; its time is Report.run + the two Dataset.from_pandas calls
 
 It prints both, the ratios it is judged by (evidently / ours >= 20 at 1M; peak RSS of ours grows no
-faster than the window: RSS at 1M / RSS at 100k <= 10), the agreement of our stored KS and
-Wasserstein values with scipy's on the same inputs (< 1e-9), and, from a separate untimed cProfile
-run of the same check, where our time goes.
+faster than the window: RSS at 1M / RSS at 100k <= 10) and the agreement of our stored KS and
+Wasserstein values with scipy's on the same inputs (< 1e-9). Where our time goes comes from two more,
+untimed runs of the same check: one with wall-clock timers wrapped around the stages check_window
+calls, one under cProfile (top cumulative batchwatch functions).
 
     make bench-drift
     .venv/bin/python bench/bench_drift_check.py --sizes 100000 1000000
@@ -43,8 +44,12 @@ EVIDENTLY_SCRIPT = ROOT / "bench" / "evidently" / "run_evidently.py"
 EVIDENTLY_SETUP = "python3 -m venv .venv-evidently && .venv-evidently/bin/pip install -r bench/evidently/requirements.txt"
 
 # Spec loading checks that the factory's module can be found, so the paths go in before any import.
-os.environ["BATCHWATCH_SPEC_DIRS"] = os.pathsep.join([str(SPECS), *filter(None, os.environ.get("BATCHWATCH_SPEC_DIRS", "").split(os.pathsep))])
-os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "include"), str(ROOT / "plugins"), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
+os.environ["BATCHWATCH_SPEC_DIRS"] = os.pathsep.join(
+    [str(SPECS), *filter(None, os.environ.get("BATCHWATCH_SPEC_DIRS", "").split(os.pathsep))]
+)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT / "include"), str(ROOT / "plugins"), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+)
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins")]
 
 SERVER = os.environ.get("BATCHWATCH_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
@@ -192,16 +197,18 @@ def npz_frame(frame, path: Path) -> None:
     np.savez(path, **arrays)
 
 
-def read_window(engine, index: int):
-    """The window's rows exactly as check_window reads them (same query, same reader)."""
-    from batchwatch.scoring import source_query
-    from batchwatch.spec import get_spec
-    from batchwatch.warehouse import read_frame
+def read_window(engine, index: int, *, sampled: bool):
+    """The window's rows: all of them (what Evidently gets), or exactly those check_window checks."""
+    from batchwatch.drift import read_window as read_checked
+    from batchwatch.spec import get_spec, parse_spec
 
     spec = get_spec(MODEL)
-    query, columns, text = source_query(spec)
+    if not sampled:
+        data = spec.model_dump(by_alias=True)
+        data["drift"]["max_rows"] = None
+        spec = parse_spec(data)
     day = window_day(index)
-    return read_frame(engine, query, {"start": day, "end": day + timedelta(days=1)}, columns, text, spec.categorical_features)
+    return read_checked(engine, spec, day, day + timedelta(days=1))[0]
 
 
 def same_values(read_back, generated) -> bool:
@@ -225,7 +232,6 @@ def same_values(read_back, generated) -> bool:
 
 def prepare(sizes: list[int], workdir: Path) -> dict:
     """Database, tables, training rows, champion, the current windows; the reference rows as .npz."""
-    import numpy as np
     import pandas as pd
     import psycopg
 
@@ -244,7 +250,9 @@ def prepare(sizes: list[int], workdir: Path) -> dict:
     spec = get_spec(MODEL)
 
     history = generate(TRAIN_ROWS, TRAIN_START, seed=1, id_offset=1, shifted=False, span=TRAIN_END - TRAIN_START)
-    labels = pd.DataFrame({"entity_key": history["event_id"].astype(str), "label": labels_of(history, seed=2), "observed_at": history["event_time"]})
+    labels = pd.DataFrame(
+        {"entity_key": history["event_id"].astype(str), "label": labels_of(history, seed=2), "observed_at": history["event_time"]}
+    )
     load_frame(engine, "wide_events", history)
     load_frame(engine, "wide_labels", labels)
     generated = {}
@@ -258,9 +266,20 @@ def prepare(sizes: list[int], workdir: Path) -> dict:
     # What bootstrap_champion does, with the labelled frame kept: Evidently gets its training rows.
     labelled = read_labelled(engine, spec, TRAIN_START, TRAIN_END, TRAIN_END)
     trained = train(spec, labelled)
-    trained_on = {"start": TRAIN_START.isoformat(), "end": TRAIN_END.isoformat(), "labels_as_of": TRAIN_END.isoformat(), "rows": len(labelled)}
+    trained_on = {
+        "start": TRAIN_START.isoformat(),
+        "end": TRAIN_END.isoformat(),
+        "labels_as_of": TRAIN_END.isoformat(),
+        "rows": len(labelled),
+    }
     version = registry.register(
-        engine, spec, trained.pipeline, metrics=trained.metrics, trained_on=trained_on, parent_version=None, reference=trained.reference
+        engine,
+        spec,
+        trained.pipeline,
+        metrics=trained.metrics,
+        trained_on=trained_on,
+        parent_version=None,
+        reference=trained.reference,
     )
     registry.set_alias(engine, MODEL, "champion", version, reason="bench", actor="bench")
     split = training_split(spec, labelled)
@@ -269,7 +288,8 @@ def prepare(sizes: list[int], workdir: Path) -> dict:
     validation = trained.metrics["validation"]
     print(
         f"prepared {DATABASE}: {len(labelled):,} labelled rows (label rate {labelled[LABEL].mean():.3f}), "
-        f"{sum(sizes):,} window rows loaded in {loaded:.0f} s; champion v{version}, validation ROC AUC {validation['roc_auc']:.3f}; "
+        f"{sum(sizes):,} window rows loaded in {loaded:.0f} s; champion v{version}, "
+        f"validation ROC AUC {validation['roc_auc']:.3f}; "
         f"reference = {split:,} training rows ({spec.drift.reference_sample_size:,}-value sample per numeric column)",
         flush=True,
     )
@@ -301,7 +321,17 @@ def worker_check(index: int) -> None:
     started = time.perf_counter()
     summary = check_window(engine, spec, window_end=window_day(index) + timedelta(days=1), run_id=RUN_ID)
     seconds = time.perf_counter() - started
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": status_mb("VmHWM"), "rss_before_mb": rss_before, "load_before": load, "summary": summary}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "peak_rss_mb": status_mb("VmHWM"),
+                "rss_before_mb": rss_before,
+                "load_before": load,
+                "summary": summary,
+            }
+        )
+    )
 
 
 def worker_profile(index: int, path: str) -> None:
@@ -324,6 +354,92 @@ def worker_profile(index: int, path: str) -> None:
     print(json.dumps({"seconds": seconds}))
 
 
+STAGES = (  # (label, module attribute wrapped, nested inside evaluate)
+    ("load the champion (registry.load_alias)", "batchwatch.registry:load_alias", False),
+    ("load the reference (drift.load_reference)", "batchwatch.drift:load_reference", False),
+    ("read the rows (drift.read_window: count, then COPY of the sample)", "batchwatch.drift:read_window", False),
+    ("build_features", "batchwatch.drift:build_features", False),
+    ("validate", "batchwatch.drift:validate", False),
+    ("score: the pipeline's encoder (its transform)", None, False),  # wrapped on the loaded champion's pipeline
+    ("score: the pipeline's estimator (its predict_proba)", None, False),
+    ("evaluate: KS/PSI/Wasserstein (20 features + score)", "batchwatch.drift:_numeric_tests", True),
+    ("evaluate: chi2/JS/unseen (5 categoricals)", "batchwatch.drift:_categorical_tests", True),
+    ("evaluate: null-rate and positive-rate tests", "batchwatch.drift:_rate_test", True),
+    ("evaluate: domain classifier (multivariate)", "batchwatch.drift:domain_classifier_auc", True),
+    ("evaluate: the rest (null counts, BH, verdicts)", "batchwatch.drift:evaluate", False),
+)
+
+
+def worker_stages(index: int) -> None:
+    """check_window with wall-clock timers around what it calls (no profiler, so no profiler overhead).
+
+    Module attributes are wrapped in this process only; nothing in batchwatch changes. The results
+    write is timed from the advisory lock at the start of its transaction to the return.
+    """
+    import importlib
+
+    from batchwatch import drift, registry
+    from batchwatch.spec import get_spec
+    from batchwatch.warehouse import make_engine
+
+    spent: dict[str, float] = {}
+    calls: dict[str, int] = {}
+    peak_after: dict[str, float] = {}
+    marks: dict[str, float] = {}
+
+    def wrap(label: str, target: str) -> None:
+        module_name, name = target.split(":")
+        wrap_bound(label, importlib.import_module(module_name), name)
+
+    def wrap_bound(label: str, owner, name: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.perf_counter() - started
+                calls[label] = calls.get(label, 0) + 1
+                peak_after[label] = status_mb("VmHWM")
+
+        setattr(owner, name, timed)
+
+    for label, target, _ in STAGES:
+        if target:
+            wrap(label, target)
+    load_alias = registry.load_alias  # already timed
+
+    def load_and_wrap(*args, **kwargs):
+        # On the champion's own step objects: the domain classifier's estimators are not counted here.
+        loaded = load_alias(*args, **kwargs)
+        steps = loaded.pipeline.steps
+        for (label, _, _), (step, method) in zip(STAGES[5:7], ((steps[0][1], "transform"), (steps[-1][1], "predict_proba"))):
+            wrap_bound(label, step, method)
+        return loaded
+
+    registry.load_alias = load_and_wrap
+    original_lock = drift._lock_checks
+
+    def lock(*args, **kwargs):
+        marks["write"] = time.perf_counter()
+        return original_lock(*args, **kwargs)
+
+    drift._lock_checks = lock
+    engine = make_engine(URL)
+    spec = get_spec(MODEL)
+    started = time.perf_counter()
+    drift.check_window(engine, spec, window_end=window_day(index) + timedelta(days=1), run_id=RUN_ID + "-stages")
+    total = time.perf_counter() - started
+    write = time.perf_counter() - marks["write"]
+    nested = sum(spent.get(label, 0.0) for label, _, inner in STAGES if inner)
+    spent["evaluate: the rest (null counts, BH, verdicts)"] -= nested
+    rows = [(label, spent.get(label, 0.0), peak_after.get(label)) for label, _, _ in STAGES]
+    rows.append(("write results + incident (one transaction)", write, status_mb("VmHWM")))
+    rows.append(("the rest (features.loc[valid.index], summary)", total - sum(s for _, s, _ in rows), None))
+    print(json.dumps({"seconds": total, "stages": rows, "calls": calls}))
+
+
 def run_json(command: list[str], what: str) -> dict:
     out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
@@ -335,8 +451,14 @@ def measure_ours(index: int) -> dict:
     return run_json([sys.executable, __file__, "--worker", "check", "--day", str(index)], "our drift check")
 
 
+def stages_ours(index: int) -> dict:
+    return run_json([sys.executable, __file__, "--worker", "stages", "--day", str(index)], "stage-timed drift check")
+
+
 def profile_ours(index: int, path: Path) -> dict:
-    return run_json([sys.executable, __file__, "--worker", "profile", "--day", str(index), "--profile-out", str(path)], "profiled drift check")
+    return run_json(
+        [sys.executable, __file__, "--worker", "profile", "--day", str(index), "--profile-out", str(path)], "profiled drift check"
+    )
 
 
 def ensure_evidently() -> Path:
@@ -425,77 +547,164 @@ def _is_ours(key: tuple) -> bool:
     return "/include/batchwatch/" in key[0]
 
 
-def stage_rows(profiles: dict[int, "pstats.Stats"], deepest: int) -> list[tuple[str, dict[int, float]]]:  # noqa: F821
-    """Rows of (indented label, {size: seconds}): check_window's direct callees, and theirs for our big ones.
-
-    The tree is shaped by the largest size's profile; every size's column gives the same edge's time.
-    """
-    reference = profiles[deepest].stats
-    root = next(key for key in reference if _is_ours(key) and key[2] == "check_window")
-    total = reference[root][3]
-    rows: list[tuple[str, dict[int, float]]] = []
-
-    def edge(size: int, parent: tuple, child: tuple) -> float:
-        entry = profiles[size].stats.get(child)
-        return entry[4][parent][3] if entry and parent in entry[4] else 0.0
-
-    def children(parent: tuple) -> list[tuple]:
-        found = [(key, value[4][parent][3]) for key, value in reference.items() if parent in value[4]]
-        return [key for key, _ in sorted(found, key=lambda item: -item[1])]
-
-    def walk(parent: tuple, depth: int) -> None:
-        small: dict[int, float] = {size: 0.0 for size in profiles}
-        count = 0
-        for child in children(parent):
-            share = edge(deepest, parent, child) / total
-            if share < 0.01:
-                count += 1
-                for size in profiles:
-                    small[size] += edge(size, parent, child)
-                continue
-            calls = profiles[deepest].stats[child][4][parent][1]
-            suffix = f" x{calls}" if calls > 1 else ""
-            rows.append(("  " * depth + _label(child) + suffix, {size: edge(size, parent, child) for size in profiles}))
-            if _is_ours(child) and share >= 0.03 and depth < 3:
-                walk(child, depth + 1)
-        own = {size: profiles[size].stats[parent][2] for size in profiles}
-        rows.append(("  " * depth + f"({count} smaller calls + own time)", {size: small[size] + own[size] for size in profiles}))
-
-    rows.append(("drift.check_window (total, profiled)", {size: profiles[size].stats[root][3] for size in profiles}))
-    walk(root, 1)
-    return rows
-
-
-def our_functions(profiles: dict[int, "pstats.Stats"], deepest: int, top: int = 25) -> list[tuple[str, int, dict[int, float]]]:  # noqa: F821
-    entries = sorted(((key, value) for key, value in profiles[deepest].stats.items() if _is_ours(key)), key=lambda item: -item[1][3])
+def our_functions(profiles: dict, deepest: int, top: int = 25) -> list[tuple[str, int, dict[int, float]]]:
+    """(label, calls, {size: cumulative seconds}) of the batchwatch functions, largest first at the largest size."""
+    entries = sorted(
+        ((key, value) for key, value in profiles[deepest].stats.items() if _is_ours(key)), key=lambda item: -item[1][3]
+    )
     return [
-        (_label(key), value[1], {size: profiles[size].stats.get(key, (0, 0, 0, 0.0))[3] for size in profiles}) for key, value in entries[:top]
+        (_label(key), value[1], {size: profiles[size].stats.get(key, (0, 0, 0, 0.0))[3] for size in profiles})
+        for key, value in entries[:top]
     ]
 
 
 # --- orchestration ----------------------------------------------------------------------------
 
 
+def evidently_seconds(result: dict) -> float:
+    """Evidently's comparable time: Report.run plus building its two Datasets."""
+    return result["seconds"] + result["dataset_seconds"]
+
+
+def print_ours(size: int, result: dict) -> None:
+    summary, checks = result["summary"], result["summary"]["checks"]
+    print(
+        f"{size:>9,} rows  ours       {result['seconds']:7.2f} s   peak RSS {result['peak_rss_mb']:6.0f} MB "
+        f"(before the call {result['rss_before_mb']:.0f} MB; 1-min load average {result['load_before']:.1f})   "
+        f"rows {summary['rows']:,}, scored {summary['rows_scored']:,}; status {summary['status']}; "
+        f"checks drifted/ok/insufficient {checks['drifted']}/{checks['ok']}/{checks['insufficient_data']}",
+        flush=True,
+    )
+    for line in summary["drifted"]:
+        print(f"{'':>16}drifted  {line}")
+
+
+def print_evidently(size: int, result: dict, load: float, ours_seconds: float) -> None:
+    drifted = sorted(name for name, column in result["columns"].items() if column["drifted"])
+    print(
+        f"{size:>9,} rows  evidently  {evidently_seconds(result):7.2f} s   peak RSS {result['peak_rss_mb']:6.0f} MB "
+        f"(Report.run {result['seconds']:.2f} s + Dataset.from_pandas {result['dataset_seconds']:.2f} s; "
+        f"{result['reference_rows']:,} reference rows; 1-min load average {load:.1f})   "
+        f"drifted columns: {', '.join(drifted) or 'none'}",
+        flush=True,
+    )
+    print(f"{size:>9,} rows  evidently / ours = {evidently_seconds(result) / ours_seconds:.1f}   (target >= 20 at 1,000,000)")
+
+
+def print_values(sizes: list[int], agreement: dict, theirs: dict) -> None:
+    print("\nOur KS / Wasserstein (as stored in drift_results) against scipy on the same inputs, every numeric column:")
+    for size in sizes:
+        worst = agreement[size]["worst"]
+        text = ", ".join(f"max |d {key}| = {diff:.2e} ({column or '-'})" for key, (diff, column) in worst.items())
+        mismatch = agreement[size]["mismatched_n"]
+        print(f"{size:>9,} rows  {text}" + (f"; n differs for {mismatch}" if mismatch else ""))
+    if not theirs:
+        return
+    print(
+        "\nNormalised Wasserstein side by side. Ours: effect_size of the wasserstein row = W(current, the stored 10k-value"
+        "\nreference sample) / std of all training rows. Evidently's 'Wasserstein distance (normed)': W(current, all training"
+        "\nrows) / their std. Different reference data, so they agree approximately, not exactly:"
+    )
+    print(f"{'rows':>9}  {'column':<7}{'shifted':<9}{'ours':>9}{'evidently':>11}{'ours drifted':>14}{'evidently drifted':>19}")
+    for size in sizes:
+        stored = agreement[size]["stored"]
+        for name in SIDE_BY_SIDE:
+            row = stored.loc[(name, "wasserstein")]
+            column = theirs[size]["columns"][name]
+            shifted = "yes" if name in SHIFTED_NUMERIC else "no"
+            method = "" if column["method"] == "Wasserstein distance (normed)" else f"  (Evidently used {column['method']})"
+            print(
+                f"{size:>9,}  {name:<7}{shifted:<9}{row['effect_size']:>9.4f}{column['value']:>11.4f}"
+                f"{row['verdict'] == 'drifted'!s:>14}{column['drifted']!s:>19}{method}"
+            )
+
+
+def print_time_breakdown(sizes: list[int], stages: dict, profiles: dict, profiled_seconds: dict) -> None:
+    if stages:
+        totals = ", ".join(f"{stages[s]['seconds']:.2f} s at {s:,}" for s in sizes)
+        print(
+            "\nWhere our time goes: the same check in another process (untimed), with wall-clock timers wrapped around what"
+            "\ncheck_window calls; seconds per stage, and the process's peak RSS when the stage ended. Totals: " + totals
+        )
+        print(f"{'':<54}" + "".join(f"{f'{size:,} rows':>16}{'peak MB':>9}" for size in sizes))
+        for position, (label, _, _) in enumerate(stages[sizes[-1]]["stages"]):
+            cells = ""
+            for size in sizes:
+                _, seconds, peak = stages[size]["stages"][position]
+                cells += f"{seconds:>16.3f}" + (f"{peak:>9.0f}" if peak is not None else f"{'':>9}")
+            print(f"{label:<54}{cells}")
+    if profiles:
+        totals = ", ".join(f"{profiled_seconds[s]:.2f} s at {s:,}" for s in sizes)
+        print(
+            "\nTop cumulative entries of batchwatch functions under cProfile (another untimed run; the profiler slows"
+            f"\nPython-level calls). Profiled wall time: {totals}; seconds, all calls:"
+        )
+        print(f"{'':<48}{'calls':>7}" + "".join(f"{f'{size:,} rows':>16}" for size in sizes))
+        for label, calls, values in our_functions(profiles, max(profiles)):
+            print(f"{label[:48]:<48}{calls:>7}" + "".join(f"{values[size]:>16.3f}" for size in sizes))
+
+
+def print_summary(sizes: list[int], ours: dict, theirs: dict, agreement: dict) -> None:
+    import math
+
+    print("\nSummary")
+    print(f"{'rows':>10}{'ours s':>9}{'ours RSS MB':>13}{'evidently s':>13}{'evidently RSS MB':>18}{'evidently/ours':>16}")
+    for size in sizes:
+        line = f"{size:>10,}{ours[size]['seconds']:>9.2f}{ours[size]['peak_rss_mb']:>13.0f}"
+        if size in theirs:
+            seconds = evidently_seconds(theirs[size])
+            line += f"{seconds:>13.2f}{theirs[size]['peak_rss_mb']:>18.0f}{seconds / ours[size]['seconds']:>16.1f}"
+        print(line)
+    largest, smallest = sizes[-1], sizes[0]
+    if largest in theirs:
+        ratio = evidently_seconds(theirs[largest]) / ours[largest]["seconds"]
+        note = "" if largest == 1_000_000 else " (the target is defined at 1,000,000 rows)"
+        print(f"evidently / ours at {largest:,} rows = {ratio:.1f}   (target >= 20: {'met' if ratio >= 20 else 'MISSED'}){note}")
+    if largest != smallest:
+        big, small = ours[largest], ours[smallest]
+        rss_ratio = big["peak_rss_mb"] / small["peak_rss_mb"]
+        limit = largest / smallest
+        verdict = "met" if rss_ratio <= limit else "MISSED"
+        print(
+            f"peak RSS of ours at {largest:,} / at {smallest:,} = {rss_ratio:.2f}   "
+            f"(target <= {limit:g}, the window's growth: {verdict})"
+        )
+        grown = (big["peak_rss_mb"] - big["rss_before_mb"]) / max(small["peak_rss_mb"] - small["rss_before_mb"], 1e-9)
+        print(
+            f"  (context: RSS growth during the call, peak minus RSS before it, at {largest:,} / at {smallest:,} = {grown:.2f})"
+        )
+    diffs = [diff for size in sizes for diff, _ in agreement[size]["worst"].values()]
+    worst = math.nan if any(math.isnan(d) for d in diffs) else max(diffs, default=0.0)
+    verdict = "met" if worst < 1e-9 else "MISSED"  # False for NaN
+    print(
+        f"KS / Wasserstein vs scipy: max abs difference over all sizes, columns and values = {worst:.2e}   "
+        f"(target < 1e-9: {verdict})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="current rows per window")
     parser.add_argument("--skip-evidently", action="store_true", help="only our check (no ratio)")
-    parser.add_argument("--skip-profile", action="store_true", help="no cProfile stage breakdown")
-    parser.add_argument("--workdir", type=Path, help="keep artifacts and .npz files here (default: a temp dir, removed at the end)")
-    parser.add_argument("--worker", choices=("check", "profile"), help=argparse.SUPPRESS)
+    parser.add_argument("--skip-profile", action="store_true", help="no stage breakdown and no cProfile run")
+    parser.add_argument(
+        "--workdir", type=Path, help="keep artifacts and .npz files here (default: a temp dir, removed at the end)"
+    )
+    parser.add_argument("--worker", choices=("check", "stages", "profile"), help=argparse.SUPPRESS)
     parser.add_argument("--day", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--profile-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker == "check":
         worker_check(args.day)
         return
+    if args.worker == "stages":
+        worker_stages(args.day)
+        return
     if args.worker == "profile":
         worker_profile(args.day, args.profile_out)
         return
 
     import pstats
-
-    import numpy as np
 
     from batchwatch.warehouse import make_engine
 
@@ -510,116 +719,37 @@ def main() -> None:
         ours: dict[int, dict] = {}
         theirs: dict[int, dict] = {}
         agreement: dict[int, dict] = {}
+        stages: dict[int, dict] = {}
         profiles: dict[int, pstats.Stats] = {}
         profiled_seconds: dict[int, float] = {}
         for index, size in enumerate(sizes):
-            result = ours[size] = measure_ours(index)
-            summary = result["summary"]
-            checks = summary["checks"]
-            print(
-                f"{size:>9,} rows  ours       {result['seconds']:7.2f} s   peak RSS {result['peak_rss_mb']:6.0f} MB "
-                f"(before the call {result['rss_before_mb']:.0f} MB; 1-min load average {result['load_before']:.1f})   rows {summary['rows']:,}, scored {summary['rows_scored']:,}; "
-                f"status {summary['status']}; checks drifted/ok/insufficient {checks['drifted']}/{checks['ok']}/{checks['insufficient_data']}",
-                flush=True,
-            )
-            for line in summary["drifted"]:
-                print(f"{'':>16}drifted  {line}")
-
-            current = read_window(engine, index)
-            print(f"{'':>16}window read back from PostgreSQL == generated rows: {same_values(current, prepared['generated'][size])}")
-            agreement[size] = scipy_agreement(engine, prepared["version"], index, current)
+            ours[size] = measure_ours(index)
+            print_ours(size, ours[size])
+            # Evidently gets the whole window; the value check gets exactly the rows check_window compared.
+            current = read_window(engine, index, sampled=False)
+            same = same_values(current, prepared["generated"][size])
+            print(f"{'':>16}window read back from PostgreSQL == generated rows: {same}")
+            agreement[size] = scipy_agreement(engine, prepared["version"], index, read_window(engine, index, sampled=True))
             if evidently_python is not None:
                 current_npz = workdir / f"current-{index}.npz"
                 npz_frame(current, current_npz)
                 del current
                 load = os.getloadavg()[0]
-                result = theirs[size] = measure_evidently(evidently_python, workdir / "reference.npz", current_npz)
+                theirs[size] = measure_evidently(evidently_python, workdir / "reference.npz", current_npz)
                 current_npz.unlink()
-                drifted = sorted(name for name, column in result["columns"].items() if column["drifted"])
-                print(
-                    f"{size:>9,} rows  evidently  {result['seconds'] + result['dataset_seconds']:7.2f} s   peak RSS {result['peak_rss_mb']:6.0f} MB "
-                    f"(Report.run {result['seconds']:.2f} s + Dataset.from_pandas {result['dataset_seconds']:.2f} s; "
-                    f"{result['reference_rows']:,} reference rows; 1-min load average {load:.1f})   drifted columns: {', '.join(drifted) or 'none'}",
-                    flush=True,
-                )
-                ratio = (result["seconds"] + result["dataset_seconds"]) / ours[size]["seconds"]
-                print(f"{size:>9,} rows  evidently / ours = {ratio:.1f}   (target >= 20 at 1,000,000)", flush=True)
+                print_evidently(size, theirs[size], load, ours[size]["seconds"])
             else:
                 del current
             if not args.skip_profile:
+                stages[size] = stages_ours(index)
                 path = workdir / f"profile-{index}.prof"
                 profiled_seconds[size] = profile_ours(index, path)["seconds"]
                 profiles[size] = pstats.Stats(str(path))
-
-        # --- values ---
-        print("\nOur KS / Wasserstein (as stored in drift_results) against scipy on the same inputs, every numeric column:")
-        for size in sizes:
-            worst = agreement[size]["worst"]
-            text = ", ".join(f"max |d {key}| = {diff:.2e} ({column or '-'})" for key, (diff, column) in worst.items())
-            mismatch = agreement[size]["mismatched_n"]
-            print(f"{size:>9,} rows  {text}" + (f"; n differs for {mismatch}" if mismatch else ""))
-        if theirs:
-            print(
-                "\nNormalised Wasserstein, ours (effect_size of the wasserstein row: W(current, 10k-value reference sample) / std of all"
-                " training rows)\nvs Evidently's 'Wasserstein distance (normed)' (W(current, all training rows) / their std). Different reference"
-                " data,\nso they agree approximately, not exactly:"
-            )
-            print(f"{'rows':>9}  {'column':<7}{'shifted':<9}{'ours':>9}{'evidently':>11}{'ours drifted':>14}{'evidently drifted':>19}")
-            for size in sizes:
-                stored = agreement[size]["stored"]
-                for name in SIDE_BY_SIDE:
-                    row = stored.loc[(name, "wasserstein")]
-                    column = theirs[size]["columns"][name]
-                    method = "" if column["method"] == "Wasserstein distance (normed)" else f"  (Evidently used {column['method']})"
-                    print(
-                        f"{size:>9,}  {name:<7}{'yes' if name in SHIFTED_NUMERIC else 'no':<9}{row['effect_size']:>9.4f}{column['value']:>11.4f}"
-                        f"{row['verdict'] == 'drifted'!s:>14}{column['drifted']!s:>19}{method}"
-                    )
-
-        # --- where our time goes ---
-        if profiles:
-            deepest = max(profiles)
-            header = "".join(f"{f'{size:,} rows':>14}" for size in sizes)
-            print(
-                "\nWhere our time goes: a separate cProfile run of the same check (untimed; profiling adds overhead to Python-level calls)."
-                f"\nProfiled wall time: " + ", ".join(f"{profiled_seconds[s]:.2f} s at {s:,}" for s in sizes)
-                + ". Seconds per call edge from check_window down (shaped by the largest size):"
-            )
-            print(f"{'':<72}{header}")
-            for label, values in stage_rows(profiles, deepest):
-                print(f"{label[:72]:<72}" + "".join(f"{values[size]:>14.3f}" for size in sizes))
-            print("\nTop cumulative entries of batchwatch functions (seconds, all calls):")
-            print(f"{'':<56}{'calls':>7}{header}")
-            for label, calls, values in our_functions(profiles, deepest):
-                print(f"{label[:56]:<56}{calls:>7}" + "".join(f"{values[size]:>14.3f}" for size in sizes))
-
-        # --- summary ---
-        print("\nSummary")
-        print(f"{'rows':>10}{'ours s':>9}{'ours RSS MB':>13}{'evidently s':>13}{'evidently RSS MB':>18}{'evidently/ours':>16}")
-        for size in sizes:
-            line = f"{size:>10,}{ours[size]['seconds']:>9.2f}{ours[size]['peak_rss_mb']:>13.0f}"
-            if size in theirs:
-                evidently_seconds = theirs[size]["seconds"] + theirs[size]["dataset_seconds"]
-                line += f"{evidently_seconds:>13.2f}{theirs[size]['peak_rss_mb']:>18.0f}{evidently_seconds / ours[size]['seconds']:>16.1f}"
-            print(line)
-        largest, smallest = sizes[-1], sizes[0]
-        if largest in theirs:
-            ratio = (theirs[largest]["seconds"] + theirs[largest]["dataset_seconds"]) / ours[largest]["seconds"]
-            note = "" if largest == 1_000_000 else " (the target is defined at 1,000,000 rows)"
-            print(f"evidently / ours at {largest:,} rows = {ratio:.1f}   (target >= 20: {'met' if ratio >= 20 else 'MISSED'}){note}")
-        if largest != smallest:
-            rss_ratio = ours[largest]["peak_rss_mb"] / ours[smallest]["peak_rss_mb"]
-            limit = largest / smallest
-            print(
-                f"peak RSS of ours at {largest:,} / at {smallest:,} = {rss_ratio:.2f}   "
-                f"(target <= {limit:g}, the window's growth: {'met' if rss_ratio <= limit else 'MISSED'})"
-            )
-            grown = (ours[largest]["peak_rss_mb"] - ours[largest]["rss_before_mb"]) / max(ours[smallest]["peak_rss_mb"] - ours[smallest]["rss_before_mb"], 1e-9)
-            print(f"  (context: growth of RSS during the call, peak minus RSS before it, at {largest:,} / at {smallest:,} = {grown:.2f})")
-        worst = max((diff for size in sizes for diff, _ in agreement[size]["worst"].values()), default=0.0)
-        agreed = bool(np.isfinite(worst) and worst < 1e-9)
-        print(f"KS / Wasserstein vs scipy: max abs difference over all sizes, columns and values = {worst:.2e}   (target < 1e-9: {'met' if agreed else 'MISSED'})")
         engine.dispose()
+
+        print_values(sizes, agreement, theirs)
+        print_time_breakdown(sizes, stages, profiles, profiled_seconds)
+        print_summary(sizes, ours, theirs, agreement)
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)

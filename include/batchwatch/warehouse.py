@@ -15,6 +15,7 @@ import os
 import struct
 import tempfile
 import threading
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
@@ -45,7 +46,23 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+SAMPLE_BUCKETS = 1 << 20
+
+
+def _sample_bucket(key: str | None) -> int:
+    return zlib.crc32((key or "").encode()) & (SAMPLE_BUCKETS - 1)
+
+
+def sample_predicate(engine: Engine, key_sql: str, fraction: float) -> str:
+    """SQL keeping about `fraction` of rows, chosen by a hash of the key: the same rows on every run."""
+    cutoff = int(fraction * SAMPLE_BUCKETS)
+    if is_postgres(engine):
+        return f"(hashtextextended(CAST({key_sql} AS TEXT), 0) & {SAMPLE_BUCKETS - 1}) < {cutoff}"
+    return f"batchwatch_sample_bucket(CAST({key_sql} AS TEXT)) < {cutoff}"
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.create_function("batchwatch_sample_bucket", 1, _sample_bucket, deterministic=True)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys = ON")
     cursor.execute("PRAGMA busy_timeout = 30000")

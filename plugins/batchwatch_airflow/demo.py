@@ -1,4 +1,4 @@
-"""`make demo`: simulate history, bootstrap a champion, run the nightly DAG for the last 7 days.
+"""`make demo`: simulate history, bootstrap a champion, run the nightly DAG for the last 7 days, check drift.
 
 The warehouse is $AIRFLOW_CONN_WAREHOUSE (the Makefile defaults it to an SQLite file in var/).
 """
@@ -52,11 +52,20 @@ def main() -> int:
         )
         day += timedelta(days=1)
     print("\nlast run's summary:", json.dumps(summary, indent=2))
+
+    drift_state, drift_results = run_interval(load_dag(f"{MODEL}_hourly_drift"), end - timedelta(hours=1), end)
+    check = drift_results.get("check_drift", {})
+    failed += drift_state != "success"
+    print(
+        f"\n{MODEL}_hourly_drift for the {spec.drift.window_hours} h ending {end:%Y-%m-%d %H:%M}: {drift_state}, "
+        f"{check.get('status', '?')} over {check.get('rows', '?')} rows; checks {check.get('checks', '?')}; drifted: {check.get('drifted') or 'none'}"
+    )
     print(
         "\nQuery the predictions (sqlite3 var/warehouse.db, or psql for PostgreSQL):\n"
         f"  SELECT ds, COUNT(*), AVG(score) FROM predictions WHERE model_name = '{MODEL}' GROUP BY ds ORDER BY ds;\n"
         f"  SELECT * FROM champion_latest_predictions WHERE model_name = '{MODEL}' ORDER BY score DESC LIMIT 10;\n"
         f"  SELECT reason, COUNT(*) FROM rejected_rows WHERE model_name = '{MODEL}' GROUP BY reason;\n"
+        f"  SELECT column_name, test, statistic, p_adjusted, effect_size, verdict FROM drift_results WHERE model_name = '{MODEL}';\n"
         "See the runs in the Airflow UI: make airflow (http://localhost:8080)."
     )
     return 1 if failed else 0

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from batchwatch import drift
 from batchwatch.cli import simulate_into
 from batchwatch.simulate import Scenario
-from batchwatch.spec import get_spec
+from batchwatch.spec import get_spec, parse_spec
 from batchwatch.training import bootstrap_champion
 from batchwatch_airflow import notifiers
 
@@ -155,3 +155,21 @@ def test_no_reference_fails_the_task_with_the_reason(monitored_world):
     state, _ = run_hour(FIRST_DAY + timedelta(days=1))
     assert state == "failed"
     assert count(engine, "drift_results") == 0
+
+
+def test_a_big_window_is_checked_on_the_same_sample_every_time(monitored_world):
+    """Over drift.max_rows, a hash of the key picks the rows: about max_rows of them, the same ones on a rerun."""
+    engine = monitored_world["engine"]
+    data = get_spec("fraud").model_dump(by_alias=True)
+    data["drift"]["max_rows"] = 1_000
+    spec = parse_spec(data)
+    end = FIRST_DAY + timedelta(days=1)
+
+    first = drift.check_window(engine, spec, window_end=end, run_id="sampled")
+    written = results(engine, end).drop(columns=["run_id", "checked_at"])
+    again = drift.check_window(engine, spec, window_end=end, run_id="sampled")
+    assert first["rows_in_window"] == count(engine, "transactions", "event_time >= :s AND event_time < :e", s=FIRST_DAY, e=end)
+    assert first["sample_fraction"] == pytest.approx(1_000 / first["rows_in_window"])
+    assert 800 <= first["rows"] <= 1_200 and again["rows"] == first["rows"]
+    pd.testing.assert_frame_equal(results(engine, end).drop(columns=["run_id", "checked_at"]), written)
+    assert set(written.loc[written["test"] == "null_rate", "n_current"]) == {first["rows"]}

@@ -191,3 +191,20 @@ def test_two_concurrent_promotions_cannot_both_win(stale_world):
     assert "champion changed" in str(refused[0])
     assert champion(engine) == won[0]["version"] != stale
     assert len(events(engine, "promoted")) == 1
+
+
+def test_a_shadowing_challenger_is_judged_on_its_agreement_with_the_champion(stale_world):
+    engine, stale = stale_world["engine"], stale_world["champion"]
+    spec = get_spec("fraud")
+    challenger = retrain.train_candidate(engine, spec, as_of=AS_OF, window_days=14, dry_run=False, run_id="manual")
+    registry.set_alias(engine, "fraud", "challenger", challenger.version, reason="shadow for a night", actor="test")
+    assert run_day("fraud_nightly_predict", NEXT_DAY)[0] == "success"
+
+    state, results = run_week({"candidate_version": challenger.version, "training_window_days": 14})
+    assert state == "success"
+    shadow = next(gate for gate in results["validate"]["gates"] if gate["name"] == "shadow_agreement")
+    rows = predictions(engine, ds=NEXT_DAY.date()).pivot(index="entity_id", columns="role", values="predicted_label")
+    assert len(rows) == count(engine, "predictions", "role = 'shadow'") >= spec.retrain.gates.shadow_min_rows
+    assert shadow["value"] == pytest.approx((rows["champion"] == rows["shadow"]).mean(), abs=1e-12)
+    assert shadow["passed"] == (shadow["value"] >= spec.retrain.gates.shadow_min_agreement)
+    assert champion(engine) in (stale, challenger.version)

@@ -85,7 +85,7 @@ def test_register_numbers_versions_and_records_metadata(sqlite_engine, fraud_spe
     ]
     params = row["params"]
     assert params["factory"] == "batchwatch.training.hist_gradient_boosting"
-    assert (params["max_iter"], params["learning_rate"], params["max_leaf_nodes"]) == (20, 0.2, 15)
+    assert (params["max_iter"], params["learning_rate"], params["max_leaf_nodes"]) == (20, 0.2, 8)
     assert (params["early_stopping"], params["random_state"]) == (False, 0)
     assert params["categorical_features"] == repr([True] * 3 + [False] * 8)
     assert row["metrics"] == METRICS

@@ -59,7 +59,7 @@ def test_fraud_spec_values(fraud_spec) -> None:
     assert fraud_spec.derived_features.function == "batchwatch.fraud_demo.derive_features"
     assert (fraud_spec.label.table, fraud_spec.label.column, fraud_spec.label.delay_days) == ("outcomes", "label", 4)
     assert fraud_spec.estimator.factory == "batchwatch.training.hist_gradient_boosting"
-    assert fraud_spec.estimator.params == {"max_iter": 50, "learning_rate": 0.2, "max_leaf_nodes": 15}
+    assert fraud_spec.estimator.params == {"max_iter": 40, "learning_rate": 0.2, "max_leaf_nodes": 8, "min_samples_leaf": 200}
     scoring = fraud_spec.scoring
     assert (scoring.threshold, scoring.chunk_size, scoring.max_reject_rate) == (0.5, 100_000, 0.05)
     assert fraud_spec.schedules.nightly_predict == "0 0 * * *"

@@ -84,7 +84,7 @@ def test_training_is_deterministic(fraud_spec, labelled, trained) -> None:
 def test_pipeline_uses_the_spec_estimator(trained) -> None:
     model = trained.pipeline.named_steps["model"]
     assert type(model).__name__ == "HistGradientBoostingClassifier"
-    assert (model.max_iter, model.learning_rate, model.max_leaf_nodes) == (50, 0.2, 15)
+    assert (model.max_iter, model.learning_rate, model.max_leaf_nodes, model.min_samples_leaf) == (40, 0.2, 8, 200)
     assert (model.early_stopping, model.random_state) == (False, 0)
     assert list(model.categorical_features) == [True] * 3 + [False] * 8
 
@@ -116,8 +116,9 @@ def test_train_accepts_exactly_100_rows(fraud_spec) -> None:
     assert metrics["validation"]["label_rate"] == pytest.approx(0.1)
 
 
-def test_one_class_validation_gives_nan_ranking_metrics(fraud_spec) -> None:
-    metrics = train(fraud_spec, two_class_frame(200, [10, 20, 30])).metrics
+def test_one_class_validation_gives_nan_ranking_metrics(fraud_data) -> None:
+    fraud_data["estimator"]["params"]["min_samples_leaf"] = 5  # 160 training rows: let the trees split
+    metrics = train(parse_spec(fraud_data), two_class_frame(200, [10, 20, 30])).metrics
     assert np.isnan(metrics["validation"]["roc_auc"]) and np.isnan(metrics["validation"]["average_precision"])
     assert metrics["validation"]["label_rate"] == 0.0
     assert metrics["train"]["roc_auc"] > 0.5
