@@ -33,7 +33,7 @@ from batchwatch.drift_stats import (
     proportion_test,
 )
 from batchwatch.features import build_features
-from batchwatch.scoring import NoChampion, score, source_query
+from batchwatch.scoring import NoChampion, check_features, score, source_query
 from batchwatch.spec import ModelSpec, quote
 from batchwatch.validation import validate
 from batchwatch.warehouse import interval_lock_key, is_postgres, json_safe, read_frame, sample_predicate
@@ -333,6 +333,7 @@ def check_window(engine: Engine, spec: ModelSpec, *, window_end: datetime, run_i
     champion = registry.load_alias(engine, spec.name, "champion")
     if champion is None:
         raise NoChampion(f"model {spec.name!r} has no champion, so there is no reference to check drift against")
+    check_features(spec, champion)
     reference = load_reference(engine, spec.name, champion.version)
     raw, in_window, fraction = read_window(engine, spec, start, end)
     features = build_features(raw, spec)
@@ -482,9 +483,22 @@ def pending_notifications(engine: Engine, model_name: str) -> list[dict[str, Any
     return pending
 
 
-def mark_notified(engine: Engine, alert_id: int, status: str) -> None:
+def claim_notification(engine: Engine, alert_id: int, status: str) -> bool:
+    """Mark the incident change as announced; False when another run already has."""
     column = "open_notified_at" if status == "open" else "resolved_notified_at"
     with engine.begin() as connection:
-        # A resolved incident that was never announced as open is settled by this one notification.
-        extra = ", open_notified_at = COALESCE(open_notified_at, :t)" if status == "resolved" else ""
-        connection.execute(sa.text(f"UPDATE alerts SET {column} = :t{extra} WHERE id = :id"), {"t": datetime.now(timezone.utc), "id": alert_id})
+        claimed = connection.execute(
+            sa.text(f"UPDATE alerts SET {column} = :t WHERE id = :id AND {column} IS NULL"), {"t": datetime.now(timezone.utc), "id": alert_id}
+        ).rowcount
+        if claimed and status == "resolved":
+            # An incident resolved before it was ever announced is settled by this one notification.
+            connection.execute(sa.text("UPDATE alerts SET open_notified_at = COALESCE(open_notified_at, :t) WHERE id = :id"),
+                               {"t": datetime.now(timezone.utc), "id": alert_id})
+    return claimed == 1
+
+
+def release_notification(engine: Engine, alert_id: int, status: str) -> None:
+    """A notifier failed: leave the change pending so that the task's retry announces it."""
+    column = "open_notified_at" if status == "open" else "resolved_notified_at"
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"UPDATE alerts SET {column} = NULL WHERE id = :id"), {"id": alert_id})

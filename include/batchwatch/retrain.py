@@ -28,7 +28,7 @@ from batchwatch.features import build_features
 from batchwatch.registry import RegistryError
 from batchwatch.scoring import score
 from batchwatch.spec import ModelSpec
-from batchwatch.training import LABEL, holdout_start, read_labelled, train
+from batchwatch.training import LABEL, holdout_start, read_labelled, train, valid_rows
 from batchwatch.warehouse import json_safe, read_frame
 
 
@@ -60,7 +60,7 @@ class Candidate:
 
 
 def training_window(spec: ModelSpec, as_of: datetime, window_days: int | None) -> tuple[datetime, datetime]:
-    days = window_days or spec.retrain.training_window_days
+    days = spec.retrain.training_window_days if window_days is None else window_days
     if days < 1:
         raise ValueError(f"training_window_days must be at least 1, got {days}")
     return as_of - timedelta(days=days), as_of
@@ -79,10 +79,10 @@ def train_candidate(engine: Engine, spec: ModelSpec, *, as_of: datetime, window_
     labelled = read_labelled(engine, spec, start, end, as_of)
     trained = train(spec, labelled)
     trained_on = {"start": start.isoformat(), "end": end.isoformat(), "labels_as_of": as_of.isoformat(), "rows": len(labelled),
-                  "holdout_from": _holdout_from(spec, labelled), "run_id": run_id}
+                  "holdout_from": _holdout_from(spec, valid_rows(spec, labelled)), "run_id": run_id}
     metrics = {**trained.metrics, "trained_on": trained_on}
     common = {"model_name": spec.name, "champion_version": champion, "window_start": start.isoformat(), "window_end": end.isoformat(),
-              "labels_as_of": as_of.isoformat(), "dry_run": dry_run, "metrics": json_safe(trained.metrics)}
+              "labels_as_of": as_of.isoformat(), "dry_run": dry_run, "metrics": json_safe(metrics)}
     if dry_run:
         uri, sha256 = _scratch_artifact(spec.name, run_id, trained.pipeline)
         return Candidate(version=None, artifact_uri=uri, sha256=sha256, **common)
@@ -93,7 +93,7 @@ def train_candidate(engine: Engine, spec: ModelSpec, *, as_of: datetime, window_
     return Candidate(version=version, artifact_uri=row["artifact_uri"], sha256=row["sha256"], **common)
 
 
-def existing_candidate(engine: Engine, spec: ModelSpec, version: int, *, as_of: datetime, window_days: int | None) -> Candidate:
+def existing_candidate(engine: Engine, spec: ModelSpec, version: int, *, as_of: datetime, window_days: int | None, dry_run: bool) -> Candidate:
     """A version registered earlier (typically a challenger that has been shadowing) as the candidate."""
     row = registry.get_version(engine, spec.name, version)
     champion = registry.alias_version(engine, spec.name, "champion")
@@ -101,7 +101,7 @@ def existing_candidate(engine: Engine, spec: ModelSpec, version: int, *, as_of: 
         raise PromotionRefused(f"{spec.name} v{version} is already the champion")
     start, end = training_window(spec, as_of, window_days)
     return Candidate(spec.name, version, row["artifact_uri"], row["sha256"], champion, start.isoformat(), end.isoformat(),
-                     as_of.isoformat(), False, json_safe(row["metrics"]))
+                     as_of.isoformat(), dry_run, json_safe({**row["metrics"], "trained_on": row["trained_on"]}))
 
 
 def _holdout_from(spec: ModelSpec, labelled: pd.DataFrame) -> str | None:
@@ -145,13 +145,15 @@ def validate_candidate(engine: Engine, spec: ModelSpec, candidate: Candidate) ->
     """Every gate of the spec on the window's out-of-time holdout, champion and candidate scored on the same rows."""
     settings = spec.retrain.gates
     as_of = datetime.fromisoformat(candidate.labels_as_of)
-    labelled = read_labelled(engine, spec, datetime.fromisoformat(candidate.window_start), datetime.fromisoformat(candidate.window_end), as_of)
+    labelled = valid_rows(
+        spec, read_labelled(engine, spec, datetime.fromisoformat(candidate.window_start), datetime.fromisoformat(candidate.window_end), as_of)
+    )
     holdout = labelled.iloc[holdout_start(spec, labelled):].reset_index(drop=True)
     labels = holdout[LABEL].to_numpy(dtype=int)
     features = build_features(holdout, spec)
     challenger_scores = score(_load_candidate(engine, candidate), features) if len(holdout) else np.empty(0)
 
-    results = [_unseen_holdout(engine, spec, candidate, holdout)]
+    results = [_unseen_holdout(spec, candidate, holdout)]
     results.append(gates.roc_auc_floor(labels, challenger_scores, settings.min_roc_auc))
     results.append(gates.brier_ceiling(labels, challenger_scores, settings.max_brier))
     results += gates.output_sanity(
@@ -175,14 +177,12 @@ def validate_candidate(engine: Engine, spec: ModelSpec, candidate: Candidate) ->
     return results
 
 
-def _unseen_holdout(engine: Engine, spec: ModelSpec, candidate: Candidate, holdout: pd.DataFrame) -> gates.GateResult:
+def _unseen_holdout(spec: ModelSpec, candidate: Candidate, holdout: pd.DataFrame) -> gates.GateResult:
     """The candidate must not have trained on the holdout it is judged on (a concern for older versions)."""
     if holdout.empty:
         return gates.GateResult("holdout_out_of_time", False, 0.0, None, "the window has no labelled holdout rows")
     first = _utc_timestamp(holdout[spec.source.event_time].iloc[0])
     trained_on = candidate.metrics.get("trained_on") or {}
-    if candidate.version is not None:
-        trained_on = registry.get_version(engine, spec.name, candidate.version)["trained_on"]
     seen_until = trained_on.get("holdout_from") or trained_on.get("end")
     if seen_until is None:
         return gates.GateResult("holdout_out_of_time", None, None, None, "the candidate's training window is not recorded")
@@ -232,6 +232,9 @@ def promote_candidate(
     with engine.begin() as connection:
         registry.lock_model(connection, spec.name)
         current = registry.alias_version_in(connection, spec.name, "champion")
+        if current == candidate.version and decision != "rejected":
+            # A retry of a promotion that committed before its task could report it.
+            return {**outcome, "reason": f"v{candidate.version} is already the champion"}
         if current != candidate.champion_version:
             raise PromotionRefused(
                 f"{spec.name}: the champion changed from v{candidate.champion_version} to v{current} while v{candidate.version} "

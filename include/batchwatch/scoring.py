@@ -57,7 +57,7 @@ def score(pipeline: Any, features: pd.DataFrame) -> np.ndarray:
     return pipeline.predict_proba(features)[:, 1]
 
 
-def _check_features(spec: ModelSpec, model: LoadedModel) -> None:
+def check_features(spec: ModelSpec, model: LoadedModel) -> None:
     if model.features != spec.model_features:
         raise registry.RegistryError(
             f"{spec.name} v{model.version} was trained on features {model.features}, but the spec now gives "
@@ -70,7 +70,7 @@ def _load_challenger(engine: Engine, spec: ModelSpec) -> tuple[LoadedModel | Non
     try:
         challenger = registry.load_alias(engine, spec.name, "challenger")
         if challenger is not None:
-            _check_features(spec, challenger)
+            check_features(spec, challenger)
         return challenger, None
     except registry.RegistryError as error:
         log.warning("Scoring without the shadow model: %s", error)
@@ -127,7 +127,7 @@ def predict_interval(
     champion = registry.load_alias(engine, spec.name, "champion")
     if champion is None:
         raise NoChampion(f"model {spec.name!r} has no champion; register one first (python -m batchwatch bootstrap {spec.name})")
-    _check_features(spec, champion)
+    check_features(spec, champion)
     challenger, shadow_error = _load_challenger(engine, spec)
     models = [("champion", champion)] + ([("shadow", challenger)] if challenger else [])
     ds: date = start.date()

@@ -224,7 +224,15 @@ class Notifier(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-    _check_class = field_validator("class_")(_importable_dotted_path)
+
+    @field_validator("class_")
+    @classmethod
+    def _dotted(cls, value: str) -> str:
+        # Notifiers live on Airflow's side (plugins/), so whether they import is checked when the
+        # DAG is built, not here: the core and its command line load specs without plugins/.
+        if not DOTTED_PATH.match(value):
+            raise ValueError(f"{value!r} is not a dotted path like 'package.module.Notifier'")
+        return value
 
 
 class Multivariate(_Strict):
@@ -262,6 +270,15 @@ class Drift(_Strict):
     multivariate: Multivariate = Multivariate()
     # Called when an incident opens and when it recovers; with none, the task log and `alerts` hold it.
     notifiers: tuple[Notifier, ...] = ()
+
+    @model_validator(mode="after")
+    def _multivariate_can_decide(self) -> Drift:
+        if self.multivariate.enabled and self.multivariate.sample_rows < self.min_rows:
+            raise ValueError(
+                f"multivariate.sample_rows ({self.multivariate.sample_rows}) is below min_rows ({self.min_rows}): "
+                "the multivariate check could never reach a verdict"
+            )
+        return self
 
 
 class Gates(_Strict):

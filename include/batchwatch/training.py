@@ -93,15 +93,19 @@ def matured_end(spec: ModelSpec, end: datetime, as_of: datetime) -> datetime:
 
 
 def read_labelled(engine: Engine, spec: ModelSpec, start: datetime, end: datetime, as_of: datetime) -> pd.DataFrame:
-    """Valid labelled rows of [start, end) whose labels have matured by `as_of`, oldest first.
+    """Labelled rows of [start, end) whose labels have matured by `as_of`, oldest first, unvalidated.
 
     Only events older than the label delay are used: a half-labelled last day would be a biased
     sample (its early hours only) of the population the model and its reference describe.
     """
     query, columns, text = labelled_query(spec)
     params = {"start": start, "end": matured_end(spec, end, as_of), "as_of": as_of}
-    raw = read_frame(engine, query, params, columns, text, spec.categorical_features)
-    return validate(raw, spec).valid.reset_index(drop=True)
+    return read_frame(engine, query, params, columns, text, spec.categorical_features)
+
+
+def valid_rows(spec: ModelSpec, labelled: pd.DataFrame) -> pd.DataFrame:
+    """The rows a model may learn from or be judged on, in their order."""
+    return validate(labelled, spec).valid.reset_index(drop=True)
 
 
 def evaluate(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
@@ -129,12 +133,20 @@ def holdout_start(spec: ModelSpec, labelled: pd.DataFrame) -> int:
 
 
 def train(spec: ModelSpec, labelled: pd.DataFrame) -> TrainedModel:
-    """Fit on the older rows, score the most recent `retrain.holdout_fraction` (out of time)."""
-    if len(labelled) < 100 or labelled[LABEL].nunique() < 2:
-        raise ValueError(f"not enough labelled data to train {spec.name}: {len(labelled)} rows, labels {sorted(labelled[LABEL].unique())}")
-    split = holdout_start(spec, labelled)
-    features = build_features(labelled, spec)
-    labels = labelled[LABEL].to_numpy(dtype=int)
+    """Fit on the older valid rows, score the most recent `retrain.holdout_fraction` (out of time).
+
+    `labelled` is rows as they arrived, oldest first. The drift check compares windows of such rows,
+    malformed ones included, so the reference profiles the training period's rows the same way: a
+    reject rate that was normal in training is then normal in the check, not a null-rate alarm.
+    """
+    labelled = labelled.reset_index(drop=True)
+    valid = validate(labelled, spec).valid
+    if len(valid) < 100 or valid[LABEL].nunique() < 2:
+        raise ValueError(f"not enough labelled data to train {spec.name}: {len(valid)} valid rows, labels {sorted(valid[LABEL].unique())}")
+    split = holdout_start(spec, valid)
+    arrived_before_holdout = labelled.iloc[: valid.index[split]] if split < len(valid) else labelled
+    features = build_features(valid, spec)
+    labels = valid[LABEL].to_numpy(dtype=int)
     pipeline = make_pipeline(spec)
     started = time.perf_counter()
     pipeline.fit(features.iloc[:split], labels[:split])
@@ -147,7 +159,7 @@ def train(spec: ModelSpec, labelled: pd.DataFrame) -> TrainedModel:
         "validation": evaluate(labels[split:], validation_scores, threshold),
         "fit_seconds": round(fit_seconds, 3),
     }
-    return TrainedModel(pipeline, metrics, build_reference(spec, features.iloc[:split], validation_scores))
+    return TrainedModel(pipeline, metrics, build_reference(spec, build_features(arrived_before_holdout, spec), validation_scores))
 
 
 def bootstrap_champion(engine: Engine, spec: ModelSpec, *, start: datetime, end: datetime) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
@@ -68,8 +69,21 @@ def nightly_predict_dag(spec: ModelSpec) -> DAG:
     return dag
 
 
+def _check_notifiers(spec: ModelSpec) -> None:
+    """A notifier that cannot be imported fails the DAG file at parse time, naming the field."""
+    for index, notifier in enumerate(spec.drift.notifiers):
+        module = notifier.class_.rsplit(".", 1)[0]
+        try:
+            found = importlib.util.find_spec(module)
+        except ModuleNotFoundError:
+            found = None
+        if found is None:
+            raise ValueError(f"model spec {spec.name}: drift.notifiers.{index}.class: module {module!r} cannot be found on the Python path")
+
+
 def hourly_drift_dag(spec: ModelSpec) -> DAG:
     """Hourly: the trailing window's features and champion scores against the champion's reference."""
+    _check_notifiers(spec)
     with DAG(
         dag_id=f"{spec.name}_hourly_drift",
         description=f"Hourly drift check of {spec.name} over the trailing {spec.drift.window_hours} h",

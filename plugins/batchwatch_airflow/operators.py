@@ -121,14 +121,19 @@ class DriftCheckOperator(BaseOperator):
 
     def _notify(self, engine: Any, spec: Any, context: Context) -> None:
         """Call every notifier for each incident change not yet announced, then mark it announced."""
-        from batchwatch.drift import mark_notified, pending_notifications
+        from batchwatch.drift import claim_notification, pending_notifications, release_notification
         from batchwatch.spec import resolve
 
         for alert in pending_notifications(engine, spec.name):
+            if not claim_notification(engine, alert["alert_id"], alert["status"]):
+                continue  # another run announced it first
             self.log.warning("Drift incident %s %s: %s", alert["alert_id"], alert["status"], alert["summary"])
-            for notifier in spec.drift.notifiers:
-                resolve(notifier.class_, "drift.notifiers.class")(**notifier.params)({**context, "batchwatch_alert": alert})
-            mark_notified(engine, alert["alert_id"], alert["status"])
+            try:
+                for notifier in spec.drift.notifiers:
+                    resolve(notifier.class_, "drift.notifiers.class")(**notifier.params)({**context, "batchwatch_alert": alert})
+            except Exception:
+                release_notification(engine, alert["alert_id"], alert["status"])  # the retry announces it again
+                raise
 
 
 def _actor(context: Context) -> str:
@@ -183,7 +188,9 @@ class TrainModelOperator(BaseOperator):
         try:
             check_force(_flag(self.force_promote), self.force_reason)
             if self.candidate_version not in (None, "", "None"):
-                candidate = existing_candidate(engine, spec, int(self.candidate_version), as_of=utc(self.as_of), window_days=window)
+                candidate = existing_candidate(
+                    engine, spec, int(self.candidate_version), as_of=utc(self.as_of), window_days=window, dry_run=_flag(self.dry_run)
+                )
             else:
                 candidate = train_candidate(engine, spec, as_of=utc(self.as_of), window_days=window, dry_run=_flag(self.dry_run), run_id=context["run_id"])
         except _permanent_errors() as error:

@@ -123,6 +123,12 @@ def test_a_challenger_trained_on_shuffled_labels_is_rejected_with_the_numbers(st
     assert "roc_auc_floor" in rejected[0]["reason"]
     assert [e["version"] for e in events(engine, "promoted")] == [good]
 
+    # Forcing it past the gates works only with a reason, and says so in the audit log.
+    state, results = run_week({"candidate_version": version, "force_promote": True, "force_reason": "incident drill", "training_window_days": 14})
+    assert state == "success" and results["promote"]["decision"] == "forced" and champion(engine) == version
+    (forced,) = events(engine, "forced")
+    assert "incident drill" in forced["reason"] and "roc_auc_floor" in forced["reason"] and forced["details"]["forced"] is True
+
 
 def test_dry_run_changes_nothing(stale_world):
     engine = stale_world["engine"]
@@ -130,7 +136,15 @@ def test_dry_run_changes_nothing(stale_world):
     state, results = run_week({"dry_run": True, "training_window_days": 14})
     assert state == "success"
     assert results["train"]["dry_run"] and results["train"]["version"] is None
-    assert results["validate"]["all_passed"], "it would have been promoted"
+    gates = {gate["name"]: gate["passed"] for gate in results["validate"]["gates"]}
+    assert results["validate"]["all_passed"] and gates["holdout_out_of_time"] is True, "it would have been promoted"
+    assert registry_state(engine) == before and champion(engine) == stale_world["champion"]
+
+    # A registered version validated in a dry run is not promoted either.
+    candidate = retrain.train_candidate(engine, get_spec("fraud"), as_of=AS_OF, window_days=14, dry_run=False, run_id="manual")
+    before = registry_state(engine)
+    state, results = run_week({"dry_run": True, "candidate_version": candidate.version, "training_window_days": 14})
+    assert state == "success" and results["validate"]["all_passed"]
     assert registry_state(engine) == before and champion(engine) == stale_world["champion"]
 
 
@@ -207,4 +221,5 @@ def test_a_shadowing_challenger_is_judged_on_its_agreement_with_the_champion(sta
     assert len(rows) == count(engine, "predictions", "role = 'shadow'") >= spec.retrain.gates.shadow_min_rows
     assert shadow["value"] == pytest.approx((rows["champion"] == rows["shadow"]).mean(), abs=1e-12)
     assert shadow["passed"] == (shadow["value"] >= spec.retrain.gates.shadow_min_agreement)
-    assert champion(engine) in (stale, challenger.version)
+    expected = challenger.version if results["validate"]["all_passed"] else stale
+    assert champion(engine) == expected

@@ -13,7 +13,7 @@ from batchwatch.features import build_features, coerce_categorical, coerce_numer
 from batchwatch.scoring import source_query
 from batchwatch.simulate import simulate
 from batchwatch.spec import SpecError, parse_spec
-from batchwatch.training import LABEL, read_labelled
+from batchwatch.training import LABEL, read_labelled, valid_rows
 from batchwatch.validation import validate
 from batchwatch.warehouse import load_frame, stream_frames
 
@@ -154,7 +154,7 @@ def test_training_and_scoring_features_are_identical(fraud_spec, sqlite_engine) 
     malformed_ids = sorted(batch.transactions.loc[batch.malformed.notna().to_numpy(), key].astype(str))
 
     # Training path: the labelled query, read in one frame and validated as a whole.
-    labelled = read_labelled(sqlite_engine, fraud_spec, start, end, as_of=end + timedelta(days=30))
+    labelled = valid_rows(fraud_spec, read_labelled(sqlite_engine, fraud_spec, start, end, as_of=end + timedelta(days=30)))
     assert len(labelled) == 6000 - len(malformed_ids)
     assert labelled[LABEL].sum() == batch.outcomes["label"][batch.malformed.isna().to_numpy()].sum()
     training = _keyed(build_features(labelled, fraud_spec), labelled[key], key)

@@ -99,10 +99,10 @@ def two_class_frame(n: int, positives: list[int]) -> pd.DataFrame:
 @pytest.mark.parametrize(
     ("n", "positives", "message"),
     [
-        pytest.param(99, [3, 50, 90], r"^not enough labelled data to train fraud: 99 rows, labels \[", id="99-rows"),
-        pytest.param(0, [], r"^not enough labelled data to train fraud: 0 rows, labels \[\]$", id="no-rows"),
-        pytest.param(500, [], r"^not enough labelled data to train fraud: 500 rows, labels \[", id="one-class"),
-        pytest.param(500, list(range(500)), r"^not enough labelled data to train fraud: 500 rows, labels \[", id="all-positive"),
+        pytest.param(99, [3, 50, 90], r"^not enough labelled data to train fraud: 99 valid rows, labels \[", id="99-rows"),
+        pytest.param(0, [], r"^not enough labelled data to train fraud: 0 valid rows, labels \[\]$", id="no-rows"),
+        pytest.param(500, [], r"^not enough labelled data to train fraud: 500 valid rows, labels \[", id="one-class"),
+        pytest.param(500, list(range(500)), r"^not enough labelled data to train fraud: 500 valid rows, labels \[", id="all-positive"),
     ],
 )
 def test_train_refuses_too_little_data(fraud_spec, n: int, positives: list[int], message: str) -> None:
@@ -228,15 +228,16 @@ def test_read_labelled_respects_the_window_and_label_maturity(fraud_spec, sqlite
     in_window = (tx["event_time"] >= pd.Timestamp(start)) & (tx["event_time"] < pd.Timestamp(end))
     observed = outcomes["observed_at"] <= pd.Timestamp(as_of)
     clean = batch.malformed.isna()
-    expected = tx[(in_window & (tx["event_time"] < matured) & clean).to_numpy()]
-    assert 0 < len(expected) < (in_window & clean).sum()
+    expected = tx[(in_window & (tx["event_time"] < matured)).to_numpy()]
+    assert 0 < len(expected) < in_window.sum()
+    assert (~clean[expected.index]).any(), "rows arrive unvalidated: train validates, and profiles them as they came"
     assert observed[expected.index].all(), "every matured event has its label"
     assert (in_window & observed & (tx["event_time"] >= matured)).any(), "some later labels are in, and are left out on purpose"
     assert frame["transaction_id"].tolist() == expected["transaction_id"].astype(str).tolist()  # oldest first
     assert frame[LABEL].tolist() == outcomes.loc[expected.index, "label"].tolist()
     assert list(frame.columns) == ["transaction_id", "event_time", *fraud_spec.source_columns, LABEL]
     assert frame.index.tolist() == list(range(len(frame)))
-    assert validate(frame, fraud_spec).rejected.empty
+    assert len(validate(frame, fraud_spec).rejected) == (~clean[expected.index]).sum()
 
 
 def test_read_labelled_then_train_end_to_end(fraud_spec, sqlite_engine) -> None:
@@ -245,7 +246,10 @@ def test_read_labelled_then_train_end_to_end(fraud_spec, sqlite_engine) -> None:
     load_frame(sqlite_engine, "outcomes", batch.outcomes)
     end = D1 + timedelta(days=3)
     frame = read_labelled(sqlite_engine, fraud_spec, D1, end, end + timedelta(days=10))
-    assert len(frame) == 12_000 - 120
+    assert len(frame) == 12_000
     result = train(fraud_spec, frame)
-    assert result.metrics["validation"]["rows"] == len(frame) - int(len(frame) * 0.8)
+    valid = 12_000 - 120  # train learns from the valid rows only
+    assert result.metrics["validation"]["rows"] == valid - int(valid * 0.8)
+    assert result.reference.numeric["amount"].rows + result.metrics["validation"]["rows"] < 12_000, "profiled: rows before the holdout, as they arrived"
+    assert result.reference.numeric["amount"].nulls > 0, "the malformed NaN amounts are part of the reference"
     assert result.metrics["validation"]["roc_auc"] > 0.8

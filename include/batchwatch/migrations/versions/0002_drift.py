@@ -68,7 +68,8 @@ def upgrade() -> None:
         sa.Column("summary", sa.Text, nullable=False),
         sa.Column("opened_at", TIMESTAMP, nullable=False),
         sa.Column("resolved_at", TIMESTAMP),
-        # Set once the notifiers have been called, so a retried task notifies exactly once.
+        # Claimed before the notifiers are called (and released if one fails): a change is announced
+        # once, also when two runs or a retry see it.
         sa.Column("open_notified_at", TIMESTAMP),
         sa.Column("resolved_notified_at", TIMESTAMP),
         sa.Column("run_id", sa.Text, nullable=False),
