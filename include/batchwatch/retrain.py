@@ -14,7 +14,7 @@ import os
 import re
 import tempfile
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import joblib
@@ -321,9 +321,3 @@ def alias_history(engine: Engine, model_name: str) -> pd.DataFrame:
 
 def actor_of(dag_id: str, run_id: str, user: str | None) -> str:
     return f"{dag_id}/{run_id}" + (f" by {user}" if user else "")
-
-
-def utc(value: str | datetime) -> datetime:
-    moment = datetime.fromisoformat(str(value)) if not isinstance(value, datetime) else value
-    return moment.replace(tzinfo=timezone.utc) if moment.utcoffset() is None else moment
-

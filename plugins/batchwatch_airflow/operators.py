@@ -15,6 +15,13 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
+def _moment(value: Any, context: Context) -> datetime:
+    """A templated moment. A run triggered without a logical date has no data interval: its run_after stands in."""
+    if value in (None, "", "None"):
+        return context["dag_run"].run_after
+    return datetime.fromisoformat(str(value))
+
+
 def _permanent_errors() -> tuple[type[Exception], ...]:
     """Errors a retry cannot fix; they fail the task at once with their message."""
     from batchwatch.registry import RegistryError  # includes drift.NoReference and retrain.PromotionRefused
@@ -54,6 +61,11 @@ class BatchPredictOperator(BaseOperator):
         from batchwatch.scoring import predict_interval
         from batchwatch.spec import get_spec
 
+        if "None" in (str(self.data_interval_start), str(self.data_interval_end)):
+            raise AirflowFailException(
+                f"{self.model_name}: this run has no data interval (triggered without a logical date); "
+                "trigger it with a logical date, whose day is the one scored"
+            )
         start = datetime.fromisoformat(str(self.data_interval_start))
         end = datetime.fromisoformat(str(self.data_interval_end))
         chunk_size = int(self.chunk_size) if self.chunk_size not in (None, "", "None") else None
@@ -104,7 +116,7 @@ class DriftCheckOperator(BaseOperator):
         spec = get_spec(self.model_name)
         engine = warehouse_engine(self.warehouse_conn_id)
         try:
-            summary = check_window(engine, spec, window_end=datetime.fromisoformat(str(self.window_end)), run_id=context["run_id"])
+            summary = check_window(engine, spec, window_end=_moment(self.window_end, context), run_id=context["run_id"])
             self.log.info(
                 "%s v%s, window [%s, %s): %d rows, %d scored; %s (%s)",
                 self.model_name, summary["model_version"], summary["window_start"], summary["window_end"],
@@ -179,7 +191,7 @@ class TrainModelOperator(BaseOperator):
         self.candidate_version, self.warehouse_conn_id = candidate_version, warehouse_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from batchwatch.retrain import check_force, existing_candidate, train_candidate, utc
+        from batchwatch.retrain import check_force, existing_candidate, train_candidate
         from batchwatch.spec import get_spec
 
         spec = get_spec(self.model_name)
@@ -189,10 +201,12 @@ class TrainModelOperator(BaseOperator):
             check_force(_flag(self.force_promote), self.force_reason)
             if self.candidate_version not in (None, "", "None"):
                 candidate = existing_candidate(
-                    engine, spec, int(self.candidate_version), as_of=utc(self.as_of), window_days=window, dry_run=_flag(self.dry_run)
+                    engine, spec, int(self.candidate_version), as_of=_moment(self.as_of, context), window_days=window, dry_run=_flag(self.dry_run)
                 )
             else:
-                candidate = train_candidate(engine, spec, as_of=utc(self.as_of), window_days=window, dry_run=_flag(self.dry_run), run_id=context["run_id"])
+                candidate = train_candidate(
+                    engine, spec, as_of=_moment(self.as_of, context), window_days=window, dry_run=_flag(self.dry_run), run_id=context["run_id"]
+                )
         except _permanent_errors() as error:
             raise AirflowFailException(str(error)) from error
         finally:

@@ -63,3 +63,39 @@ def test_a_permanent_error_fails_without_retrying(warehouse_url):
     """No champion yet: retrying cannot help, so the task fails at once with what to do."""
     with pytest.raises(AirflowFailException, match=r"no champion; register one first \(python -m batchwatch bootstrap fraud\)"):
         _operator().execute({"run_id": "operator-test"})
+
+
+def test_a_run_without_a_data_interval_fails_with_the_reason():
+    """Airflow 3 lets a run be triggered with no logical date; the nightly job needs its day."""
+    operator = BatchPredictOperator(task_id="predict", model_name="fraud", data_interval_start="None", data_interval_end="None")
+    with pytest.raises(AirflowFailException, match="no data interval"):
+        operator.execute({"run_id": "manual"})
+
+
+def test_a_drift_check_without_a_data_interval_ends_its_window_at_run_after(warehouse_url):
+    from types import SimpleNamespace
+
+    import sqlalchemy as sa
+
+    from batchwatch.cli import simulate_into
+    from batchwatch.spec import get_spec
+    from batchwatch.training import bootstrap_champion
+    from batchwatch.warehouse import make_engine
+
+    from batchwatch_airflow.operators import DriftCheckOperator
+
+    engine = make_engine(warehouse_url)
+    simulate_into(engine, start=DAY - timedelta(days=8), end=DAY + timedelta(days=1), rows_per_day=800, labels_as_of=DAY)
+    bootstrap_champion(engine, get_spec("fraud"), start=DAY - timedelta(days=8), end=DAY)
+    run_after = DAY + timedelta(days=1, minutes=7)
+    context = {"run_id": "manual", "dag_run": SimpleNamespace(run_after=run_after)}
+
+    summary = DriftCheckOperator(task_id="check_drift", model_name="fraud", window_end="None").execute(context)
+    with engine.connect() as connection:
+        expected = connection.execute(
+            sa.text("SELECT COUNT(*) FROM transactions WHERE event_time >= :s AND event_time < :e"),
+            {"s": run_after - timedelta(hours=24), "e": run_after},
+        ).scalar_one()
+    assert summary["window_end"] == run_after.isoformat() and summary["rows"] == expected
+    assert 0 < 800 - expected < 800, "the window is the 24 h before run_after, not the calendar day"
+    engine.dispose()
