@@ -306,7 +306,7 @@ def list_versions(engine: Engine, model_name: str) -> pd.DataFrame:
             for row in rows
         ],
         columns=["version", "alias", "created_at", "parent", "holdout_auc", "holdout_brier", "rows", "window", "sha256"],
-    )
+    ).astype({"parent": "Int64"})
 
 
 def alias_history(engine: Engine, model_name: str) -> pd.DataFrame:
@@ -315,8 +315,9 @@ def alias_history(engine: Engine, model_name: str) -> pd.DataFrame:
         "SELECT id, created_at, event, version, previous_version, actor, reason FROM model_events WHERE model_name = :m ORDER BY id"
     )
     with engine.connect() as connection:
-        return pd.DataFrame(connection.execute(query, {"m": model_name}).mappings().all(),
-                            columns=["id", "created_at", "event", "version", "previous_version", "actor", "reason"])
+        history = pd.DataFrame(connection.execute(query, {"m": model_name}).mappings().all(),
+                               columns=["id", "created_at", "event", "version", "previous_version", "actor", "reason"])
+    return history.astype({"version": "Int64", "previous_version": "Int64"})
 
 
 def actor_of(dag_id: str, run_id: str, user: str | None) -> str:

@@ -1,4 +1,4 @@
-"""`make demo`: simulate history, bootstrap a champion, run the nightly DAG for the last 7 days, check drift.
+"""`make demo`: simulate history, bootstrap a champion, score the last 7 days, retrain weekly, check drift.
 
 The warehouse is $AIRFLOW_CONN_WAREHOUSE (the Makefile defaults it to an SQLite file in var/).
 """
@@ -53,6 +53,22 @@ def main() -> int:
         day += timedelta(days=1)
     print("\nlast run's summary:", json.dumps(summary, indent=2))
 
+    # The last weekly interval that has ended: Monday 03:00 UTC on or before the demo's end.
+    week_end = (end - timedelta(days=end.weekday())).replace(hour=3)
+    if week_end > end:
+        week_end -= timedelta(days=7)
+    retrain_state, retrain_results = run_interval(load_dag(f"{MODEL}_weekly_retrain"), week_end - timedelta(days=7), week_end)
+    failed += retrain_state != "success"
+    validated = retrain_results.get("validate", {})
+    failed_gates = [gate["name"] for gate in validated.get("gates", []) if gate["passed"] is False]
+    decision = retrain_results.get("promote", {}).get("decision", "rejected (promote skipped)")
+    candidate = retrain_results.get("train", {})
+    print(
+        f"\n{MODEL}_weekly_retrain for the week ending {week_end:%Y-%m-%d %H:%M}: {retrain_state}; trained v{candidate.get('version', '?')} "
+        f"(holdout AUC {candidate.get('metrics', {}).get('validation', {}).get('roc_auc', float('nan')):.3f}); "
+        f"{len(validated.get('gates', []))} gates, failed: {failed_gates or 'none'}; {decision}"
+    )
+
     drift_state, drift_results = run_interval(load_dag(f"{MODEL}_hourly_drift"), end - timedelta(hours=1), end)
     check = drift_results.get("check_drift", {})
     failed += drift_state != "success"
@@ -66,6 +82,8 @@ def main() -> int:
         f"  SELECT * FROM champion_latest_predictions WHERE model_name = '{MODEL}' ORDER BY score DESC LIMIT 10;\n"
         f"  SELECT reason, COUNT(*) FROM rejected_rows WHERE model_name = '{MODEL}' GROUP BY reason;\n"
         f"  SELECT column_name, test, statistic, p_adjusted, effect_size, verdict FROM drift_results WHERE model_name = '{MODEL}';\n"
+        f"  SELECT created_at, event, version, previous_version, actor, reason FROM model_events WHERE model_name = '{MODEL}';\n"
+        f"The registry from the command line: python -m batchwatch versions {MODEL} | history {MODEL} | rollback {MODEL} --reason ...\n"
         "See the runs in the Airflow UI: make airflow (http://localhost:8080)."
     )
     return 1 if failed else 0
