@@ -173,3 +173,17 @@ def test_a_big_window_is_checked_on_the_same_sample_every_time(monitored_world):
     assert 800 <= first["rows"] <= 1_200 and again["rows"] == first["rows"]
     pd.testing.assert_frame_equal(results(engine, end).drop(columns=["run_id", "checked_at"]), written)
     assert set(written.loc[written["test"] == "null_rate", "n_current"]) == {first["rows"]}
+
+
+def test_an_incident_change_is_claimed_once_and_released_when_a_notifier_fails(drifting_world):
+    engine = drifting_world["engine"]
+    summary = drift.check_window(engine, get_spec("fraud"), window_end=DRIFT_DAY + timedelta(days=1), run_id="direct")
+    assert summary["incident"]["status"] == "open"
+    (pending,) = drift.pending_notifications(engine, "fraud")
+    alert_id = pending["alert_id"]
+
+    assert drift.claim_notification(engine, alert_id, "open") is True
+    assert drift.claim_notification(engine, alert_id, "open") is False, "a second run or a retry does not announce it again"
+    assert drift.pending_notifications(engine, "fraud") == []
+    drift.release_notification(engine, alert_id, "open")  # what the operator does when a notifier raises
+    assert [p["alert_id"] for p in drift.pending_notifications(engine, "fraud")] == [alert_id]
