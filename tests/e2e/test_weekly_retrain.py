@@ -56,6 +56,16 @@ def events(engine, event: str) -> list[dict]:
         return [dict(row) for row in connection.execute(query, {"e": event}).mappings()]
 
 
+def champion_asset_events() -> int:
+    """Events of the champion Asset in Airflow's metadata database (shared by the session's tests: compare deltas)."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        query = sa.select(sa.func.count()).select_from(AssetEvent).join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+        return session.scalar(query.where(AssetModel.uri == "batchwatch://fraud/champion"))
+
+
 def registry_state(engine) -> dict[str, int]:
     return {table: count(engine, table) for table in REGISTRY_TABLES}
 
@@ -109,8 +119,10 @@ def test_a_challenger_trained_on_shuffled_labels_is_rejected_with_the_numbers(st
     version = registry.register(engine, spec, bad.pipeline, metrics=bad.metrics, parent_version=good, reference=bad.reference,
                                 trained_on={"start": CONCEPT_DRIFT.isoformat(), "end": (AS_OF - timedelta(days=7)).isoformat(), "rows": len(labelled)})
 
+    events_before = champion_asset_events()
     state, results = run_week({"candidate_version": version, "training_window_days": 14})
     assert state == "success", "a rejection is a decision, not a failure"
+    assert champion_asset_events() == events_before, "no new champion, no asset event for work that follows it"
     assert champion(engine) == good
     assert results.get("promote") is None, "promote is skipped: no champion asset event"
 
@@ -126,6 +138,7 @@ def test_a_challenger_trained_on_shuffled_labels_is_rejected_with_the_numbers(st
     # Forcing it past the gates works only with a reason, and says so in the audit log.
     state, results = run_week({"candidate_version": version, "force_promote": True, "force_reason": "incident drill", "training_window_days": 14})
     assert state == "success" and results["promote"]["decision"] == "forced" and champion(engine) == version
+    assert champion_asset_events() == events_before + 1
     (forced,) = events(engine, "forced")
     assert "incident drill" in forced["reason"] and "roc_auc_floor" in forced["reason"] and forced["details"]["forced"] is True
 
