@@ -233,19 +233,15 @@ def same_values(read_back, generated) -> bool:
 def prepare(sizes: list[int], workdir: Path) -> dict:
     """Database, tables, training rows, champion, the current windows; the reference rows as .npz."""
     import pandas as pd
-    import psycopg
+    from bench_database import fresh_warehouse
 
     from batchwatch import registry
     from batchwatch.spec import get_spec
     from batchwatch.training import LABEL, read_labelled, train
-    from batchwatch.warehouse import load_frame, make_engine, migrate
+    from batchwatch.warehouse import load_frame
 
     started = time.perf_counter()
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {DATABASE}")
-    engine = make_engine(URL)
-    migrate(engine)
+    engine = fresh_warehouse(SERVER, DATABASE)
     create_tables(engine)
     spec = get_spec(MODEL)
 
@@ -419,13 +415,13 @@ def worker_stages(index: int) -> None:
         return loaded
 
     registry.load_alias = load_and_wrap
-    original_lock = drift._lock_checks
+    original_lock = drift.lock_unit
 
     def lock(*args, **kwargs):
         marks["write"] = time.perf_counter()
         return original_lock(*args, **kwargs)
 
-    drift._lock_checks = lock
+    drift.lock_unit = lock
     engine = make_engine(URL)
     spec = get_spec(MODEL)
     started = time.perf_counter()

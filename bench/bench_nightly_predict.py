@@ -193,17 +193,12 @@ def worker(mode: str, day_index: int) -> None:
 
 
 def prepare(sizes: list[int]) -> None:
-    import psycopg
+    from bench_database import fresh_warehouse
     from batchwatch.cli import simulate_into
     from batchwatch.spec import get_spec
     from batchwatch.training import bootstrap_champion
-    from batchwatch.warehouse import make_engine, migrate
 
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {DATABASE}")
-    engine = make_engine(URL)
-    migrate(engine)
+    engine = fresh_warehouse(SERVER, DATABASE)
     started = time.perf_counter()
     simulate_into(engine, start=HISTORY_START, end=HISTORY_END, rows_per_day=20_000, labels_as_of=HISTORY_END)
     for index, size in enumerate(sizes):

@@ -76,19 +76,13 @@ def compare_estimators(rows: int) -> None:
 
 
 def prepare_warehouse(dag_rows: int, window_days: int, delay_days: float) -> None:
-    import psycopg
-
+    from bench_database import fresh_warehouse
     from batchwatch.cli import simulate_into
     from batchwatch.simulate import Scenario
     from batchwatch.spec import get_spec
     from batchwatch.training import bootstrap_champion
-    from batchwatch.warehouse import make_engine, migrate
 
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {DATABASE}")
-    engine = make_engine(URL)
-    migrate(engine)
+    engine = fresh_warehouse(SERVER, DATABASE)
     started = time.perf_counter()
     matured_days = window_days - delay_days
     per_day = int(dag_rows / matured_days)

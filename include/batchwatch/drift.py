@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -36,7 +37,7 @@ from batchwatch.features import build_features
 from batchwatch.scoring import NoChampion, check_features, score, source_query
 from batchwatch.spec import ModelSpec, quote
 from batchwatch.validation import validate
-from batchwatch.warehouse import interval_lock_key, is_postgres, json_safe, read_frame, sample_predicate
+from batchwatch.warehouse import json_safe, lock_unit, read_frame, sample_predicate, utc_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -348,7 +349,7 @@ def check_window(engine: Engine, spec: ModelSpec, *, window_end: datetime, run_i
     status = DRIFTED if DRIFTED in verdicts else (INSUFFICIENT if all(v == INSUFFICIENT for v in verdicts) else OK)
     drifted = describe(results)
     with engine.begin() as connection:
-        _lock_checks(connection, spec.name)
+        lock_unit(connection, "drift", spec.name)  # two windows of one model cannot both open an incident
         connection.execute(sa.text("DELETE FROM drift_results WHERE model_name = :m AND window_end = :e"), {"m": spec.name, "e": end})
         checked_at = datetime.now(timezone.utc)
         connection.execute(
@@ -397,14 +398,6 @@ def read_window(engine: Engine, spec: ModelSpec, start: datetime, end: datetime)
     return read_frame(engine, query, params, columns, text, spec.categorical_features), rows, fraction
 
 
-def _lock_checks(connection: Connection, model_name: str) -> None:
-    """Serialise checks of one model, so two windows cannot both open an incident."""
-    if is_postgres(connection.engine):
-        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": interval_lock_key("drift", model_name)})
-    else:
-        connection.execute(sa.text("DELETE FROM alerts WHERE 1 = 0"))  # takes SQLite's write lock now
-
-
 def _update_incident(
     connection: Connection, model_name: str, version: int, status: str, window_end: datetime, drifted: list[str], run_id: str
 ) -> dict[str, Any] | None:
@@ -439,7 +432,7 @@ def _update_incident(
         )
         log.warning("Drift incident opened for %s at window end %s: %s", model_name, window_end, summary)
         return {"status": "open", "model_name": model_name, "window_end": window_end.isoformat(), "summary": summary, "drifted": drifted}
-    if status == OK and open_alert is not None and _as_utc(open_alert["last_drifted_window_end"]) < window_end:
+    if status == OK and open_alert is not None and utc_timestamp(open_alert["last_drifted_window_end"]) < window_end:
         connection.execute(
             sa.text("UPDATE alerts SET status = 'resolved', resolved_window_end = :e, resolved_at = :t WHERE id = :id"),
             {"e": window_end, "t": now, "id": open_alert["id"]},
@@ -447,13 +440,6 @@ def _update_incident(
         log.info("Drift incident %s of %s resolved at window end %s", open_alert["id"], model_name, window_end)
         return {"status": "resolved", "model_name": model_name, "window_end": window_end.isoformat(), "summary": "no drift in this window", "drifted": []}
     return None
-
-
-def _as_utc(value: datetime | str) -> datetime:
-    """SQLite hands timestamps back as naive UTC (or text); PostgreSQL as aware ones."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=timezone.utc) if value.utcoffset() is None else value
 
 
 # --- notification bookkeeping -----------------------------------------------------------------
@@ -475,7 +461,7 @@ def pending_notifications(engine: Engine, model_name: str) -> list[dict[str, Any
                 "alert_id": row["id"],
                 "status": row["status"],
                 "model_name": model_name,
-                "window_end": _as_utc(window_end).isoformat(),
+                "window_end": utc_timestamp(window_end).isoformat(),
                 "summary": row["summary"] if row["status"] == "open" else f"recovered; it was: {row['summary']}",
                 "drifted": row["drifted"],
             }
@@ -483,9 +469,32 @@ def pending_notifications(engine: Engine, model_name: str) -> list[dict[str, Any
     return pending
 
 
+def announce(engine: Engine, model_name: str, send: Callable[[dict[str, Any]], None]) -> int:
+    """`send` each incident change not yet announced, once; return how many were sent.
+
+    Each change is claimed before it is sent, so two runs or a retry never send it twice, and
+    released when `send` raises, so the task's retry sends it.
+    """
+    sent = 0
+    for alert in pending_notifications(engine, model_name):
+        if not claim_notification(engine, alert["alert_id"], alert["status"]):
+            continue  # another run announced it first
+        try:
+            send(alert)
+        except BaseException:
+            release_notification(engine, alert["alert_id"], alert["status"])
+            raise
+        sent += 1
+    return sent
+
+
+def _notified_column(status: str) -> str:
+    return "open_notified_at" if status == "open" else "resolved_notified_at"
+
+
 def claim_notification(engine: Engine, alert_id: int, status: str) -> bool:
     """Mark the incident change as announced; False when another run already has."""
-    column = "open_notified_at" if status == "open" else "resolved_notified_at"
+    column = _notified_column(status)
     with engine.begin() as connection:
         claimed = connection.execute(
             sa.text(f"UPDATE alerts SET {column} = :t WHERE id = :id AND {column} IS NULL"), {"t": datetime.now(timezone.utc), "id": alert_id}
@@ -499,6 +508,6 @@ def claim_notification(engine: Engine, alert_id: int, status: str) -> bool:
 
 def release_notification(engine: Engine, alert_id: int, status: str) -> None:
     """A notifier failed: leave the change pending so that the task's retry announces it."""
-    column = "open_notified_at" if status == "open" else "resolved_notified_at"
+    column = _notified_column(status)
     with engine.begin() as connection:
         connection.execute(sa.text(f"UPDATE alerts SET {column} = NULL WHERE id = :id"), {"id": alert_id})

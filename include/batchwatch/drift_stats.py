@@ -263,17 +263,11 @@ def psi(reference: NumericReference, current_finite: np.ndarray, floor: float = 
     return _psi_from_counts(reference.counts, current_counts, floor)
 
 
-def _bin_counts_of_sorted(edges: np.ndarray, sorted_values: np.ndarray) -> np.ndarray:
-    """Right-closed bin counts read off a sorted array with one binary search per edge."""
-    at_or_below_edge = np.searchsorted(sorted_values, edges, side="right")
-    return np.diff(at_or_below_edge, prepend=0, append=sorted_values.size)
-
-
 def compare_numeric(reference: NumericReference, current: Any) -> NumericComparison:
     """KS, Wasserstein and PSI of the finite current values against the reference; NaN/±inf are nulls."""
     floats = _as_floats(current)
     sorted_current = floats[np.isfinite(floats)]
-    sorted_current.sort()  # shared by KS, Wasserstein and the PSI bin counts
+    sorted_current.sort()  # shared by KS and Wasserstein
     n_reference, n_current = reference.sample.size, sorted_current.size
     if n_current:
         current_mean, current_std = float(sorted_current.mean()), float(sorted_current.std())
@@ -298,7 +292,6 @@ def compare_numeric(reference: NumericReference, current: Any) -> NumericCompari
         wasserstein_norm = wasserstein / reference.std
     else:
         wasserstein_norm = 0.0 if wasserstein == 0 else math.inf
-    current_counts = _bin_counts_of_sorted(reference.edges, sorted_current)
     return NumericComparison(
         n_reference=n_reference,
         n_current=n_current,
@@ -306,7 +299,7 @@ def compare_numeric(reference: NumericReference, current: Any) -> NumericCompari
         ks_pvalue=ks_pvalue,
         wasserstein=wasserstein,
         wasserstein_norm=wasserstein_norm,
-        psi=_psi_from_counts(reference.counts, current_counts, floor=1e-4),
+        psi=psi(reference, sorted_current),
         current_mean=current_mean,
         current_std=current_std,
     )

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from batchwatch.spec import ModelSpec
-from batchwatch.warehouse import interval_lock_key, is_postgres, json_safe
+from batchwatch.warehouse import json_safe, lock_unit
 
 ALIASES = ("champion", "challenger")
 JSON_COLUMNS = ("metrics", "params", "features", "pipeline_steps", "trained_on")
@@ -56,12 +56,7 @@ def _now() -> datetime:
 
 def lock_model(connection: Connection, model_name: str) -> None:
     """Serialise registry writes of one model (version numbers, alias swaps) until commit."""
-    if is_postgres(connection.engine):
-        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": interval_lock_key("registry", model_name)})
-    else:
-        # A write statement, even one matching no row, takes SQLite's database write lock now
-        # rather than at the first real write, so the reads that follow are serialised too.
-        connection.execute(sa.text("DELETE FROM model_aliases WHERE 1 = 0"))
+    lock_unit(connection, "registry", model_name)
 
 
 def pipeline_steps(pipeline: Any) -> list[dict[str, str]]:

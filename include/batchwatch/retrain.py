@@ -29,7 +29,7 @@ from batchwatch.registry import RegistryError
 from batchwatch.scoring import score
 from batchwatch.spec import ModelSpec
 from batchwatch.training import LABEL, holdout_start, read_labelled, train, valid_rows
-from batchwatch.warehouse import json_safe, read_frame
+from batchwatch.warehouse import json_safe, read_frame, utc_timestamp
 
 
 class PromotionRefused(RegistryError):
@@ -106,13 +106,7 @@ def existing_candidate(engine: Engine, spec: ModelSpec, version: int, *, as_of: 
 
 def _holdout_from(spec: ModelSpec, labelled: pd.DataFrame) -> str | None:
     split = holdout_start(spec, labelled)
-    return None if split >= len(labelled) else _utc_timestamp(labelled[spec.source.event_time].iloc[split]).isoformat()
-
-
-def _utc_timestamp(value: Any) -> pd.Timestamp:
-    """SQLite returns naive UTC timestamps, PostgreSQL aware ones."""
-    moment = pd.Timestamp(value)
-    return moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
+    return None if split >= len(labelled) else utc_timestamp(labelled[spec.source.event_time].iloc[split]).isoformat()
 
 
 def _scratch_artifact(model_name: str, run_id: str, pipeline: Any) -> tuple[str, str]:
@@ -181,12 +175,12 @@ def _unseen_holdout(spec: ModelSpec, candidate: Candidate, holdout: pd.DataFrame
     """The candidate must not have trained on the holdout it is judged on (a concern for older versions)."""
     if holdout.empty:
         return gates.GateResult("holdout_out_of_time", False, 0.0, None, "the window has no labelled holdout rows")
-    first = _utc_timestamp(holdout[spec.source.event_time].iloc[0])
+    first = utc_timestamp(holdout[spec.source.event_time].iloc[0])
     trained_on = candidate.metrics.get("trained_on") or {}
     seen_until = trained_on.get("holdout_from") or trained_on.get("end")
     if seen_until is None:
         return gates.GateResult("holdout_out_of_time", None, None, None, "the candidate's training window is not recorded")
-    seen = _utc_timestamp(seen_until)
+    seen = utc_timestamp(seen_until)
     passed = seen <= first
     return gates.GateResult(
         "holdout_out_of_time", passed, float(len(holdout)), None,

@@ -42,16 +42,26 @@ def _identifier(value: str) -> str:
     return value
 
 
-def _importable_dotted_path(value: str) -> str:
-    """Check the module exists without importing it, so loading a spec stays cheap at DAG parse."""
+def _dotted_path(value: str) -> str:
     if not DOTTED_PATH.match(value):
         raise ValueError(f"{value!r} is not a dotted path like 'package.module.function'")
-    module = value.rsplit(".", 1)[0]
+    return value
+
+
+def missing_module(dotted_path: str) -> str | None:
+    """The module of `package.module.name` if it cannot be found, found without importing it."""
+    module = dotted_path.rsplit(".", 1)[0]
     try:
         found = importlib.util.find_spec(module)
     except ModuleNotFoundError:
         found = None
-    if found is None:
+    return module if found is None else None
+
+
+def _importable_dotted_path(value: str) -> str:
+    """Check the module exists without importing it, so loading a spec stays cheap at DAG parse."""
+    module = missing_module(_dotted_path(value))
+    if module is not None:
         raise ValueError(f"module {module!r} of {value!r} cannot be found on the Python path")
     return value
 
@@ -224,15 +234,9 @@ class Notifier(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    @field_validator("class_")
-    @classmethod
-    def _dotted(cls, value: str) -> str:
-        # Notifiers live on Airflow's side (plugins/), so whether they import is checked when the
-        # DAG is built, not here: the core and its command line load specs without plugins/.
-        if not DOTTED_PATH.match(value):
-            raise ValueError(f"{value!r} is not a dotted path like 'package.module.Notifier'")
-        return value
+    # Notifiers live on Airflow's side (plugins/), so whether they import is checked when the DAG is
+    # built (dag_factory), not here: the core and its command line load specs without plugins/.
+    _check_class = field_validator("class_")(_dotted_path)
 
 
 class Multivariate(_Strict):

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from batchwatch.spec import quote
 
@@ -86,10 +86,29 @@ def migrate(engine: Engine, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
 
-def interval_lock_key(*parts: object) -> int:
+def lock_key(*parts: object) -> int:
     """A stable signed 64-bit key for pg_advisory_xact_lock from the parts naming a unit of work."""
     digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def lock_unit(connection: Connection, *parts: object) -> None:
+    """Serialise the unit of work named by `parts` until the transaction ends.
+
+    PostgreSQL: a transaction-level advisory lock. SQLite has one lock for the whole database: a
+    write statement, even one matching no row, takes it now rather than at the first real write,
+    so the reads that follow are serialised too (alembic_version is in every migrated warehouse).
+    """
+    if is_postgres(connection.engine):
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(*parts)})
+    else:
+        connection.execute(sa.text("DELETE FROM alembic_version WHERE 1 = 0"))
+
+
+def utc_timestamp(value: Any) -> pd.Timestamp:
+    """A timestamp as read back: SQLite gives naive UTC (or text), PostgreSQL aware values."""
+    moment = pd.Timestamp(value)
+    return moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -387,7 +406,7 @@ class IntervalWriter:
         # Swaps of all models and days go one at a time, and each takes its locks on `predictions`
         # only now, so concurrent runs cannot deadlock. Detaching takes an exclusive lock on
         # `predictions`: wait for running readers, not forever.
-        connection.execute("SELECT pg_advisory_xact_lock(%s)", (interval_lock_key("swap predictions partition"),))
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("swap predictions partition"),))
         connection.execute("SET LOCAL lock_timeout = '5min'")
         if connection.execute("SELECT to_regclass(%s) IS NOT NULL", (partition,)).fetchone()[0]:
             connection.execute(f"ALTER TABLE predictions DETACH PARTITION {partition}")
@@ -457,7 +476,7 @@ def replace_interval(engine: Engine, model_name: str, ds: date, run_id: str, wri
     postgres = is_postgres(engine)
     with _driver_transaction(engine) as connection:
         if postgres:
-            connection.execute("SELECT pg_advisory_xact_lock(%s)", (interval_lock_key("predict", model_name, ds),))
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("predict", model_name, ds),))
             connection.execute("DELETE FROM rejected_rows WHERE model_name = %s AND ds = %s", (model_name, ds))
         else:
             connection.execute("BEGIN IMMEDIATE")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
 
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param
 
+from batchwatch.spec import ModelSpec, missing_module
 from batchwatch_airflow.operators import (
     BatchPredictOperator,
     DriftCheckOperator,
@@ -16,9 +15,6 @@ from batchwatch_airflow.operators import (
     TrainModelOperator,
     ValidateModelOperator,
 )
-
-if TYPE_CHECKING:
-    from batchwatch.spec import ModelSpec
 
 START_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -72,12 +68,8 @@ def nightly_predict_dag(spec: ModelSpec) -> DAG:
 def _check_notifiers(spec: ModelSpec) -> None:
     """A notifier that cannot be imported fails the DAG file at parse time, naming the field."""
     for index, notifier in enumerate(spec.drift.notifiers):
-        module = notifier.class_.rsplit(".", 1)[0]
-        try:
-            found = importlib.util.find_spec(module)
-        except ModuleNotFoundError:
-            found = None
-        if found is None:
+        module = missing_module(notifier.class_)
+        if module is not None:
             raise ValueError(f"model spec {spec.name}: drift.notifiers.{index}.class: module {module!r} cannot be found on the Python path")
 
 

@@ -22,6 +22,11 @@ def _moment(value: Any, context: Context) -> datetime:
     return datetime.fromisoformat(str(value))
 
 
+def _optional_int(value: Any) -> int | None:
+    """A templated optional integer param: an unset one renders as "None" or ""."""
+    return None if value in (None, "", "None") else int(value)
+
+
 def _permanent_errors() -> tuple[type[Exception], ...]:
     """Errors a retry cannot fix; they fail the task at once with their message."""
     from batchwatch.registry import RegistryError  # includes drift.NoReference and retrain.PromotionRefused
@@ -68,7 +73,7 @@ class BatchPredictOperator(BaseOperator):
             )
         start = datetime.fromisoformat(str(self.data_interval_start))
         end = datetime.fromisoformat(str(self.data_interval_end))
-        chunk_size = int(self.chunk_size) if self.chunk_size not in (None, "", "None") else None
+        chunk_size = _optional_int(self.chunk_size)
         self.log.info("Scoring %s rows with event time in [%s, %s)", self.model_name, start, end)
         engine = warehouse_engine(self.warehouse_conn_id)
         try:
@@ -110,7 +115,7 @@ class DriftCheckOperator(BaseOperator):
         self.window_end = window_end
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from batchwatch.drift import check_window
+        from batchwatch.drift import announce, check_window
         from batchwatch.spec import get_spec
 
         spec = get_spec(self.model_name)
@@ -124,28 +129,20 @@ class DriftCheckOperator(BaseOperator):
             )
             for line in summary["drifted"]:
                 self.log.warning("Drifted: %s", line)
-            self._notify(engine, spec, context)
+            announce(engine, spec.name, lambda alert: self._notify(spec, context, alert))
         except _permanent_errors() as error:
             raise AirflowFailException(str(error)) from error
         finally:
             engine.dispose()
         return summary
 
-    def _notify(self, engine: Any, spec: Any, context: Context) -> None:
-        """Call every notifier for each incident change not yet announced, then mark it announced."""
-        from batchwatch.drift import claim_notification, pending_notifications, release_notification
+    def _notify(self, spec: Any, context: Context, alert: dict[str, Any]) -> None:
+        """Call the spec's Airflow notifiers with the incident change in the context."""
         from batchwatch.spec import resolve
 
-        for alert in pending_notifications(engine, spec.name):
-            if not claim_notification(engine, alert["alert_id"], alert["status"]):
-                continue  # another run announced it first
-            self.log.warning("Drift incident %s %s: %s", alert["alert_id"], alert["status"], alert["summary"])
-            try:
-                for notifier in spec.drift.notifiers:
-                    resolve(notifier.class_, "drift.notifiers.class")(**notifier.params)({**context, "batchwatch_alert": alert})
-            except Exception:
-                release_notification(engine, alert["alert_id"], alert["status"])  # the retry announces it again
-                raise
+        self.log.warning("Drift incident %s %s: %s", alert["alert_id"], alert["status"], alert["summary"])
+        for notifier in spec.drift.notifiers:
+            resolve(notifier.class_, "drift.notifiers.class")(**notifier.params)({**context, "batchwatch_alert": alert})
 
 
 def _actor(context: Context) -> str:
@@ -195,18 +192,15 @@ class TrainModelOperator(BaseOperator):
         from batchwatch.spec import get_spec
 
         spec = get_spec(self.model_name)
-        window = int(self.training_window_days) if self.training_window_days not in (None, "", "None") else None
+        window, version = _optional_int(self.training_window_days), _optional_int(self.candidate_version)
+        as_of, dry_run = _moment(self.as_of, context), _flag(self.dry_run)
         engine = warehouse_engine(self.warehouse_conn_id)
         try:
             check_force(_flag(self.force_promote), self.force_reason)
-            if self.candidate_version not in (None, "", "None"):
-                candidate = existing_candidate(
-                    engine, spec, int(self.candidate_version), as_of=_moment(self.as_of, context), window_days=window, dry_run=_flag(self.dry_run)
-                )
+            if version is not None:
+                candidate = existing_candidate(engine, spec, version, as_of=as_of, window_days=window, dry_run=dry_run)
             else:
-                candidate = train_candidate(
-                    engine, spec, as_of=_moment(self.as_of, context), window_days=window, dry_run=_flag(self.dry_run), run_id=context["run_id"]
-                )
+                candidate = train_candidate(engine, spec, as_of=as_of, window_days=window, dry_run=dry_run, run_id=context["run_id"])
         except _permanent_errors() as error:
             raise AirflowFailException(str(error)) from error
         finally:
@@ -307,7 +301,7 @@ class RollbackOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from batchwatch.retrain import rollback
 
-        version = int(self.to_version) if self.to_version not in (None, "", "None") else None
+        version = _optional_int(self.to_version)
         engine = warehouse_engine(self.warehouse_conn_id)
         try:
             outcome = rollback(engine, self.model_name, to_version=version, reason=self.reason, actor=_actor(context))
