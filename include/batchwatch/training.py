@@ -14,7 +14,8 @@ from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingCla
 from sklearn.impute import SimpleImputer
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OrdinalEncoder
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
 from sqlalchemy.engine import Engine
 
 from batchwatch import registry
@@ -28,16 +29,42 @@ from batchwatch.warehouse import read_frame
 LABEL = "__label__"
 
 
+class CategoryCodes(TransformerMixin, BaseEstimator):
+    """Each categorical column to the position of its value in a fixed category list; unknown and missing to NaN.
+
+    The codes OrdinalEncoder(categories=..., handle_unknown="use_encoded_value", unknown_value=nan,
+    encoded_missing_value=nan) gives, but looked up in pandas' C hash table instead of one Python
+    dict lookup per value: scoring spent more time encoding three columns than in the trees.
+    """
+
+    def __init__(self, categories: list[list[str]]) -> None:
+        self.categories = categories
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> CategoryCodes:
+        if X.shape[1] != len(self.categories):
+            raise ValueError(f"CategoryCodes has {len(self.categories)} category lists for {X.shape[1]} columns")
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self)
+        codes = np.empty((len(X), len(self.categories)), dtype=np.float64)
+        for position, categories in enumerate(self.categories):
+            column = pd.Categorical(X.iloc[:, position], categories=categories).codes
+            codes[:, position] = np.where(column >= 0, column, np.nan)
+        return codes
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        check_is_fitted(self)
+        return self.feature_names_in_
+
+
 def _encoder(spec: ModelSpec) -> ColumnTransformer:
-    """Categoricals to ordinal codes over the spec's categories (unknown and missing -> NaN)."""
+    """Categoricals to codes over the spec's categories (unknown and missing -> NaN)."""
     categorical = spec.categorical_features
     numeric = [name for name in spec.model_features if name not in categorical]
-    encoder = OrdinalEncoder(
-        categories=[list(spec.categories_of(name)) for name in categorical],
-        handle_unknown="use_encoded_value",
-        unknown_value=np.nan,
-        encoded_missing_value=np.nan,
-    )
+    encoder = CategoryCodes([list(spec.categories_of(name)) for name in categorical])
     return ColumnTransformer(
         [("categorical", encoder, categorical), ("numeric", "passthrough", numeric)],
         verbose_feature_names_out=False,

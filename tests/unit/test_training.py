@@ -211,6 +211,33 @@ def test_unknown_and_missing_categories_score_alike(fraud_spec, trained, recent)
     assert not np.array_equal(as_scored["none"], score(trained.pipeline, build_features(rows, fraud_spec)))
 
 
+@pytest.mark.parametrize("dtype", [object, "category", "str"])
+def test_category_codes_match_ordinal_encoder(dtype) -> None:
+    """The fast encoder gives exactly OrdinalEncoder's codes, with unknown and missing values as NaN."""
+    from sklearn.preprocessing import OrdinalEncoder
+
+    categories = [["grocery", "travel", "online"], ["DE", "FR"]]
+    frame = pd.DataFrame(
+        {
+            "merchant_category": ["travel", "grocery", None, "casino", "online", "travel"],
+            "country": ["FR", np.nan, "DE", "DE", "XX", "FR"],
+        }
+    ).astype(dtype)
+    reference = OrdinalEncoder(
+        categories=categories, handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan
+    ).fit(frame.astype(object))
+    encoder = training.CategoryCodes(categories).fit(frame)
+    codes = encoder.transform(frame)
+    np.testing.assert_array_equal(codes, reference.transform(frame.astype(object)))
+    np.testing.assert_array_equal(codes[:, 0], [1, 0, np.nan, np.nan, 2, 1])
+    assert list(encoder.get_feature_names_out()) == ["merchant_category", "country"]
+
+
+def test_category_codes_refuse_a_frame_of_another_width() -> None:
+    with pytest.raises(ValueError, match="2 category lists for 1 columns"):
+        training.CategoryCodes([["a"], ["b"]]).fit(pd.DataFrame({"x": ["a"]}))
+
+
 # --- labelled data from the warehouse -----------------------------------------------------------
 
 
