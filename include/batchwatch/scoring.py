@@ -20,7 +20,7 @@ from batchwatch.features import build_features
 from batchwatch.registry import LoadedModel
 from batchwatch.spec import ModelSpec, quote
 from batchwatch.validation import validate
-from batchwatch.warehouse import IntervalWriter, replace_interval, stream_frames
+from batchwatch.warehouse import IntervalWriter, read_frame, replace_interval, stream_frames
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class NoChampion(RuntimeError):
 
 
 class DuplicateEntity(RuntimeError):
-    """The source gave one entity key twice in an interval, in different chunks."""
+    """Keys repeated across chunks, and the source changed between the two reads that handle them."""
 
 
 def _is_unique_violation(error: BaseException) -> bool:
@@ -85,10 +85,33 @@ class _Tally:
     reasons: Counter = field(default_factory=Counter)
 
 
-def _score_chunk(writer: IntervalWriter, spec: ModelSpec, raw: pd.DataFrame, models: list[tuple[str, LoadedModel]], tally: _Tally) -> None:
+class _RepeatedKeys:
+    """Entity keys the interval's source gives more than once, and which of them the stream has passed.
+
+    Validation sees one chunk at a time, so it catches a key repeated within the chunk. A key
+    repeated in a later chunk is caught here, so that every later copy is quarantined whatever
+    the chunk size, keeping the first, as validation does within a chunk.
+    """
+
+    def __init__(self, keys: set[str]) -> None:
+        self.keys = keys
+        self.passed: set[str] = set()
+
+    def seen_before(self, key: pd.Series) -> np.ndarray | None:
+        """Rows whose key appeared in an earlier chunk; then this chunk's repeated keys count as passed."""
+        if not self.keys:
+            return None
+        earlier = key.isin(self.passed).to_numpy()
+        self.passed.update(key[key.isin(self.keys)].tolist())
+        return earlier
+
+
+def _score_chunk(
+    writer: IntervalWriter, spec: ModelSpec, raw: pd.DataFrame, models: list[tuple[str, LoadedModel]], tally: _Tally, repeated: _RepeatedKeys
+) -> None:
     """Validate one chunk, quarantine its rejects, score the rest with every model, hand both to the writer."""
     tally.read += len(raw)
-    checked = validate(raw, spec)
+    checked = validate(raw, spec, seen_before=repeated.seen_before(raw[spec.source.entity_key]))
     if len(checked.rejected):
         tally.reasons.update(checked.reasons)
         keys = checked.rejected[spec.source.entity_key]
@@ -106,6 +129,55 @@ def _score_chunk(writer: IntervalWriter, spec: ModelSpec, raw: pd.DataFrame, mod
     tally.scored += len(features)
 
 
+def _check_reject_rate(spec: ModelSpec, ds: date, rejected: int, read: int, reasons: str) -> None:
+    if read and rejected / read > spec.scoring.max_reject_rate:
+        raise RejectRateExceeded(
+            f"{spec.name} {ds}: {rejected} of {read} rows rejected ({rejected / read:.2%}), over the limit of "
+            f"{spec.scoring.max_reject_rate:.2%} set in scoring.max_reject_rate; nothing was written. "
+            f"Most common reasons: {reasons}"
+        )
+
+
+def _score_interval(
+    engine: Engine, spec: ModelSpec, models: list[tuple[str, LoadedModel]], start: datetime, end: datetime, run_id: str, chunk_size: int, repeated: _RepeatedKeys
+) -> _Tally:
+    """One pass over the interval inside one transaction; any exception leaves the interval as it was."""
+    query, columns, text = source_query(spec)
+    tally = _Tally()
+    with (
+        replace_interval(engine, spec.name, start.date(), run_id, datetime.now(timezone.utc)) as writer,
+        # closing(): on an exception the reader's connection ends now, not when garbage is collected.
+        closing(stream_frames(engine, query, {"start": start, "end": end}, columns, text, chunk_size, spec.categorical_features)) as chunks,
+    ):
+        for raw in chunks:
+            _score_chunk(writer, spec, raw, models, tally, repeated)
+        top = "; ".join(f"{reason} ({n})" for reason, n in tally.reasons.most_common(5))
+        _check_reject_rate(spec, start.date(), tally.read - tally.scored, tally.read, top)
+    return tally
+
+
+def _repeated_keys(engine: Engine, spec: ModelSpec, start: datetime, end: datetime) -> set[str]:
+    """The keys the source gives more than once in [start, end), read as the scoring stream reads them.
+
+    Raises RejectRateExceeded without reading them all when their extra copies alone pass the limit.
+    """
+    query, _, _ = source_query(spec)
+    key = quote(spec.source.entity_key)
+    params = {"start": start, "end": end}
+    total = read_frame(engine, f"SELECT COUNT(*) AS n FROM ({query}) AS interval_rows", params, ["n"], [])["n"].iloc[0]
+    allowed = int(spec.scoring.max_reject_rate * total)
+    repeats = read_frame(
+        engine,
+        f"SELECT {key}, COUNT(*) - 1 AS extra FROM ({query}) AS interval_rows WHERE {key} IS NOT NULL "
+        f"GROUP BY {key} HAVING COUNT(*) > 1 LIMIT {allowed + 1}",
+        params,
+        [spec.source.entity_key, "extra"],
+        [spec.source.entity_key],
+    )
+    _check_reject_rate(spec, start.date(), int(repeats["extra"].sum()), int(total), f"{spec.source.entity_key} is duplicated in the batch")
+    return set(repeats[spec.source.entity_key])
+
+
 def predict_interval(
     engine: Engine,
     spec: ModelSpec,
@@ -118,8 +190,7 @@ def predict_interval(
     """Score every source row of [start, end) and make the interval's predictions exactly these.
 
     Returns a JSON-able summary. Raises, leaving the interval as it was, when there is no champion,
-    when an artifact fails its checksum, when the reject rate passes the spec's limit, or when the
-    source repeats an entity.
+    when an artifact fails its checksum, or when the reject rate passes the spec's limit.
     """
     if end - start != timedelta(days=1):
         raise ValueError(f"{spec.name}: the nightly job scores one day per run, got the interval [{start}, {end})")
@@ -131,37 +202,28 @@ def predict_interval(
     challenger, shadow_error = _load_challenger(engine, spec)
     models = [("champion", champion)] + ([("shadow", challenger)] if challenger else [])
     ds: date = start.date()
-    query, columns, text = source_query(spec)
-    tally = _Tally()
+    chunk_size = chunk_size or spec.scoring.chunk_size
     try:
-        with (
-            replace_interval(engine, spec.name, ds, run_id, datetime.now(timezone.utc)) as writer,
-            # closing(): on an exception the reader's connection ends now, not when garbage is collected.
-            closing(
-                stream_frames(engine, query, {"start": start, "end": end}, columns, text, chunk_size or spec.scoring.chunk_size, spec.categorical_features)
-            ) as chunks,
-        ):
-            for raw in chunks:
-                _score_chunk(writer, spec, raw, models, tally)
-            rejected = tally.read - tally.scored
-            reject_rate = rejected / tally.read if tally.read else 0.0
-            if reject_rate > spec.scoring.max_reject_rate:
-                top = "; ".join(f"{reason} ({n})" for reason, n in tally.reasons.most_common(5))
-                raise RejectRateExceeded(
-                    f"{spec.name} {ds}: {rejected} of {tally.read} rows rejected ({reject_rate:.2%}), over the limit of "
-                    f"{spec.scoring.max_reject_rate:.2%} set in scoring.max_reject_rate; nothing was written. "
-                    f"Most common reasons: {top}"
-                )
+        tally = _score_interval(engine, spec, models, start, end, run_id, chunk_size, _RepeatedKeys(set()))
     except Exception as error:
         if not _is_unique_violation(error):
             raise
-        raise DuplicateEntity(
-            f"{spec.name} {ds}: the source returned an {spec.source.entity_key} more than once in the interval "
-            f"(duplicates within one chunk are rejected, across chunks they cannot be); nothing was written. "
-            f"Make the source unique per {spec.source.entity_key}. Database said: {error}"
-        ) from error
+        # Rare: a key repeated across chunks reached the unique key. Find every repeated key, then
+        # score the interval again with their later copies quarantined.
+        repeated = _repeated_keys(engine, spec, start, end)
+        log.warning("%s %s: %d keys repeat across chunks; scoring again with their later copies rejected", spec.name, ds, len(repeated))
+        try:
+            tally = _score_interval(engine, spec, models, start, end, run_id, chunk_size, _RepeatedKeys(repeated))
+        except Exception as again:
+            if not _is_unique_violation(again):
+                raise
+            raise DuplicateEntity(
+                f"{spec.name} {ds}: the source gave an {spec.source.entity_key} more than once in the interval, and other "
+                f"keys on a second read: is it still being written? Nothing was written. Database said: {again}"
+            ) from again
 
     seconds = time.perf_counter() - started
+    rejected = tally.read - tally.scored
     return {
         "model_name": spec.name,
         "ds": ds.isoformat(),
@@ -171,7 +233,7 @@ def predict_interval(
         "rows_read": tally.read,
         "rows_scored": tally.scored,
         "rows_rejected": rejected,
-        "reject_rate": round(reject_rate, 6),
+        "reject_rate": round(rejected / tally.read, 6) if tally.read else 0.0,
         "rejects_by_reason": dict(tally.reasons.most_common()),
         "positive_rate": round(tally.positives / tally.scored, 6) if tally.scored else None,
         "seconds": round(seconds, 3),

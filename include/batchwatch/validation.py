@@ -30,11 +30,14 @@ def _not_a_number(column: pd.Series, numbers: np.ndarray) -> np.ndarray:
     return np.isnan(numbers) & column.notna().to_numpy() & ~spelled_nan
 
 
-def _checks(raw: pd.DataFrame, spec: ModelSpec) -> list[tuple[str, np.ndarray]]:
+def _checks(raw: pd.DataFrame, spec: ModelSpec, seen_before: np.ndarray | None) -> list[tuple[str, np.ndarray]]:
     key = raw[spec.source.entity_key]
+    duplicated = key.duplicated(keep="first").to_numpy()
+    if seen_before is not None:
+        duplicated = duplicated | seen_before
     checks = [
         (f"{spec.source.entity_key} is null", key.isna().to_numpy()),
-        (f"{spec.source.entity_key} is duplicated in the batch", key.duplicated(keep="first").to_numpy() & key.notna().to_numpy()),
+        (f"{spec.source.entity_key} is duplicated in the batch", duplicated & key.notna().to_numpy()),
     ]
     for feature in spec.features:
         column = raw[feature.name]
@@ -65,8 +68,9 @@ def _checks(raw: pd.DataFrame, spec: ModelSpec) -> list[tuple[str, np.ndarray]]:
     return checks
 
 
-def validate(raw: pd.DataFrame, spec: ModelSpec) -> Validated:
-    checks = _checks(raw, spec)
+def validate(raw: pd.DataFrame, spec: ModelSpec, *, seen_before: np.ndarray | None = None) -> Validated:
+    """Split `raw` into valid and rejected rows; `seen_before` marks rows whose key an earlier chunk of the batch had."""
+    checks = _checks(raw, spec, seen_before)
     failed = np.zeros(len(raw), dtype=bool)
     for _, mask in checks:
         failed |= mask

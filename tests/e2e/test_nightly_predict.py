@@ -207,19 +207,50 @@ def test_a_challenger_scores_in_shadow_beside_the_champion(fraud_world):
     assert latest_versions == [fraud_world["champion"]]
 
 
-def test_an_entity_repeated_across_chunks_fails_clearly_and_writes_nothing(fraud_world):
-    """A query source can repeat a key; within a chunk it is rejected, across chunks the run stops."""
+def repeating_spec(where: str):
+    """The fraud spec over a query source that gives the rows matching `where` twice, copies last."""
     from batchwatch.spec import parse_spec
 
-    engine = fraud_world["engine"]
     data = get_spec("fraud").model_dump(exclude_none=True)
     data["source"] = {
-        "query": "SELECT * FROM transactions UNION ALL SELECT * FROM transactions WHERE transaction_id % 500 = 0",
+        "query": f"SELECT * FROM transactions UNION ALL SELECT * FROM transactions WHERE {where}",
         "entity_key": "transaction_id",
         "event_time": "event_time",
     }
-    spec = parse_spec(data)
-    with pytest.raises(scoring.DuplicateEntity, match="more than once in the interval.*nothing was written"):
+    return parse_spec(data)
+
+
+def test_a_repeated_entity_is_quarantined_the_same_whatever_the_chunk_size(fraud_world):
+    """Within one chunk or across chunks, every later copy of a key is rejected and the first is scored."""
+    engine = fraud_world["engine"]
+    spec = repeating_spec("transaction_id % 500 = 0")
+    source = source_rows(engine, DAY)
+    repeats = int((source["transaction_id"].astype(int) % 500 == 0).sum())
+    reason = "transaction_id is duplicated in the batch"
+    outcomes = []
+    for chunk_size in (ROWS_PER_DAY * 2, 200):  # one chunk: validation sees the copies; 200: they come chunks later
+        summary = scoring.predict_interval(engine, spec, start=DAY, end=DAY + timedelta(days=1), run_id=f"chunk-{chunk_size}", chunk_size=chunk_size)
+        assert summary["rows_read"] == ROWS_PER_DAY + repeats
+        assert summary["rows_scored"] == ROWS_PER_DAY - 15  # the originals, less the 15 malformed ones
+        with engine.connect() as connection:
+            rejects = pd.read_sql(
+                sa.text("SELECT entity_id, reason, payload FROM rejected_rows WHERE ds = :ds ORDER BY entity_id, reason"),
+                connection,
+                params={"ds": DAY.date()},
+            )
+        assert rejects["reason"].str.contains(reason).sum() == repeats
+        written = comparable(predictions(engine, ds=DAY.date()))
+        assert written["entity_id"].is_unique and len(written) == ROWS_PER_DAY - 15
+        outcomes.append((summary["rejects_by_reason"], rejects, written))
+    assert outcomes[0][0] == outcomes[1][0]
+    pd.testing.assert_frame_equal(outcomes[0][1], outcomes[1][1])
+    pd.testing.assert_frame_equal(outcomes[0][2], outcomes[1][2])
+
+
+def test_repeated_entities_over_the_reject_limit_fail_and_write_nothing(fraud_world):
+    engine = fraud_world["engine"]
+    spec = repeating_spec("transaction_id % 10 = 0")  # 10% of the keys repeat; the limit is 5%
+    with pytest.raises(scoring.RejectRateExceeded, match=r"rows rejected .*transaction_id is duplicated in the batch"):
         scoring.predict_interval(engine, spec, start=DAY, end=DAY + timedelta(days=1), run_id="manual", chunk_size=200)
     assert count(engine, "predictions") == 0 and count(engine, "rejected_rows") == 0
 

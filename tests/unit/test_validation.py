@@ -149,6 +149,13 @@ def test_duplicate_keys_keep_the_first_row() -> None:
     ]
 
 
+def test_a_key_seen_in_an_earlier_chunk_is_a_duplicate() -> None:
+    frame = toy_frame({"id": "a"}, {"id": "b"}, {"id": "c"})
+    result = validate(frame, TOY, seen_before=np.array([False, True, False]))
+    assert result.valid["id"].tolist() == ["a", "c"]
+    assert result.reasons.tolist() == ["id is duplicated in the batch"]
+
+
 def test_duplicate_of_a_rejected_row_is_still_a_duplicate() -> None:
     frame = toy_frame({"id": "a", "x": -5.0}, {"id": "a"})
     assert validate(frame, TOY).reasons.tolist() == ["x is below the minimum 0", "id is duplicated in the batch"]
