@@ -34,7 +34,7 @@ class NoChampion(RuntimeError):
 
 
 class DuplicateEntity(RuntimeError):
-    """Keys repeated across chunks, and the source changed between the two reads that handle them."""
+    """A key came twice while scoring, and a second read of the source disagrees on which keys repeat."""
 
 
 def _is_unique_violation(error: BaseException) -> bool:
@@ -157,25 +157,31 @@ def _score_interval(
 
 
 def _repeated_keys(engine: Engine, spec: ModelSpec, start: datetime, end: datetime) -> set[str]:
-    """The keys the source gives more than once in [start, end), read as the scoring stream reads them.
+    """The keys the source gives more than once in [start, end), as text, the form the scoring stream reads.
 
-    Raises RejectRateExceeded without reading them all when their extra copies alone pass the limit.
+    Counts their extra copies first and raises RejectRateExceeded, without reading the keys, when
+    those copies alone pass the limit.
     """
     query, _, _ = source_query(spec)
-    key = quote(spec.source.entity_key)
+    key = f"CAST({quote(spec.source.entity_key)} AS TEXT)"
     params = {"start": start, "end": end}
-    total = read_frame(engine, f"SELECT COUNT(*) AS n FROM ({query}) AS interval_rows", params, ["n"], [])["n"].iloc[0]
-    allowed = int(spec.scoring.max_reject_rate * total)
+    counts = read_frame(
+        engine,
+        f"SELECT COUNT(*) AS total, COUNT({key}) - COUNT(DISTINCT {key}) AS extra FROM ({query}) AS interval_rows",
+        params,
+        ["total", "extra"],
+        [],
+    )
+    total, extra = int(counts["total"].iloc[0]), int(counts["extra"].iloc[0])
+    _check_reject_rate(spec, start.date(), extra, total, f"{spec.source.entity_key} is duplicated in the batch ({extra})")
     repeats = read_frame(
         engine,
-        f"SELECT {key}, COUNT(*) - 1 AS extra FROM ({query}) AS interval_rows WHERE {key} IS NOT NULL "
-        f"GROUP BY {key} HAVING COUNT(*) > 1 LIMIT {allowed + 1}",
+        f"SELECT {key} AS entity_key FROM ({query}) AS interval_rows WHERE {key} IS NOT NULL GROUP BY {key} HAVING COUNT(*) > 1",
         params,
-        [spec.source.entity_key, "extra"],
-        [spec.source.entity_key],
+        ["entity_key"],
+        ["entity_key"],
     )
-    _check_reject_rate(spec, start.date(), int(repeats["extra"].sum()), int(total), f"{spec.source.entity_key} is duplicated in the batch")
-    return set(repeats[spec.source.entity_key])
+    return set(repeats["entity_key"])
 
 
 def predict_interval(
@@ -190,7 +196,8 @@ def predict_interval(
     """Score every source row of [start, end) and make the interval's predictions exactly these.
 
     Returns a JSON-able summary. Raises, leaving the interval as it was, when there is no champion,
-    when an artifact fails its checksum, or when the reject rate passes the spec's limit.
+    when an artifact fails its checksum, when the reject rate passes the spec's limit, or when the
+    source's repeated keys change between reads (DuplicateEntity).
     """
     if end - start != timedelta(days=1):
         raise ValueError(f"{spec.name}: the nightly job scores one day per run, got the interval [{start}, {end})")
@@ -211,15 +218,20 @@ def predict_interval(
         # Rare: a key repeated across chunks reached the unique key. Find every repeated key, then
         # score the interval again with their later copies quarantined.
         repeated = _repeated_keys(engine, spec, start, end)
-        log.warning("%s %s: %d keys repeat across chunks; scoring again with their later copies rejected", spec.name, ds, len(repeated))
+        if not repeated:
+            raise DuplicateEntity(
+                f"{spec.name} {ds}: an {spec.source.entity_key} came twice while scoring, yet a second read of the source "
+                f"repeats none: is the interval still being written? Nothing was written. Database said: {error}"
+            ) from error
+        log.warning("%s %s: %d keys repeat in the interval; scoring again with every copy but the first rejected", spec.name, ds, len(repeated))
         try:
             tally = _score_interval(engine, spec, models, start, end, run_id, chunk_size, _RepeatedKeys(repeated))
         except Exception as again:
             if not _is_unique_violation(again):
                 raise
             raise DuplicateEntity(
-                f"{spec.name} {ds}: the source gave an {spec.source.entity_key} more than once in the interval, and other "
-                f"keys on a second read: is it still being written? Nothing was written. Database said: {again}"
+                f"{spec.name} {ds}: the source repeated other {spec.source.entity_key}s on each read: is the interval still "
+                f"being written? Nothing was written. Database said: {again}"
             ) from again
 
     seconds = time.perf_counter() - started

@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from sklearn.pipeline import Pipeline
-from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 from sqlalchemy.engine import Engine
 
@@ -40,15 +40,21 @@ class CategoryCodes(TransformerMixin, BaseEstimator):
     def __init__(self, categories: list[list[str]]) -> None:
         self.categories = categories
 
-    def fit(self, X: pd.DataFrame, y: Any = None) -> CategoryCodes:
+    def _check(self, X: Any) -> None:
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError(f"CategoryCodes takes a DataFrame, got {type(X).__name__}")
         if X.shape[1] != len(self.categories):
             raise ValueError(f"CategoryCodes has {len(self.categories)} category lists for {X.shape[1]} columns")
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> CategoryCodes:
+        self._check(X)
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         self.n_features_in_ = X.shape[1]
         return self
 
     def transform(self, X: pd.DataFrame) -> np.ndarray:
         check_is_fitted(self)
+        self._check(X)
         codes = np.empty((len(X), len(self.categories)), dtype=np.float64)
         for position, categories in enumerate(self.categories):
             column = pd.Categorical(X.iloc[:, position], categories=categories).codes

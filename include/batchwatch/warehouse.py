@@ -207,10 +207,14 @@ def _stream_dbapi(engine, query, params, columns, dtypes, chunk_size):
     params = {name: _sqlite_value(value) if isinstance(value, datetime) else value for name, value in params.items()}
     with engine.connect() as connection:
         result = connection.execution_options(stream_results=True).execute(sa.text(query), params)
+        positions = {name: columns.index(name) for name in dtypes}
         while rows := result.fetchmany(chunk_size):
             frame = pd.DataFrame.from_records(rows, columns=list(columns))
+            # Text from the values as the database gave them: a column of integers with a NULL
+            # becomes float in the frame, and 5 must not read as "5.0" in that chunk only.
             for name, dtype in dtypes.items():
-                frame[name] = frame[name].astype(str).where(frame[name].notna()).astype(dtype)
+                text = [None if row[positions[name]] is None else str(row[positions[name]]) for row in rows]
+                frame[name] = pd.Series(text, index=frame.index, dtype=object).astype(dtype)
             yield frame
 
 

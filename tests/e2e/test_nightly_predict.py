@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import numpy as np
@@ -208,12 +209,16 @@ def test_a_challenger_scores_in_shadow_beside_the_champion(fraud_world):
 
 
 def repeating_spec(where: str):
-    """The fraud spec over a query source that gives the rows matching `where` twice, copies last."""
+    """The fraud spec over a query source that repeats the rows matching `where`, copies last, each
+    with its amount plus 1, so that which copy was kept shows."""
     from batchwatch.spec import parse_spec
 
-    data = get_spec("fraud").model_dump(exclude_none=True)
+    spec = get_spec("fraud")
+    columns = ["transaction_id", "event_time", *spec.source_columns]
+    copies = ", ".join("amount + 1 AS amount" if name == "amount" else name for name in columns)
+    data = spec.model_dump(exclude_none=True)
     data["source"] = {
-        "query": f"SELECT * FROM transactions UNION ALL SELECT * FROM transactions WHERE {where}",
+        "query": f"SELECT {', '.join(columns)} FROM transactions UNION ALL SELECT {copies} FROM transactions WHERE {where}",
         "entity_key": "transaction_id",
         "event_time": "event_time",
     }
@@ -224,13 +229,13 @@ def test_a_repeated_entity_is_quarantined_the_same_whatever_the_chunk_size(fraud
     """Within one chunk or across chunks, every later copy of a key is rejected and the first is scored."""
     engine = fraud_world["engine"]
     spec = repeating_spec("transaction_id % 500 = 0")
-    source = source_rows(engine, DAY)
-    repeats = int((source["transaction_id"].astype(int) % 500 == 0).sum())
+    source = source_rows(engine, DAY).set_index("transaction_id")
+    repeated = source.index[source.index.astype(int) % 500 == 0]
     reason = "transaction_id is duplicated in the batch"
     outcomes = []
     for chunk_size in (ROWS_PER_DAY * 2, 200):  # one chunk: validation sees the copies; 200: they come chunks later
         summary = scoring.predict_interval(engine, spec, start=DAY, end=DAY + timedelta(days=1), run_id=f"chunk-{chunk_size}", chunk_size=chunk_size)
-        assert summary["rows_read"] == ROWS_PER_DAY + repeats
+        assert summary["rows_read"] == ROWS_PER_DAY + len(repeated)
         assert summary["rows_scored"] == ROWS_PER_DAY - 15  # the originals, less the 15 malformed ones
         with engine.connect() as connection:
             rejects = pd.read_sql(
@@ -238,19 +243,30 @@ def test_a_repeated_entity_is_quarantined_the_same_whatever_the_chunk_size(fraud
                 connection,
                 params={"ds": DAY.date()},
             )
-        assert rejects["reason"].str.contains(reason).sum() == repeats
+        copies = rejects[rejects["reason"].str.contains(reason)]
+        assert sorted(copies["entity_id"]) == sorted(repeated)
+        payloads = copies.set_index("entity_id")["payload"].map(lambda p: p if isinstance(p, dict) else json.loads(p))  # JSONB or text
+        rejected_amounts = payloads.map(lambda payload: payload["amount"])
+        original_amounts = source.loc[rejected_amounts.index, "amount"]
+        finite = original_amounts.notna() & np.isfinite(original_amounts.astype(float))
+        np.testing.assert_allclose(rejected_amounts[finite].astype(float), original_amounts[finite] + 1)  # the copies
         written = comparable(predictions(engine, ds=DAY.date()))
-        assert written["entity_id"].is_unique and len(written) == ROWS_PER_DAY - 15
+        expected = direct_scores(engine, fraud_world["champion"], DAY)  # the originals, scored directly
+        assert written["entity_id"].is_unique and sorted(written["entity_id"]) == sorted(expected.index)
+        np.testing.assert_allclose(written.set_index("entity_id")["score"].loc[expected.index], expected, rtol=0, atol=1e-12)
         outcomes.append((summary["rejects_by_reason"], rejects, written))
     assert outcomes[0][0] == outcomes[1][0]
     pd.testing.assert_frame_equal(outcomes[0][1], outcomes[1][1])
     pd.testing.assert_frame_equal(outcomes[0][2], outcomes[1][2])
 
 
-def test_repeated_entities_over_the_reject_limit_fail_and_write_nothing(fraud_world):
+def test_repeated_entities_over_the_reject_limit_fail_before_a_second_pass(fraud_world):
     engine = fraud_world["engine"]
     spec = repeating_spec("transaction_id % 10 = 0")  # 10% of the keys repeat; the limit is 5%
-    with pytest.raises(scoring.RejectRateExceeded, match=r"rows rejected .*transaction_id is duplicated in the batch"):
+    repeats = int((source_rows(engine, DAY)["transaction_id"].astype(int) % 10 == 0).sum())
+    # Exactly the copies, counted in SQL: a second pass would also count the malformed rows.
+    expected = rf"{repeats} of {ROWS_PER_DAY + repeats} rows rejected .*transaction_id is duplicated in the batch \({repeats}\)"
+    with pytest.raises(scoring.RejectRateExceeded, match=expected):
         scoring.predict_interval(engine, spec, start=DAY, end=DAY + timedelta(days=1), run_id="manual", chunk_size=200)
     assert count(engine, "predictions") == 0 and count(engine, "rejected_rows") == 0
 

@@ -236,6 +236,24 @@ def test_category_codes_match_ordinal_encoder(dtype) -> None:
 def test_category_codes_refuse_a_frame_of_another_width() -> None:
     with pytest.raises(ValueError, match="2 category lists for 1 columns"):
         training.CategoryCodes([["a"], ["b"]]).fit(pd.DataFrame({"x": ["a"]}))
+    fitted = training.CategoryCodes([["a"]]).fit(pd.DataFrame({"x": ["a"]}))
+    with pytest.raises(ValueError, match="1 category lists for 2 columns"):
+        fitted.transform(pd.DataFrame({"x": ["a"], "y": ["b"]}))
+    with pytest.raises(TypeError, match="takes a DataFrame"):
+        fitted.transform(np.array([["a"]], dtype=object))
+
+
+def test_category_codes_survive_clone_and_an_artifact_round_trip(tmp_path) -> None:
+    """Artifacts pickle batchwatch.training.CategoryCodes by that path: it must stay importable there."""
+    import joblib
+    from sklearn.base import clone
+
+    frame = pd.DataFrame({"country": ["DE", "FR", "XX", None]})
+    fitted = training.CategoryCodes([["DE", "FR"]]).fit(frame)
+    joblib.dump(fitted, tmp_path / "codes.joblib")
+    loaded = joblib.load(tmp_path / "codes.joblib")
+    np.testing.assert_array_equal(loaded.transform(frame), [[0], [1], [np.nan], [np.nan]])
+    assert clone(fitted).get_params() == {"categories": [["DE", "FR"]]}
 
 
 # --- labelled data from the warehouse -----------------------------------------------------------
