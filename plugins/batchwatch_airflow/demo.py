@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from datetime import timedelta
 
 from batchwatch import registry, warehouse
@@ -19,6 +20,11 @@ from batchwatch_airflow.runs import load_dag, run_interval
 
 MODEL = "fraud"
 ROWS_PER_DAY = 20_000
+
+
+# dag.test() runs tasks through Airflow's in-process API client, built on Starlette's TestClient,
+# which warns about its own httpx dependency on every demo run: nothing a user can act on.
+warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
 
 
 def main() -> int:
