@@ -69,7 +69,7 @@ class BatchPredictOperator(BaseOperator):
         if "None" in (str(self.data_interval_start), str(self.data_interval_end)):
             raise AirflowFailException(
                 f"{self.model_name}: this run has no data interval (triggered without a logical date); "
-                "trigger it with a logical date, whose day is the one scored"
+                "trigger it with a logical date: a manual run scores the last complete UTC day before it"
             )
         start = datetime.fromisoformat(str(self.data_interval_start))
         end = datetime.fromisoformat(str(self.data_interval_end))

@@ -22,11 +22,17 @@ def load_dag(dag_id: str) -> DAG:
 
 
 def run_interval(dag: DAG, interval_start: datetime, interval_end: datetime, conf: dict | None = None) -> tuple[str, dict[str, Any]]:
-    """Run `dag` for the data interval ending at `interval_end`; return its state and task results."""
+    """Run `dag` for the data interval ending at `interval_end`; return its state and task results.
+
+    Like a manual trigger, the run covers the last complete interval before its logical date. That
+    date is a minute past `interval_end`, not on it: a scheduled run's logical date is its interval
+    start, so a run dated exactly `interval_end` would take the next scheduled run's date.
+    """
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
-    run = dag.test(logical_date=interval_end, run_after=interval_end + timedelta(minutes=1), run_conf=conf)
+    moment = interval_end + timedelta(minutes=1)
+    run = dag.test(logical_date=moment, run_after=moment, run_conf=conf)
     if run.data_interval_start != interval_start:
         raise ValueError(f"{dag.dag_id}: logical date {interval_end} gave interval {run.data_interval_start}..{run.data_interval_end}")
     with create_session() as session:
