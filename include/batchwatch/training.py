@@ -34,7 +34,7 @@ class CategoryCodes(TransformerMixin, BaseEstimator):
 
     The codes OrdinalEncoder(categories=..., handle_unknown="use_encoded_value", unknown_value=nan,
     encoded_missing_value=nan) gives, but looked up in pandas' C hash table instead of one Python
-    dict lookup per value: scoring spent more time encoding three columns than in the trees.
+    dict lookup per value: encoding three columns had taken scoring as long as all the trees.
     """
 
     def __init__(self, categories: list[list[str]]) -> None:

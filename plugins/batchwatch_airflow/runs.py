@@ -34,7 +34,7 @@ def run_interval(dag: DAG, interval_start: datetime, interval_end: datetime, con
     moment = interval_end + timedelta(minutes=1)
     run = dag.test(logical_date=moment, run_after=moment, run_conf=conf)
     if run.data_interval_start != interval_start:
-        raise ValueError(f"{dag.dag_id}: logical date {interval_end} gave interval {run.data_interval_start}..{run.data_interval_end}")
+        raise ValueError(f"{dag.dag_id}: logical date {moment} gave interval {run.data_interval_start}..{run.data_interval_end}")
     with create_session() as session:
         rows = session.scalars(XComModel.get_many(run_id=run.run_id, key="return_value", dag_ids=dag.dag_id)).all()
         results = {row.task_id: XComModel.deserialize_value(row) for row in rows}
