@@ -271,6 +271,21 @@ def test_repeated_entities_over_the_reject_limit_fail_before_a_second_pass(fraud
     assert count(engine, "predictions") == 0 and count(engine, "rejected_rows") == 0
 
 
+@pytest.mark.parametrize(
+    ("second_read", "message"),
+    [(set(), "yet a second read of the source repeats none"), ({"no-such-key"}, "repeated other transaction_ids on each read")],
+)
+def test_a_source_that_changes_between_reads_fails_and_writes_nothing(fraud_world, monkeypatch, second_read, message):
+    """Injected: the second read of the repeated keys disagrees with the first pass, as if rows were still arriving."""
+    engine = fraud_world["engine"]
+    monkeypatch.setattr(scoring, "_repeated_keys", lambda *args: second_read)
+    with pytest.raises(scoring.DuplicateEntity, match=f"{message}.*Nothing was written"):
+        scoring.predict_interval(
+            engine, repeating_spec("transaction_id % 500 = 0"), start=DAY, end=DAY + timedelta(days=1), run_id="manual", chunk_size=200
+        )
+    assert count(engine, "predictions") == 0 and count(engine, "rejected_rows") == 0
+
+
 def test_an_empty_interval_succeeds_with_nothing_to_score(fraud_world):
     engine = fraud_world["engine"]
     empty_day = FIRST_DAY + timedelta(days=9)
