@@ -237,7 +237,7 @@ def prepare(sizes: list[int], workdir: Path) -> dict:
 
     from batchwatch import registry
     from batchwatch.spec import get_spec
-    from batchwatch.training import LABEL, read_labelled, train
+    from batchwatch.training import LABEL, bootstrap_champion, holdout_start, read_labelled
     from batchwatch.warehouse import load_frame
 
     started = time.perf_counter()
@@ -259,29 +259,13 @@ def prepare(sizes: list[int], workdir: Path) -> dict:
         connection.exec_driver_sql("VACUUM ANALYZE")
     loaded = time.perf_counter() - started
 
-    # What bootstrap_champion does, with the labelled frame kept: Evidently gets its training rows.
+    version = bootstrap_champion(engine, spec, start=TRAIN_START, end=TRAIN_END)
+    # Evidently's reference: the rows train() fitted on, the labelled window up to its holdout.
     labelled = read_labelled(engine, spec, TRAIN_START, TRAIN_END, TRAIN_END)
-    trained = train(spec, labelled)
-    trained_on = {
-        "start": TRAIN_START.isoformat(),
-        "end": TRAIN_END.isoformat(),
-        "labels_as_of": TRAIN_END.isoformat(),
-        "rows": len(labelled),
-    }
-    version = registry.register(
-        engine,
-        spec,
-        trained.pipeline,
-        metrics=trained.metrics,
-        trained_on=trained_on,
-        parent_version=None,
-        reference=trained.reference,
-    )
-    registry.set_alias(engine, MODEL, "champion", version, reason="bench", actor="bench")
-    split = training_split(spec, labelled)
+    split = holdout_start(spec, labelled)
     reference_rows = labelled.iloc[:split]
     npz_frame(reference_rows, workdir / "reference.npz")
-    validation = trained.metrics["validation"]
+    validation = registry.get_version(engine, MODEL, version)["metrics"]["validation"]
     print(
         f"prepared {DATABASE}: {len(labelled):,} labelled rows (label rate {labelled[LABEL].mean():.3f}), "
         f"{sum(sizes):,} window rows loaded in {loaded:.0f} s; champion v{version}, "
@@ -291,15 +275,6 @@ def prepare(sizes: list[int], workdir: Path) -> dict:
     )
     engine.dispose()
     return {"version": version, "generated": generated, "reference_rows": split}
-
-
-def training_split(spec, labelled) -> int:
-    """The row where train() stops fitting: its reference is built from the rows before it."""
-    from batchwatch import training
-
-    if hasattr(training, "holdout_start"):  # the holdout is spec.retrain.holdout_fraction
-        return training.holdout_start(spec, labelled)
-    return int(len(labelled) * (1 - 0.2))  # train()'s validation_fraction default, before the retrain spec
 
 
 # --- the measured paths, each in its own process ---------------------------------------------

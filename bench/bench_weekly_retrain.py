@@ -40,8 +40,7 @@ def compare_estimators(rows: int) -> None:
     from batchwatch.features import build_features
     from batchwatch.gates import paired_bootstrap_auc_difference
     from batchwatch.scoring import score
-    from batchwatch.training import LABEL, gradient_boosting, hist_gradient_boosting, holdout_start, train
-    from batchwatch.validation import validate
+    from batchwatch.training import LABEL, gradient_boosting, hist_gradient_boosting, holdout_start, train, valid_rows
 
     spec = get_spec("fraud")
     days = 10
@@ -50,9 +49,10 @@ def compare_estimators(rows: int) -> None:
     labels = batch.outcomes.assign(entity_id=batch.outcomes["entity_id"].astype(str)).set_index("entity_id")["label"]
     frame = batch.transactions.assign(transaction_id=batch.transactions["transaction_id"].astype(str))
     frame[LABEL] = frame["transaction_id"].map(labels)
-    labelled = validate(frame, spec).valid.reset_index(drop=True)
-    holdout = build_features(labelled.iloc[holdout_start(spec, labelled):], spec)
-    labels = labelled[LABEL].iloc[holdout_start(spec, labelled):].to_numpy(dtype=int)
+    labelled = valid_rows(spec, frame)
+    split = holdout_start(spec, labelled)
+    holdout = build_features(labelled.iloc[split:], spec)
+    labels = labelled[LABEL].iloc[split:].to_numpy(dtype=int)
     print(f"training comparison on {len(labelled):,} labelled rows ({labelled[LABEL].mean():.2%} positive), 80/20 out of time", flush=True)
 
     results = {}

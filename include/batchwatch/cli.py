@@ -103,15 +103,11 @@ def _cmd_report(args: argparse.Namespace) -> None:
 
 
 def _cmd_versions(args: argparse.Namespace) -> None:
-    from batchwatch.retrain import list_versions
-
-    print(list_versions(_engine(args), args.model).to_string(index=False))
+    print(registry.list_versions(_engine(args), args.model).to_string(index=False))
 
 
 def _cmd_history(args: argparse.Namespace) -> None:
-    from batchwatch.retrain import alias_history
-
-    print(alias_history(_engine(args), args.model).to_string(index=False, max_colwidth=90))
+    print(registry.alias_history(_engine(args), args.model).to_string(index=False, max_colwidth=90))
 
 
 def _cmd_rollback(args: argparse.Namespace) -> None:

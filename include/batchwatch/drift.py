@@ -34,10 +34,10 @@ from batchwatch.drift_stats import (
     proportion_test,
 )
 from batchwatch.features import build_features
-from batchwatch.scoring import NoChampion, check_features, score, source_query
+from batchwatch.scoring import load_champion, score, source_query
 from batchwatch.spec import ModelSpec, quote
 from batchwatch.validation import validate
-from batchwatch.warehouse import json_safe, lock_unit, read_frame, sample_predicate, utc_timestamp
+from batchwatch.warehouse import finite_or_none, json_safe, lock_unit, read_frame, sample_predicate, utc_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,9 @@ class ReferenceProfile:
         )
 
 
-def build_reference(spec: ModelSpec, features: pd.DataFrame, validation_scores: np.ndarray, *, seed: int = 0) -> ReferenceProfile:
-    """Profile every model feature of the training rows and the validation scores."""
+def build_reference(spec: ModelSpec, features: pd.DataFrame, validation_scores: np.ndarray) -> ReferenceProfile:
+    """Profile every model feature of the training rows and the validation scores (fixed seed: reproducible)."""
+    seed = 0
     size = spec.drift.reference_sample_size
     categorical = set(spec.categorical_features)
     joint_rows = min(len(features), spec.drift.multivariate.sample_rows)
@@ -138,24 +139,16 @@ class TestResult:
         return {
             "column_name": self.column,
             "test": self.test,
-            "statistic": _finite_or_none(self.statistic),
-            "p_value": _finite_or_none(self.p_value),
-            "p_adjusted": _finite_or_none(self.p_adjusted),
-            "effect_size": _finite_or_none(self.effect_size, keep_inf=True),
+            "statistic": finite_or_none(self.statistic),
+            "p_value": finite_or_none(self.p_value),
+            "p_adjusted": finite_or_none(self.p_adjusted),
+            "effect_size": finite_or_none(self.effect_size, keep_inf=True),
             "threshold": self.threshold,
             "n_reference": self.n_reference,
             "n_current": self.n_current,
             "verdict": self.verdict,
             "details": json_safe(self.details),
         }
-
-
-def _finite_or_none(value: float | None, keep_inf: bool = False) -> float | None:
-    if value is None or np.isnan(value):
-        return None
-    if np.isinf(value) and not keep_inf:
-        return None
-    return float(value)
 
 
 def _numeric_tests(name: str, reference: NumericReference, values: np.ndarray, spec: ModelSpec, test_prefix: str = "") -> list[TestResult]:
@@ -196,6 +189,12 @@ def _rate_test(name: str, test: str, reference_hits: int, reference_n: int, curr
     )
 
 
+def _codes(values: pd.Series) -> np.ndarray:
+    """Category codes as floats, missing values (code -1) as NaN, which the classifier treats as missing."""
+    codes = pd.Categorical(values.astype(object)).codes
+    return np.where(codes >= 0, codes, np.nan)
+
+
 def domain_classifier_auc(reference: pd.DataFrame, current: pd.DataFrame, spec: ModelSpec, *, seed: int = 0) -> tuple[float, int]:
     """Cross-validated AUC of a classifier telling reference rows from current rows, and rows per side."""
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -207,15 +206,7 @@ def domain_classifier_auc(reference: pd.DataFrame, current: pd.DataFrame, spec: 
     columns = [name for name in spec.drift_columns if name in reference]
     both = pd.concat([reference[columns].sample(n=n, random_state=seed), current[columns].sample(n=n, random_state=seed)], ignore_index=True)
     categorical = [name in spec.categorical_features for name in columns]
-    encoded = pd.DataFrame(
-        {
-            name: pd.Categorical(both[name].astype(object)).codes.astype(float) if is_cat else both[name].to_numpy(dtype=float)
-            for name, is_cat in zip(columns, categorical)
-        }
-    )
-    for name, is_cat in zip(columns, categorical):
-        if is_cat:  # codes of missing values are -1: make them missing for the classifier
-            encoded.loc[encoded[name] < 0, name] = np.nan
+    encoded = pd.DataFrame({name: _codes(both[name]) if is_cat else both[name].to_numpy(dtype=float) for name, is_cat in zip(columns, categorical)})
     # Over 255 categories HistGradientBoosting cannot split natively; such codes are used as numbers.
     mask = [is_cat and encoded[name].nunique() < 255 for name, is_cat in zip(columns, categorical)]
     labels = np.repeat([0, 1], n)
@@ -331,16 +322,13 @@ def check_window(engine: Engine, spec: ModelSpec, *, window_end: datetime, run_i
     """
     started = time.perf_counter()
     start, end = window_of(spec, window_end)
-    champion = registry.load_alias(engine, spec.name, "champion")
-    if champion is None:
-        raise NoChampion(f"model {spec.name!r} has no champion, so there is no reference to check drift against")
-    check_features(spec, champion)
+    champion = load_champion(engine, spec, ", so there is no reference to check drift against")
     reference = load_reference(engine, spec.name, champion.version)
     raw, in_window, fraction = read_window(engine, spec, start, end)
     features = build_features(raw, spec)
     valid = validate(raw, spec).valid
     scored = features if len(valid) == len(raw) else features.loc[valid.index]
-    scores = score(champion.pipeline, scored) if len(valid) else np.empty(0)
+    scores = score(champion.pipeline, scored)
     seed = int(end.timestamp()) // 3600
     results = evaluate(spec, reference, features, scores, seed=seed)
 

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
+from batchwatch.warehouse import finite_or_none
+
 DECILES = np.arange(1, 10) / 10
 MAX_UNSEEN_REPORTED = 20
 # scipy's ks_2samp(method="auto") computes the exact p-value up to this size, the asymptotic one above.
@@ -40,11 +42,6 @@ def _as_floats(values: Any) -> np.ndarray:
     if floats.ndim != 1:
         raise ValueError(f"expected a 1-D array of values, got shape {floats.shape}")
     return floats
-
-
-def _nan_to_none(value: float) -> float | None:
-    """JSON has no NaN; None keeps the stored reference portable."""
-    return None if math.isnan(value) else value
 
 
 def _none_to_nan(value: float | None) -> float:
@@ -94,8 +91,8 @@ class NumericReference:
         return {
             "rows": self.rows,
             "nulls": self.nulls,
-            "mean": _nan_to_none(self.mean),
-            "std": _nan_to_none(self.std),
+            "mean": finite_or_none(self.mean, keep_inf=True),
+            "std": finite_or_none(self.std, keep_inf=True),
             "sample": self.sample.tolist(),
             "edges": self.edges.tolist(),
             "counts": self.counts.tolist(),

@@ -22,6 +22,8 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy.stats import rankdata
 
+from batchwatch.warehouse import finite_or_none
+
 # Replicates are drawn in blocks of about this many weights, which bounds memory to a few
 # arrays of this size (32 MB each as int64) whatever the holdout size.
 _WEIGHTS_PER_BLOCK = 4_000_000
@@ -45,19 +47,20 @@ class GateResult:
         return {
             "name": self.name,
             "passed": None if self.passed is None else bool(self.passed),
-            "value": _json_number(self.value),
-            "threshold": _json_number(self.threshold),
+            "value": finite_or_none(self.value),
+            "threshold": finite_or_none(self.threshold),
             "detail": self.detail,
         }
 
 
-def _json_number(number: float | None) -> float | None:
-    return None if number is None or not math.isfinite(number) else float(number)
+def failed_gates(results: list[GateResult]) -> list[str]:
+    """Names of the gates that failed; not-applicable gates (passed is None) never fail."""
+    return [result.name for result in results if result.passed is not None and not result.passed]
 
 
 def all_passed(results: list[GateResult]) -> bool:
     """Promotion is blocked by any failed gate; not-applicable gates never block it."""
-    return not any(result.passed is not None and not result.passed for result in results)
+    return not failed_gates(results)
 
 
 # --- weighted AUC over a precomputed order ---------------------------------------------------

@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 import joblib
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -80,10 +81,7 @@ def register(
     `reference` (a drift.ReferenceProfile) is stored with the version, in the same transaction.
     """
     root = root or artifact_root()
-    buffer = io.BytesIO()
-    joblib.dump(pipeline, buffer)
-    blob = buffer.getvalue()
-    sha256 = hashlib.sha256(blob).hexdigest()
+    blob, sha256 = dump_artifact(pipeline)
     with engine.begin() as connection:
         lock_model(connection, spec.name)
         version = 1 + (
@@ -123,12 +121,40 @@ def register(
                 [{"m": spec.name, "v": version, **row} for row in reference.to_rows()],
             )
         # Written last, inside the transaction: a failed insert leaves no file behind.
-        path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():  # same path, same checksum: the bytes are already there
-            with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
-                handle.write(blob)
-            os.replace(handle.name, path)
+            write_artifact(path, blob)
     return version
+
+
+def dump_artifact(pipeline: Any) -> tuple[bytes, str]:
+    """The pipeline as joblib bytes, and their sha256."""
+    buffer = io.BytesIO()
+    joblib.dump(pipeline, buffer)
+    blob = buffer.getvalue()
+    return blob, hashlib.sha256(blob).hexdigest()
+
+
+def write_artifact(path: Path, blob: bytes) -> None:
+    """Write through a temporary file and a rename, so no reader ever sees half an artifact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
+        handle.write(blob)
+    os.replace(handle.name, path)
+
+
+def read_artifact(path: Path, sha256: str, what: str) -> Any:
+    """Unpickle the artifact at `path` only if its bytes still have the sha256 recorded when it was written."""
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        raise RegistryError(f"artifact of {what} is missing at {path}") from None
+    actual = hashlib.sha256(blob).hexdigest()
+    if actual != sha256:
+        raise ArtifactIntegrityError(
+            f"artifact of {what} at {path} has sha256 {actual}, but {sha256} was recorded when it was written; "
+            "refusing to unpickle it. Restore the original file, or train and register a new version."
+        )
+    return joblib.load(io.BytesIO(blob))
 
 
 def _jsonable_params(pipeline: Any) -> dict[str, Any]:
@@ -178,8 +204,8 @@ def set_alias(engine: Engine, model_name: str, alias: str, version: int, *, reas
 
 def point_alias(
     connection: Connection, model_name: str, alias: str, version: int, *, event: str, reason: str, actor: str, details: dict[str, Any]
-) -> int | None:
-    """Move `alias` to `version` and record `event`, inside the caller's locked transaction; return the previous version."""
+) -> None:
+    """Move `alias` to `version` and record `event` (with the version it replaces), inside the caller's locked transaction."""
     if alias not in ALIASES:
         raise RegistryError(f"unknown alias {alias!r}; expected one of {ALIASES}")
     registered = connection.execute(
@@ -202,7 +228,6 @@ def point_alias(
             {"m": model_name, "v": version},
         )
     record_event(connection, model_name, event, version=version, previous_version=previous, reason=reason, actor=actor, details=details)
-    return previous
 
 
 def record_event(
@@ -228,20 +253,49 @@ def record_event(
 def load_version(engine: Engine, model_name: str, version: int) -> LoadedModel:
     """Load a registered pipeline, refusing any artifact whose bytes are not the registered ones."""
     row = get_version(engine, model_name, version)
-    path = artifact_path(row["artifact_uri"])
-    try:
-        blob = path.read_bytes()
-    except FileNotFoundError:
-        raise RegistryError(f"artifact of {model_name} v{version} is missing at {path}") from None
-    actual = hashlib.sha256(blob).hexdigest()
-    if actual != row["sha256"]:
-        raise ArtifactIntegrityError(
-            f"artifact of {model_name} v{version} at {path} has sha256 {actual}, but the registry recorded "
-            f"{row['sha256']}; refusing to unpickle it. Restore the original file or register a new version."
-        )
-    return LoadedModel(model_name, version, joblib.load(io.BytesIO(blob)), actual, list(row["features"]))
+    pipeline = read_artifact(artifact_path(row["artifact_uri"]), row["sha256"], f"{model_name} v{version}")
+    return LoadedModel(model_name, version, pipeline, row["sha256"], list(row["features"]))
 
 
 def load_alias(engine: Engine, model_name: str, alias: str) -> LoadedModel | None:
     version = alias_version(engine, model_name, alias)
     return None if version is None else load_version(engine, model_name, version)
+
+
+def list_versions(engine: Engine, model_name: str) -> pd.DataFrame:
+    """Every version with its holdout metrics, lineage and current aliases, newest first."""
+    query = sa.text(
+        "SELECT v.version, v.created_at, v.parent_version, v.metrics, v.trained_on, v.sha256,"
+        " (SELECT a.alias FROM model_aliases a WHERE a.model_name = v.model_name AND a.version = v.version) AS alias"
+        " FROM model_versions v WHERE v.model_name = :m ORDER BY v.version DESC"
+    ).columns(metrics=sa.JSON, trained_on=sa.JSON)
+    with engine.connect() as connection:
+        rows = connection.execute(query, {"m": model_name}).mappings().all()
+    return pd.DataFrame(
+        [
+            {
+                "version": row["version"],
+                "alias": row["alias"] or "",
+                "created_at": row["created_at"],
+                "parent": row["parent_version"],
+                "holdout_auc": (row["metrics"].get("validation") or {}).get("roc_auc"),
+                "holdout_brier": (row["metrics"].get("validation") or {}).get("brier"),
+                "rows": row["trained_on"].get("rows"),
+                "window": f"{row['trained_on'].get('start', '?')[:10]}..{row['trained_on'].get('end', '?')[:10]}",
+                "sha256": row["sha256"][:12],
+            }
+            for row in rows
+        ],
+        columns=["version", "alias", "created_at", "parent", "holdout_auc", "holdout_brier", "rows", "window", "sha256"],
+    ).astype({"parent": "Int64"})
+
+
+def alias_history(engine: Engine, model_name: str) -> pd.DataFrame:
+    """Who moved which alias to what, when and why: the audit log, oldest first."""
+    query = sa.text(
+        "SELECT id, created_at, event, version, previous_version, actor, reason FROM model_events WHERE model_name = :m ORDER BY id"
+    )
+    with engine.connect() as connection:
+        history = pd.DataFrame(connection.execute(query, {"m": model_name}).mappings().all(),
+                               columns=["id", "created_at", "event", "version", "previous_version", "actor", "reason"])
+    return history.astype({"version": "Int64", "previous_version": "Int64"})

@@ -8,16 +8,11 @@ one wins and the other is refused with the reason.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
@@ -79,7 +74,7 @@ def train_candidate(engine: Engine, spec: ModelSpec, *, as_of: datetime, window_
     labelled = read_labelled(engine, spec, start, end, as_of)
     trained = train(spec, labelled)
     trained_on = {"start": start.isoformat(), "end": end.isoformat(), "labels_as_of": as_of.isoformat(), "rows": len(labelled),
-                  "holdout_from": _holdout_from(spec, valid_rows(spec, labelled)), "run_id": run_id}
+                  "holdout_from": trained.holdout_from, "run_id": run_id}
     metrics = {**trained.metrics, "trained_on": trained_on}
     common = {"model_name": spec.name, "champion_version": champion, "window_start": start.isoformat(), "window_end": end.isoformat(),
               "labels_as_of": as_of.isoformat(), "dry_run": dry_run, "metrics": json_safe(metrics)}
@@ -104,32 +99,18 @@ def existing_candidate(engine: Engine, spec: ModelSpec, version: int, *, as_of: 
                      as_of.isoformat(), dry_run, json_safe({**row["metrics"], "trained_on": row["trained_on"]}))
 
 
-def _holdout_from(spec: ModelSpec, labelled: pd.DataFrame) -> str | None:
-    split = holdout_start(spec, labelled)
-    return None if split >= len(labelled) else utc_timestamp(labelled[spec.source.event_time].iloc[split]).isoformat()
-
-
 def _scratch_artifact(model_name: str, run_id: str, pipeline: Any) -> tuple[str, str]:
     """A dry run's pipeline, outside the registry: validate needs it, the warehouse must not see it."""
-    buffer = io.BytesIO()
-    joblib.dump(pipeline, buffer)
-    blob = buffer.getvalue()
-    directory = registry.artifact_root() / model_name / "dry-runs" / re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
-    directory.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=directory, delete=False) as handle:
-        handle.write(blob)
-    path = directory / "pipeline.joblib"
-    os.replace(handle.name, path)
-    return path.as_uri(), hashlib.sha256(blob).hexdigest()
+    blob, sha256 = registry.dump_artifact(pipeline)
+    path = registry.artifact_root() / model_name / "dry-runs" / re.sub(r"[^A-Za-z0-9_.-]", "_", run_id) / "pipeline.joblib"
+    registry.write_artifact(path, blob)
+    return path.as_uri(), sha256
 
 
 def _load_candidate(engine: Engine, candidate: Candidate) -> Any:
     if candidate.version is not None:
         return registry.load_version(engine, candidate.model_name, candidate.version).pipeline
-    blob = registry.artifact_path(candidate.artifact_uri).read_bytes()
-    if hashlib.sha256(blob).hexdigest() != candidate.sha256:
-        raise registry.ArtifactIntegrityError(f"the dry run's artifact at {candidate.artifact_uri} changed since training; refusing it")
-    return joblib.load(io.BytesIO(blob))
+    return registry.read_artifact(registry.artifact_path(candidate.artifact_uri), candidate.sha256, f"the dry run of {candidate.model_name}")
 
 
 # --- validation ---------------------------------------------------------------------------------
@@ -145,7 +126,7 @@ def validate_candidate(engine: Engine, spec: ModelSpec, candidate: Candidate) ->
     holdout = labelled.iloc[holdout_start(spec, labelled):].reset_index(drop=True)
     labels = holdout[LABEL].to_numpy(dtype=int)
     features = build_features(holdout, spec)
-    challenger_scores = score(_load_candidate(engine, candidate), features) if len(holdout) else np.empty(0)
+    challenger_scores = score(_load_candidate(engine, candidate), features)
 
     results = [_unseen_holdout(spec, candidate, holdout)]
     results.append(gates.roc_auc_floor(labels, challenger_scores, settings.min_roc_auc))
@@ -157,7 +138,7 @@ def validate_candidate(engine: Engine, spec: ModelSpec, candidate: Candidate) ->
         results.append(gates.GateResult("auc_non_inferiority", None, None, None, "no champion yet: nothing to be inferior to"))
     else:
         champion = registry.load_version(engine, spec.name, candidate.champion_version)
-        champion_scores = score(champion.pipeline, features) if len(holdout) else np.empty(0)
+        champion_scores = score(champion.pipeline, features)
         results.append(
             gates.auc_non_inferiority(
                 labels, challenger_scores, champion_scores, margin=settings.non_inferiority_margin, n_boot=settings.bootstrap_samples
@@ -208,6 +189,10 @@ def _shadow_gate(engine: Engine, spec: ModelSpec, candidate: Candidate) -> gates
 # --- promotion, rollback, history ---------------------------------------------------------------
 
 
+# The decisions of promote_candidate that make the candidate champion.
+CHAMPION_CHANGED = ("promoted", "forced")
+
+
 def promote_candidate(
     engine: Engine, spec: ModelSpec, candidate: Candidate, results: list[gates.GateResult], *, force_reason: str | None, actor: str
 ) -> dict[str, Any]:
@@ -215,9 +200,8 @@ def promote_candidate(
 
     Refused when the champion is no longer the one the candidate was validated against.
     """
-    passed = gates.all_passed(results)
-    failed = [r.name for r in results if r.passed is False]
-    decision = "promoted" if passed else ("forced" if force_reason else "rejected")
+    failed = gates.failed_gates(results)
+    decision = "promoted" if not failed else ("forced" if force_reason else "rejected")
     outcome = {"model_name": spec.name, "version": candidate.version, "previous_champion": candidate.champion_version,
                "decision": decision, "failed_gates": failed, "dry_run": candidate.dry_run}
     if candidate.dry_run:
@@ -273,46 +257,3 @@ def _previous_champion(connection: sa.Connection, model_name: str, current: int)
     if previous is None:
         raise PromotionRefused(f"{model_name} v{current} has no earlier champion to roll back to; name a version")
     return previous
-
-
-def list_versions(engine: Engine, model_name: str) -> pd.DataFrame:
-    """Every version with its holdout metrics, lineage and current aliases, newest first."""
-    query = sa.text(
-        "SELECT v.version, v.created_at, v.parent_version, v.metrics, v.trained_on, v.sha256,"
-        " (SELECT a.alias FROM model_aliases a WHERE a.model_name = v.model_name AND a.version = v.version) AS alias"
-        " FROM model_versions v WHERE v.model_name = :m ORDER BY v.version DESC"
-    ).columns(metrics=sa.JSON, trained_on=sa.JSON)
-    with engine.connect() as connection:
-        rows = connection.execute(query, {"m": model_name}).mappings().all()
-    return pd.DataFrame(
-        [
-            {
-                "version": row["version"],
-                "alias": row["alias"] or "",
-                "created_at": row["created_at"],
-                "parent": row["parent_version"],
-                "holdout_auc": (row["metrics"].get("validation") or {}).get("roc_auc"),
-                "holdout_brier": (row["metrics"].get("validation") or {}).get("brier"),
-                "rows": row["trained_on"].get("rows"),
-                "window": f"{row['trained_on'].get('start', '?')[:10]}..{row['trained_on'].get('end', '?')[:10]}",
-                "sha256": row["sha256"][:12],
-            }
-            for row in rows
-        ],
-        columns=["version", "alias", "created_at", "parent", "holdout_auc", "holdout_brier", "rows", "window", "sha256"],
-    ).astype({"parent": "Int64"})
-
-
-def alias_history(engine: Engine, model_name: str) -> pd.DataFrame:
-    """Who moved which alias to what, when and why: the audit log, oldest first."""
-    query = sa.text(
-        "SELECT id, created_at, event, version, previous_version, actor, reason FROM model_events WHERE model_name = :m ORDER BY id"
-    )
-    with engine.connect() as connection:
-        history = pd.DataFrame(connection.execute(query, {"m": model_name}).mappings().all(),
-                               columns=["id", "created_at", "event", "version", "previous_version", "actor", "reason"])
-    return history.astype({"version": "Int64", "previous_version": "Int64"})
-
-
-def actor_of(dag_id: str, run_id: str, user: str | None) -> str:
-    return f"{dag_id}/{run_id}" + (f" by {user}" if user else "")

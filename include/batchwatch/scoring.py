@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from batchwatch import registry
@@ -20,7 +21,7 @@ from batchwatch.features import build_features
 from batchwatch.registry import LoadedModel
 from batchwatch.spec import ModelSpec, quote
 from batchwatch.validation import validate
-from batchwatch.warehouse import IntervalWriter, read_frame, replace_interval, stream_frames
+from batchwatch.warehouse import IntervalWriter, replace_interval, stream_frames
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,8 @@ def source_query(spec: ModelSpec) -> tuple[str, list[str], list[str]]:
 
 
 def score(pipeline: Any, features: pd.DataFrame) -> np.ndarray:
-    """Positive-class probability; the one place a pipeline is asked for a score."""
-    return pipeline.predict_proba(features)[:, 1]
+    """Positive-class probability; the one place a pipeline is asked for a score (sklearn refuses zero rows)."""
+    return pipeline.predict_proba(features)[:, 1] if len(features) else np.empty(0)
 
 
 def check_features(spec: ModelSpec, model: LoadedModel) -> None:
@@ -63,6 +64,15 @@ def check_features(spec: ModelSpec, model: LoadedModel) -> None:
             f"{spec.name} v{model.version} was trained on features {model.features}, but the spec now gives "
             f"{spec.model_features}; register a model trained on the current spec, or restore the spec"
         )
+
+
+def load_champion(engine: Engine, spec: ModelSpec, consequence: str) -> LoadedModel:
+    """The champion, checked against the spec's features; NoChampion, its message ending in `consequence`, if none."""
+    champion = registry.load_alias(engine, spec.name, "champion")
+    if champion is None:
+        raise NoChampion(f"model {spec.name!r} has no champion{consequence}")
+    check_features(spec, champion)
+    return champion
 
 
 def _load_challenger(engine: Engine, spec: ModelSpec) -> tuple[LoadedModel | None, str | None]:
@@ -165,23 +175,16 @@ def _repeated_keys(engine: Engine, spec: ModelSpec, start: datetime, end: dateti
     query, _, _ = source_query(spec)
     key = f"CAST({quote(spec.source.entity_key)} AS TEXT)"
     params = {"start": start, "end": end}
-    counts = read_frame(
-        engine,
-        f"SELECT COUNT(*) AS total, COUNT({key}) - COUNT(DISTINCT {key}) AS extra FROM ({query}) AS interval_rows",
-        params,
-        ["total", "extra"],
-        [],
-    )
-    total, extra = int(counts["total"].iloc[0]), int(counts["extra"].iloc[0])
-    _check_reject_rate(spec, start.date(), extra, total, f"{spec.source.entity_key} is duplicated in the batch ({extra})")
-    repeats = read_frame(
-        engine,
-        f"SELECT {key} AS entity_key FROM ({query}) AS interval_rows WHERE {key} IS NOT NULL GROUP BY {key} HAVING COUNT(*) > 1",
-        params,
-        ["entity_key"],
-        ["entity_key"],
-    )
-    return set(repeats["entity_key"])
+    with engine.connect() as connection:
+        total, extra = connection.execute(
+            sa.text(f"SELECT COUNT(*), COUNT({key}) - COUNT(DISTINCT {key}) FROM ({query}) AS interval_rows"), params
+        ).one()
+        _check_reject_rate(spec, start.date(), extra, total, f"{spec.source.entity_key} is duplicated in the batch ({extra})")
+        return set(
+            connection.execute(
+                sa.text(f"SELECT {key} FROM ({query}) AS interval_rows WHERE {key} IS NOT NULL GROUP BY {key} HAVING COUNT(*) > 1"), params
+            ).scalars()
+        )
 
 
 def predict_interval(
@@ -202,10 +205,7 @@ def predict_interval(
     if end - start != timedelta(days=1):
         raise ValueError(f"{spec.name}: the nightly job scores one day per run, got the interval [{start}, {end})")
     started = time.perf_counter()
-    champion = registry.load_alias(engine, spec.name, "champion")
-    if champion is None:
-        raise NoChampion(f"model {spec.name!r} has no champion; register one first (python -m batchwatch bootstrap {spec.name})")
-    check_features(spec, champion)
+    champion = load_champion(engine, spec, f"; register one first (python -m batchwatch bootstrap {spec.name})")
     challenger, shadow_error = _load_challenger(engine, spec)
     models = [("champion", champion)] + ([("shadow", challenger)] if challenger else [])
     ds: date = start.date()

@@ -15,15 +15,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 # Lower case only: generated SQL quotes every name, so keywords are safe and case never folds.
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 QUALIFIED_IDENTIFIER = re.compile(r"^([a-z_][a-z0-9_]*\.)?[a-z_][a-z0-9_]*$")
 DOTTED_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
-DAILY_CRON = re.compile(r"^([0-5]?[0-9]) +(1?[0-9]|2[0-3]) +\* +\* +\*$")
-HOURLY_CRON = re.compile(r"^([0-5]?[0-9]) +\* +\* +\* +\*$")
-WEEKLY_CRON = re.compile(r"^([0-5]?[0-9]) +(1?[0-9]|2[0-3]) +\* +\* +[0-6]$")
+# Each schedule's cron shape, and how an error names it.
+CRON_SHAPES = {
+    "nightly_predict": (re.compile(r"^([0-5]?[0-9]) +(1?[0-9]|2[0-3]) +\* +\* +\*$"), "a daily cron expression 'minute hour * * *'"),
+    "hourly_drift": (re.compile(r"^([0-5]?[0-9]) +\* +\* +\* +\*$"), "an hourly cron expression 'minute * * * *'"),
+    "weekly_retrain": (re.compile(r"^([0-5]?[0-9]) +(1?[0-9]|2[0-3]) +\* +\* +[0-6]$"), "a weekly cron expression 'minute hour * * day-of-week'"),
+}
 
 DEFAULT_SPEC_DIR = Path(__file__).resolve().parent.parent / "models"
 
@@ -205,25 +208,12 @@ class Schedules(_Strict):
     # The retrain runs once a week, "M H * * D" (UTC); its data interval is that week.
     weekly_retrain: str = "0 3 * * 1"
 
-    @field_validator("nightly_predict")
+    @field_validator("nightly_predict", "hourly_drift", "weekly_retrain")
     @classmethod
-    def _daily(cls, value: str) -> str:
-        if not DAILY_CRON.match(value.strip()):
-            raise ValueError(f"{value!r} is not a daily cron expression 'minute hour * * *'")
-        return value
-
-    @field_validator("weekly_retrain")
-    @classmethod
-    def _weekly(cls, value: str) -> str:
-        if not WEEKLY_CRON.match(value.strip()):
-            raise ValueError(f"{value!r} is not a weekly cron expression 'minute hour * * day-of-week'")
-        return value
-
-    @field_validator("hourly_drift")
-    @classmethod
-    def _hourly(cls, value: str) -> str:
-        if not HOURLY_CRON.match(value.strip()):
-            raise ValueError(f"{value!r} is not an hourly cron expression 'minute * * * *'")
+    def _cadence(cls, value: str, info: ValidationInfo) -> str:
+        pattern, shape = CRON_SHAPES[info.field_name]
+        if not pattern.match(value.strip()):
+            raise ValueError(f"{value!r} is not {shape}")
         return value
 
 

@@ -24,7 +24,7 @@ from batchwatch.features import build_features
 from batchwatch.scoring import score
 from batchwatch.spec import ModelSpec, quote, resolve
 from batchwatch.validation import validate
-from batchwatch.warehouse import read_frame
+from batchwatch.warehouse import read_frame, utc_timestamp
 
 LABEL = "__label__"
 
@@ -158,6 +158,7 @@ class TrainedModel:
     pipeline: Pipeline
     metrics: dict[str, Any]
     reference: ReferenceProfile  # what the drift check compares with: training rows, validation scores
+    holdout_from: str | None  # event time (UTC, ISO) of the first validation row; None when there is none
 
 
 def holdout_start(spec: ModelSpec, labelled: pd.DataFrame) -> int:
@@ -177,8 +178,10 @@ def train(spec: ModelSpec, labelled: pd.DataFrame) -> TrainedModel:
     if len(valid) < 100 or valid[LABEL].nunique() < 2:
         raise ValueError(f"not enough labelled data to train {spec.name}: {len(valid)} valid rows, labels {sorted(valid[LABEL].unique())}")
     split = holdout_start(spec, valid)
-    arrived_before_holdout = labelled.iloc[: valid.index[split]] if split < len(valid) else labelled
-    features = build_features(valid, spec)
+    # Features are computed row by row: built once over every row, they serve both fit and reference.
+    all_features = build_features(labelled, spec)
+    arrived_before_holdout = all_features.iloc[: valid.index[split]] if split < len(valid) else all_features
+    features = all_features.loc[valid.index]
     labels = valid[LABEL].to_numpy(dtype=int)
     pipeline = make_pipeline(spec)
     started = time.perf_counter()
@@ -192,7 +195,8 @@ def train(spec: ModelSpec, labelled: pd.DataFrame) -> TrainedModel:
         "validation": evaluate(labels[split:], validation_scores, threshold),
         "fit_seconds": round(fit_seconds, 3),
     }
-    return TrainedModel(pipeline, metrics, build_reference(spec, build_features(arrived_before_holdout, spec), validation_scores))
+    holdout_from = utc_timestamp(valid[spec.source.event_time].iloc[split]).isoformat() if split < len(valid) else None
+    return TrainedModel(pipeline, metrics, build_reference(spec, arrived_before_holdout, validation_scores), holdout_from)
 
 
 def bootstrap_champion(engine: Engine, spec: ModelSpec, *, start: datetime, end: datetime) -> int:

@@ -252,6 +252,13 @@ def json_safe(value: Any) -> Any:
     return _json_safe(value)
 
 
+def finite_or_none(value: float | None, keep_inf: bool = False) -> float | None:
+    """A float for storage: None for missing and NaN (JSON has none), and for ±inf unless kept."""
+    if value is None or math.isnan(value) or (math.isinf(value) and not keep_inf):
+        return None
+    return float(value)
+
+
 def to_json(payload: dict[str, Any]) -> str:
     return json.dumps(json_safe(payload), allow_nan=False)
 

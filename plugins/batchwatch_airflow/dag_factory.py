@@ -29,14 +29,30 @@ def default_args(spec: ModelSpec) -> dict:
     }
 
 
+def _model_dag(spec: ModelSpec, *, job: str, tag: str, schedule: str | None, **arguments) -> DAG:
+    """One of a model's DAGs: `<model>_<job>`, its cron on UTC data intervals (or manual only), shared defaults."""
+    return DAG(
+        dag_id=f"{spec.name}_{job}",
+        schedule=CronDataIntervalTimetable(schedule, timezone="UTC") if schedule else None,
+        start_date=START_DATE,
+        catchup=False,
+        default_args=default_args(spec),
+        tags=["batchwatch", tag, *spec.tags],
+        **arguments,
+    )
+
+
 def predictions_asset(spec: ModelSpec) -> Asset:
     return Asset(name=f"{spec.name}_predictions", uri=f"batchwatch://{spec.name}/predictions")
 
 
 def nightly_predict_dag(spec: ModelSpec) -> DAG:
     """Daily: score the day's source rows with the champion (and the challenger in shadow)."""
-    with DAG(
-        dag_id=f"{spec.name}_nightly_predict",
+    with _model_dag(
+        spec,
+        job="nightly_predict",
+        tag="predict",
+        schedule=spec.schedules.nightly_predict,
         description=f"Nightly batch prediction of {spec.name}: {spec.description}",
         doc_md=(
             f"### {spec.name}: nightly batch prediction\n\n{spec.description}\n\n"
@@ -46,12 +62,7 @@ def nightly_predict_dag(spec: ModelSpec) -> DAG:
             f"more than {spec.scoring.max_reject_rate:.0%} are rejected. Re-running a day replaces exactly that day's rows.\n\n"
             "```sql\nSELECT * FROM champion_latest_predictions WHERE model_name = '" + spec.name + "' LIMIT 20;\n```"
         ),
-        schedule=CronDataIntervalTimetable(spec.schedules.nightly_predict, timezone="UTC"),
-        start_date=START_DATE,
-        catchup=False,
         max_active_runs=4,
-        default_args=default_args(spec),
-        tags=["batchwatch", "predict", *spec.tags],
         params={
             "chunk_size": Param(spec.scoring.chunk_size, type="integer", minimum=1, description="Rows per streamed chunk."),
         },
@@ -76,8 +87,11 @@ def _check_notifiers(spec: ModelSpec) -> None:
 def hourly_drift_dag(spec: ModelSpec) -> DAG:
     """Hourly: the trailing window's features and champion scores against the champion's reference."""
     _check_notifiers(spec)
-    with DAG(
-        dag_id=f"{spec.name}_hourly_drift",
+    with _model_dag(
+        spec,
+        job="hourly_drift",
+        tag="drift",
+        schedule=spec.schedules.hourly_drift,
         description=f"Hourly drift check of {spec.name} over the trailing {spec.drift.window_hours} h",
         doc_md=(
             f"### {spec.name}: hourly drift check\n\n"
@@ -91,13 +105,8 @@ def hourly_drift_dag(spec: ModelSpec) -> DAG:
             "ORDER BY verdict, column_name, test;\n"
             f"SELECT * FROM alerts WHERE model_name = '{spec.name}' ORDER BY id DESC;\n```"
         ),
-        schedule=CronDataIntervalTimetable(spec.schedules.hourly_drift, timezone="UTC"),
-        start_date=START_DATE,
-        catchup=False,
         # Incidents open and resolve in window order, so windows are checked one at a time.
         max_active_runs=1,
-        default_args=default_args(spec),
-        tags=["batchwatch", "drift", *spec.tags],
     ) as dag:
         DriftCheckOperator(task_id="check_drift", model_name=spec.name)
     return dag
@@ -110,8 +119,11 @@ def champion_asset(spec: ModelSpec) -> Asset:
 def weekly_retrain_dag(spec: ModelSpec) -> DAG:
     """Weekly: train a challenger, validate it against the champion, promote it or record why not."""
     gates = spec.retrain.gates
-    with DAG(
-        dag_id=f"{spec.name}_weekly_retrain",
+    with _model_dag(
+        spec,
+        job="weekly_retrain",
+        tag="retrain",
+        schedule=spec.schedules.weekly_retrain,
         description=f"Weekly retrain -> validate -> promote of {spec.name}",
         doc_md=(
             f"### {spec.name}: weekly retrain, validate, promote\n\n"
@@ -126,12 +138,7 @@ def weekly_retrain_dag(spec: ModelSpec) -> DAG:
             "shadowing challenger) instead of training, and `force_promote` with a `force_reason` to override failed gates.\n\n"
             f"```sql\nSELECT created_at, event, version, previous_version, actor, reason FROM model_events\nWHERE model_name = '{spec.name}' ORDER BY id;\n```"
         ),
-        schedule=CronDataIntervalTimetable(spec.schedules.weekly_retrain, timezone="UTC"),
-        start_date=START_DATE,
-        catchup=False,
         max_active_runs=1,
-        default_args=default_args(spec),
-        tags=["batchwatch", "retrain", *spec.tags],
         params={
             "dry_run": Param(False, type="boolean", description="Train and validate, but register and promote nothing."),
             "force_promote": Param(False, type="boolean", description="Promote even if gates fail; needs force_reason."),
@@ -163,20 +170,18 @@ def weekly_retrain_dag(spec: ModelSpec) -> DAG:
 
 def rollback_dag(spec: ModelSpec) -> DAG:
     """Manual only: make the previous champion (or a named version) champion again."""
-    with DAG(
-        dag_id=f"{spec.name}_rollback",
+    with _model_dag(
+        spec,
+        job="rollback",
+        tag="registry",
+        schedule=None,
         description=f"Roll {spec.name}'s champion back (manual)",
         doc_md=(
             f"### {spec.name}: roll back the champion\n\nTrigger with a `reason` (required, audited) and optionally "
             "`to_version`; without it the version that was champion before the current one comes back. The next nightly "
             f"run scores with it. Same as `python -m batchwatch rollback {spec.name} --reason ...`."
         ),
-        schedule=None,
-        start_date=START_DATE,
-        catchup=False,
         max_active_runs=1,
-        default_args=default_args(spec),
-        tags=["batchwatch", "registry", *spec.tags],
         params={
             "reason": Param(type="string", minLength=3, description="Why the champion is rolled back (audited)."),
             "to_version": Param(None, type=["null", "integer"], minimum=1, description="Version to restore; default: the previous champion."),

@@ -16,7 +16,7 @@ from batchwatch.cli import default_demo_window, simulate_into
 from batchwatch.spec import get_spec
 from batchwatch.training import bootstrap_champion
 
-from batchwatch_airflow.runs import load_dag, run_interval
+from batchwatch_airflow.runs import load_dag, run_interval, run_latest_interval
 
 MODEL = "fraud"
 ROWS_PER_DAY = 20_000
@@ -59,11 +59,8 @@ def main() -> int:
         day += timedelta(days=1)
     print("\nlast run's summary:", json.dumps(summary, indent=2))
 
-    # The last weekly interval that has ended: Monday 03:00 UTC on or before the demo's end.
-    week_end = (end - timedelta(days=end.weekday())).replace(hour=3)
-    if week_end > end:
-        week_end -= timedelta(days=7)
-    retrain_state, retrain_results = run_interval(load_dag(f"{MODEL}_weekly_retrain"), week_end - timedelta(days=7), week_end)
+    # The last weekly and hourly intervals that have ended by the demo's end, by the spec's schedules.
+    retrain_state, retrain_results, (_, week_end) = run_latest_interval(load_dag(f"{MODEL}_weekly_retrain"), end)
     failed += retrain_state != "success"
     validated = retrain_results.get("validate", {})
     failed_gates = [gate["name"] for gate in validated.get("gates", []) if gate["passed"] is False]
@@ -75,11 +72,11 @@ def main() -> int:
         f"{len(validated.get('gates', []))} gates, failed: {failed_gates or 'none'}; {decision}"
     )
 
-    drift_state, drift_results = run_interval(load_dag(f"{MODEL}_hourly_drift"), end - timedelta(hours=1), end)
+    drift_state, drift_results, (_, window_end) = run_latest_interval(load_dag(f"{MODEL}_hourly_drift"), end)
     check = drift_results.get("check_drift", {})
     failed += drift_state != "success"
     print(
-        f"\n{MODEL}_hourly_drift for the {spec.drift.window_hours} h ending {end:%Y-%m-%d %H:%M}: {drift_state}, "
+        f"\n{MODEL}_hourly_drift for the {spec.drift.window_hours} h ending {window_end:%Y-%m-%d %H:%M}: {drift_state}, "
         f"{check.get('status', '?')} over {check.get('rows', '?')} rows; checks {check.get('checks', '?')}; drifted: {check.get('drifted') or 'none'}"
     )
     print(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -13,18 +14,36 @@ from batchwatch_airflow.connections import warehouse_engine
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+    from sqlalchemy.engine import Engine
+
+
+def _unset(value: Any) -> bool:
+    """A templated value that is not set renders as "None" or ""."""
+    return value in (None, "", "None")
 
 
 def _moment(value: Any, context: Context) -> datetime:
     """A templated moment. A run triggered without a logical date has no data interval: its run_after stands in."""
-    if value in (None, "", "None"):
+    if _unset(value):
         return context["dag_run"].run_after
     return datetime.fromisoformat(str(value))
 
 
 def _optional_int(value: Any) -> int | None:
-    """A templated optional integer param: an unset one renders as "None" or ""."""
-    return None if value in (None, "", "None") else int(value)
+    """A templated optional integer param."""
+    return None if _unset(value) else int(value)
+
+
+@contextmanager
+def _warehouse(conn_id: str) -> Iterator[Engine]:
+    """The task's warehouse engine. Errors a retry cannot fix fail the task at once; the pool closes after."""
+    engine = warehouse_engine(conn_id)
+    try:
+        yield engine
+    except _permanent_errors() as error:
+        raise AirflowFailException(str(error)) from error
+    finally:
+        engine.dispose()
 
 
 def _permanent_errors() -> tuple[type[Exception], ...]:
@@ -66,7 +85,7 @@ class BatchPredictOperator(BaseOperator):
         from batchwatch.scoring import predict_interval
         from batchwatch.spec import get_spec
 
-        if "None" in (str(self.data_interval_start), str(self.data_interval_end)):
+        if _unset(self.data_interval_start) or _unset(self.data_interval_end):
             raise AirflowFailException(
                 f"{self.model_name}: this run has no data interval (triggered without a logical date); "
                 "trigger it with a logical date: a manual run scores the last complete UTC day before it"
@@ -75,15 +94,10 @@ class BatchPredictOperator(BaseOperator):
         end = datetime.fromisoformat(str(self.data_interval_end))
         chunk_size = _optional_int(self.chunk_size)
         self.log.info("Scoring %s rows with event time in [%s, %s)", self.model_name, start, end)
-        engine = warehouse_engine(self.warehouse_conn_id)
-        try:
+        with _warehouse(self.warehouse_conn_id) as engine:
             summary = predict_interval(
                 engine, get_spec(self.model_name), start=start, end=end, run_id=context["run_id"], chunk_size=chunk_size
             )
-        except _permanent_errors() as error:
-            raise AirflowFailException(str(error)) from error
-        finally:
-            engine.dispose()
         self.log.info(
             "Scored %d of %d rows (%d rejected) with %s v%s at %s rows/s; positive rate %s; summary: %s",
             summary["rows_scored"],
@@ -119,8 +133,7 @@ class DriftCheckOperator(BaseOperator):
         from batchwatch.spec import get_spec
 
         spec = get_spec(self.model_name)
-        engine = warehouse_engine(self.warehouse_conn_id)
-        try:
+        with _warehouse(self.warehouse_conn_id) as engine:
             summary = check_window(engine, spec, window_end=_moment(self.window_end, context), run_id=context["run_id"])
             self.log.info(
                 "%s v%s, window [%s, %s): %d rows, %d scored; %s (%s)",
@@ -130,10 +143,6 @@ class DriftCheckOperator(BaseOperator):
             for line in summary["drifted"]:
                 self.log.warning("Drifted: %s", line)
             announce(engine, spec.name, lambda alert: self._notify(spec, context, alert))
-        except _permanent_errors() as error:
-            raise AirflowFailException(str(error)) from error
-        finally:
-            engine.dispose()
         return summary
 
     def _notify(self, spec: Any, context: Context, alert: dict[str, Any]) -> None:
@@ -146,10 +155,10 @@ class DriftCheckOperator(BaseOperator):
 
 
 def _actor(context: Context) -> str:
-    from batchwatch.retrain import actor_of
-
+    """Who changed the registry, for its audit log: this run, and the user who triggered it if any."""
     run = context["dag_run"]
-    return actor_of(run.dag_id, run.run_id, getattr(run, "triggering_user_name", None))
+    user = getattr(run, "triggering_user_name", None)
+    return f"{run.dag_id}/{run.run_id}" + (f" by {user}" if user else "")
 
 
 def _flag(value: Any) -> bool:
@@ -194,17 +203,12 @@ class TrainModelOperator(BaseOperator):
         spec = get_spec(self.model_name)
         window, version = _optional_int(self.training_window_days), _optional_int(self.candidate_version)
         as_of, dry_run = _moment(self.as_of, context), _flag(self.dry_run)
-        engine = warehouse_engine(self.warehouse_conn_id)
-        try:
+        with _warehouse(self.warehouse_conn_id) as engine:
             check_force(_flag(self.force_promote), self.force_reason)
             if version is not None:
                 candidate = existing_candidate(engine, spec, version, as_of=as_of, window_days=window, dry_run=dry_run)
             else:
                 candidate = train_candidate(engine, spec, as_of=as_of, window_days=window, dry_run=dry_run, run_id=context["run_id"])
-        except _permanent_errors() as error:
-            raise AirflowFailException(str(error)) from error
-        finally:
-            engine.dispose()
         self.log.info("Candidate %s v%s (champion v%s): holdout %s", self.model_name, candidate.version, candidate.champion_version,
                       candidate.metrics.get("validation"))
         return candidate.to_dict()
@@ -226,13 +230,8 @@ class ValidateModelOperator(BaseOperator):
         from batchwatch.spec import get_spec
 
         candidate = Candidate.from_dict(context["ti"].xcom_pull(task_ids=self.train_task_id))
-        engine = warehouse_engine(self.warehouse_conn_id)
-        try:
+        with _warehouse(self.warehouse_conn_id) as engine:
             results = validate_candidate(engine, get_spec(self.model_name), candidate)
-        except _permanent_errors() as error:
-            raise AirflowFailException(str(error)) from error
-        finally:
-            engine.dispose()
         for result in results:
             verdict = {True: "PASS", False: "FAIL", None: "n/a "}[result.passed]
             self.log.info("%s %-40s %s", verdict, result.name, result.detail)
@@ -264,25 +263,20 @@ class PromoteModelOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from batchwatch.gates import GateResult
-        from batchwatch.retrain import Candidate, check_force, promote_candidate
+        from batchwatch.retrain import CHAMPION_CHANGED, Candidate, check_force, promote_candidate
         from batchwatch.spec import get_spec
 
         validated = context["ti"].xcom_pull(task_ids=self.validate_task_id)
         candidate = Candidate.from_dict(validated["candidate"])
         results = [GateResult(**gate) for gate in validated["gates"]]
         force = _flag(self.force_promote)
-        engine = warehouse_engine(self.warehouse_conn_id)
-        try:
+        with _warehouse(self.warehouse_conn_id) as engine:
             check_force(force, self.force_reason)
             outcome = promote_candidate(
                 engine, get_spec(self.model_name), candidate, results, force_reason=self.force_reason if force else None, actor=_actor(context)
             )
-        except _permanent_errors() as error:
-            raise AirflowFailException(str(error)) from error
-        finally:
-            engine.dispose()
         self.log.info("%s", outcome)
-        if outcome["decision"] not in ("promoted", "forced"):
+        if outcome["decision"] not in CHAMPION_CHANGED:
             context["ti"].xcom_push(key="outcome", value=outcome)
             raise AirflowSkipException(f"{self.model_name} v{candidate.version} not promoted: {outcome['decision']} {outcome['failed_gates']}")
         return outcome
@@ -302,12 +296,7 @@ class RollbackOperator(BaseOperator):
         from batchwatch.retrain import rollback
 
         version = _optional_int(self.to_version)
-        engine = warehouse_engine(self.warehouse_conn_id)
-        try:
+        with _warehouse(self.warehouse_conn_id) as engine:
             outcome = rollback(engine, self.model_name, to_version=version, reason=self.reason, actor=_actor(context))
-        except _permanent_errors() as error:
-            raise AirflowFailException(str(error)) from error
-        finally:
-            engine.dispose()
         self.log.info("Rolled back %s from v%s to v%s: %s", self.model_name, outcome["previous_champion"], outcome["version"], self.reason)
         return outcome

@@ -22,20 +22,27 @@ def load_dag(dag_id: str) -> DAG:
 
 
 def run_interval(dag: DAG, interval_start: datetime, interval_end: datetime, conf: dict | None = None) -> tuple[str, dict[str, Any]]:
-    """Run `dag` for the data interval ending at `interval_end`; return its state and task results.
+    """Run `dag` for the data interval [interval_start, interval_end); return its state and task results."""
+    state, results, (start, end) = run_latest_interval(dag, interval_end, conf)
+    if (start, end) != (interval_start, interval_end):
+        raise ValueError(f"{dag.dag_id}: the interval ending by {interval_end} is {start}..{end}, not {interval_start}..{interval_end}")
+    return state, results
+
+
+def run_latest_interval(dag: DAG, until: datetime, conf: dict | None = None) -> tuple[str, dict[str, Any], tuple[datetime, datetime]]:
+    """Run `dag` for its last complete data interval ending by `until` (a schedule boundary, or a minute or more
+    before the next); return its state, task results and that interval, which the DAG's own timetable decides.
 
     Like a manual trigger, the run covers the last complete interval before its logical date. That
-    date is a minute past `interval_end`, not on it: a scheduled run's logical date is its interval
-    start, so a run dated exactly `interval_end` would take the next scheduled run's date.
+    date is a minute past `until`, not on it: a scheduled run's logical date is its interval start,
+    so a run dated exactly on a boundary would take a scheduled run's date.
     """
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
-    moment = interval_end + timedelta(minutes=1)
+    moment = until + timedelta(minutes=1)
     run = dag.test(logical_date=moment, run_after=moment, run_conf=conf)
-    if run.data_interval_start != interval_start:
-        raise ValueError(f"{dag.dag_id}: logical date {moment} gave interval {run.data_interval_start}..{run.data_interval_end}")
     with create_session() as session:
         rows = session.scalars(XComModel.get_many(run_id=run.run_id, key="return_value", dag_ids=dag.dag_id)).all()
         results = {row.task_id: XComModel.deserialize_value(row) for row in rows}
-    return str(run.state), results
+    return str(run.state), results, (run.data_interval_start, run.data_interval_end)

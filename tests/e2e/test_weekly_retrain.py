@@ -188,7 +188,7 @@ def test_rollback_restores_the_previous_champion_for_the_next_nightly_run(stale_
     assert champion(engine) == stale + 1
     with pytest.raises(SystemExit):
         cli.main(["--warehouse", engine.url.render_as_string(hide_password=False), "rollback", "fraud"])
-    history = retrain.alias_history(engine, "fraud")
+    history = registry.alias_history(engine, "fraud")
     assert list(history["event"]) == ["set_champion", "promoted", "rollback", "rollback"]
 
 
