@@ -28,7 +28,7 @@ CRON_SHAPES = {
     "weekly_retrain": (re.compile(r"^([0-5]?[0-9]) +(1?[0-9]|2[0-3]) +\* +\* +[0-6]$"), "a weekly cron expression 'minute hour * * day-of-week'"),
 }
 
-DEFAULT_SPEC_DIR = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_SPEC_DIR = Path(__file__).resolve().parents[2] / "models"
 
 
 class SpecError(ValueError):

@@ -1,0 +1,16 @@
+"""Model specs: one YAML file per model, validated into a frozen `ModelSpec` that drives every job."""
+
+from batchwatch.spec.model import (
+    ModelSpec,
+    SpecError,
+    get_spec,
+    load_spec,
+    load_specs,
+    missing_module,
+    parse_spec,
+    quote,
+    resolve,
+    spec_dirs,
+)
+
+__all__ = ["ModelSpec", "SpecError", "get_spec", "load_spec", "load_specs", "missing_module", "parse_spec", "quote", "resolve", "spec_dirs"]
