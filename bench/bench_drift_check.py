@@ -468,7 +468,7 @@ def scipy_agreement(engine, version: int, index: int, current) -> dict:
 
     from batchwatch.drift import load_reference
     from batchwatch.drift_stats import ks_method
-    from batchwatch.features import build_features
+    from batchwatch.data.features import build_features
     from batchwatch.spec import get_spec
 
     spec = get_spec(MODEL)

@@ -33,10 +33,10 @@ from batchwatch.drift_stats import (
     compare_numeric,
     proportion_test,
 )
-from batchwatch.features import build_features
+from batchwatch.data.features import build_features
 from batchwatch.scoring import load_champion, score, source_query
 from batchwatch.spec import ModelSpec, quote
-from batchwatch.validation import validate
+from batchwatch.data.validation import validate
 from batchwatch.warehouse import finite_or_none, json_safe, lock_unit, read_frame, sample_predicate, utc_timestamp
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from batchwatch import gates, registry
-from batchwatch.features import build_features
+from batchwatch.data.features import build_features
 from batchwatch.registry import RegistryError
 from batchwatch.scoring import score
 from batchwatch.spec import ModelSpec

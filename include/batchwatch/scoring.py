@@ -17,10 +17,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from batchwatch import registry
-from batchwatch.features import build_features
+from batchwatch.data.features import build_features
 from batchwatch.registry import LoadedModel
 from batchwatch.spec import ModelSpec, quote
-from batchwatch.validation import validate
+from batchwatch.data.validation import validate
 from batchwatch.warehouse import IntervalWriter, replace_interval, stream_frames
 
 log = logging.getLogger(__name__)

@@ -20,10 +20,10 @@ from sqlalchemy.engine import Engine
 
 from batchwatch import registry
 from batchwatch.drift import ReferenceProfile, build_reference
-from batchwatch.features import build_features
+from batchwatch.data.features import build_features
 from batchwatch.scoring import score
 from batchwatch.spec import ModelSpec, quote, resolve
-from batchwatch.validation import validate
+from batchwatch.data.validation import validate
 from batchwatch.warehouse import read_frame, utc_timestamp
 
 LABEL = "__label__"

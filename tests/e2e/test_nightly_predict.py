@@ -11,9 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from batchwatch import registry, scoring, simulate, training
-from batchwatch.features import build_features
+from batchwatch.data.features import build_features
 from batchwatch.spec import get_spec
-from batchwatch.validation import validate
+from batchwatch.data.validation import validate
 
 from .conftest import DAY, FIRST_DAY, HISTORY_START, ROWS_PER_DAY, count, predictions, run_day
 

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 
 from batchwatch import drift
-from batchwatch.features import build_features
+from batchwatch.data.features import build_features
 from batchwatch.scoring import score
 from batchwatch.simulate import Scenario, simulate
 from batchwatch.spec import ModelSpec, parse_spec
 from batchwatch.training import LABEL, train
-from batchwatch.validation import validate
+from batchwatch.data.validation import validate
 
 HISTORY_START = datetime(2026, 3, 1, tzinfo=timezone.utc)
 WATCH_START = datetime(2026, 3, 15, tzinfo=timezone.utc)  # first window end

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batchwatch.features import build_features, coerce_categorical, coerce_numeric
+from batchwatch.data.features import build_features, coerce_categorical, coerce_numeric
 from batchwatch.scoring import source_query
 from batchwatch.simulate import simulate
 from batchwatch.spec import SpecError, parse_spec
 from batchwatch.training import LABEL, read_labelled, valid_rows
-from batchwatch.validation import validate
+from batchwatch.data.validation import validate
 from batchwatch.warehouse import load_frame, stream_frames
 
 D1 = datetime(2024, 5, 6, tzinfo=timezone.utc)

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from batchwatch import registry
-from batchwatch.features import build_features
+from batchwatch.data.features import build_features
 from batchwatch.registry import ArtifactIntegrityError, RegistryError
 from batchwatch.simulate import simulate
 from batchwatch.training import LABEL, hist_gradient_boosting

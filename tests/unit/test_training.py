@@ -10,12 +10,12 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from batchwatch import training
-from batchwatch.features import build_features
+from batchwatch.data.features import build_features
 from batchwatch.scoring import score
 from batchwatch.simulate import simulate
 from batchwatch.spec import SpecError, parse_spec
 from batchwatch.training import LABEL, make_pipeline, read_labelled, train
-from batchwatch.validation import validate
+from batchwatch.data.validation import validate
 from batchwatch.warehouse import load_frame
 
 D1 = datetime(2024, 5, 6, tzinfo=timezone.utc)

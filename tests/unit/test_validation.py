@@ -11,7 +11,7 @@ import pytest
 
 from batchwatch.simulate import MALFORMED_KINDS, simulate
 from batchwatch.spec import parse_spec
-from batchwatch.validation import validate
+from batchwatch.data.validation import validate
 
 D1 = datetime(2024, 5, 6, tzinfo=timezone.utc)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from batchwatch.features import coerce_numeric
+from batchwatch.data.features import coerce_numeric
 from batchwatch.spec import ModelSpec
 
 
