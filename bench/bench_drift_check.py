@@ -467,7 +467,7 @@ def scipy_agreement(engine, version: int, index: int, current) -> dict:
     from scipy import stats
 
     from batchwatch.drift import load_reference
-    from batchwatch.drift_stats import ks_method
+    from batchwatch.stats.drift import ks_method
     from batchwatch.data.features import build_features
     from batchwatch.spec import get_spec
 

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from batchwatch import registry
-from batchwatch.drift_stats import (
+from batchwatch.stats.drift import (
     CategoricalReference,
     NumericReference,
     benjamini_hochberg,

@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from batchwatch.drift_stats import (
+from batchwatch.stats.drift import (
     KS_EXACT_MAX_N,
     ks_method,
     CategoricalReference,

@@ -1,0 +1,1 @@
+"""Pure statistics over arrays: no SQL, no files, no network."""
