@@ -38,7 +38,7 @@ def compare_estimators(rows: int) -> None:
     from batchwatch.simulate import simulate
     from batchwatch.spec import get_spec, parse_spec
     from batchwatch.data.features import build_features
-    from batchwatch.gates import paired_bootstrap_auc_difference
+    from batchwatch.stats.auc import paired_bootstrap_auc_difference
     from batchwatch.scoring import score
     from batchwatch.training import LABEL, gradient_boosting, hist_gradient_boosting, holdout_start, train, valid_rows
 

@@ -37,7 +37,8 @@ from batchwatch.data.features import build_features
 from batchwatch.scoring import load_champion, score, source_query
 from batchwatch.spec import ModelSpec, quote
 from batchwatch.data.validation import validate
-from batchwatch.warehouse import finite_or_none, json_safe, lock_unit, read_frame, sample_predicate, utc_timestamp
+from batchwatch.serialization import finite_or_none, json_safe
+from batchwatch.warehouse import lock_unit, read_frame, sample_predicate, utc_timestamp
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,6 @@ a sentence for the run log, so a refused promotion can be explained without reru
 `passed` is None when a gate does not apply (a slice too small to judge, no shadow rows); None
 never blocks a promotion. Gates on the whole holdout fail instead when they cannot be evaluated
 (one class only, no rows, NaN scores): promotion needs evidence, and a broken holdout gives none.
-
-The paired bootstrap avoids resampling arrays: each replicate is a vector of multinomial counts
-over the holdout rows, and the weighted AUC of a count vector is a few O(n) passes over an order
-computed once per model (see AucRanking), so 500 replicates over 200,000 rows take seconds.
 """
 
 from __future__ import annotations
@@ -22,11 +18,8 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy.stats import rankdata
 
-from batchwatch.warehouse import finite_or_none
-
-# Replicates are drawn in blocks of about this many weights, which bounds memory to a few
-# arrays of this size (32 MB each as int64) whatever the holdout size.
-_WEIGHTS_PER_BLOCK = 4_000_000
+from batchwatch.serialization import finite_or_none
+from batchwatch.stats.auc import as_scores, binary_labels, paired_bootstrap_auc_difference, roc_auc, why_auc_undefined
 
 NULL_SLICE = "<null>"
 
@@ -63,133 +56,18 @@ def all_passed(results: list[GateResult]) -> bool:
     return not failed_gates(results)
 
 
-# --- weighted AUC over a precomputed order ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AucRanking:
-    """Where each positive row ranks among the negatives, computed once per model.
-
-    With that, the AUC under any row weights is: for each positive, the weight of negatives
-    scoring below it plus half the weight of negatives tied with it - two lookups into the
-    cumulative negative weight, so no per-replicate sorting or tie grouping is needed.
-    """
-
-    positive_rows: np.ndarray  # indices of label-1 rows, in row order
-    negative_rows_by_score: np.ndarray  # indices of label-0 rows, ascending score
-    negatives_below: np.ndarray  # per positive: how many negatives score strictly lower
-    negatives_up_to: np.ndarray  # per positive: how many negatives score lower or equal
-
-    @property
-    def rows(self) -> int:
-        return len(self.positive_rows) + len(self.negative_rows_by_score)
-
-
-def rank_for_auc(labels: ArrayLike, scores: ArrayLike) -> AucRanking:
-    """Sort the negatives once and locate every positive among them; ties are found exactly."""
-    label_array = _binary_labels(labels)
-    score_array = _scores(scores, len(label_array), "scores")
-    if np.isnan(score_array).any():
-        raise ValueError("scores contain NaN, which has no rank")
-    is_positive = label_array == 1
-    negative_rows = np.flatnonzero(~is_positive)
-    negative_rows_by_score = negative_rows[np.argsort(score_array[negative_rows], kind="stable")]
-    sorted_negative_scores = score_array[negative_rows_by_score]
-    positive_rows = np.flatnonzero(is_positive)
-    positive_scores = score_array[positive_rows]
-    return AucRanking(
-        positive_rows=positive_rows,
-        negative_rows_by_score=negative_rows_by_score,
-        negatives_below=np.searchsorted(sorted_negative_scores, positive_scores, side="left"),
-        negatives_up_to=np.searchsorted(sorted_negative_scores, positive_scores, side="right"),
-    )
-
-
-def weighted_auc_presorted(ranking: AucRanking, weights: ArrayLike) -> np.ndarray:
-    """ROC AUC under row weights of shape (rows,) or (replicates, rows); nan where a class weighs 0.
-
-    Integer weights (bootstrap counts) keep every sum exact until the final division.
-    """
-    weight_array = np.asarray(weights)
-    if weight_array.shape[-1:] != (ranking.rows,):
-        raise ValueError(f"weights end in {weight_array.shape[-1:]} but the ranking has {ranking.rows} rows")
-    negative_weights = np.take(weight_array, ranking.negative_rows_by_score, axis=-1)
-    # cumulative[..., k] = weight of the k lowest-scoring negatives, with cumulative[..., 0] = 0
-    cumulative = np.zeros(weight_array.shape[:-1] + (len(ranking.negative_rows_by_score) + 1,), dtype=weight_array.dtype)
-    np.cumsum(negative_weights, axis=-1, out=cumulative[..., 1:])
-    positive_weights = np.take(weight_array, ranking.positive_rows, axis=-1)
-    # below + up_to = 2 * (weight strictly below) + (weight tied), i.e. twice the tie-aware credit
-    twice_credit = np.take(cumulative, ranking.negatives_below, axis=-1) + np.take(cumulative, ranking.negatives_up_to, axis=-1)
-    twice_numerator = np.einsum("...i,...i->...", positive_weights, twice_credit)
-    denominator = 2.0 * positive_weights.sum(axis=-1).astype(float) * cumulative[..., -1].astype(float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(denominator > 0, twice_numerator / denominator, np.nan)
-
-
-def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    ranking = rank_for_auc(labels, scores)
-    return float(weighted_auc_presorted(ranking, np.ones(ranking.rows, dtype=np.int64)))
-
-
-def paired_bootstrap_auc_difference(
-    labels: ArrayLike,
-    challenger_scores: ArrayLike,
-    champion_scores: ArrayLike,
-    *,
-    n_boot: int = 500,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float, float]:
-    """(AUC(challenger) - AUC(champion), lower, upper), a percentile CI from paired resamples.
-
-    Both models are scored on the same resample in each replicate, so holdout noise common to
-    both cancels and the interval reflects only how differently they rank. Replicates that draw
-    a single class are dropped; all three numbers are nan when the AUC is undefined.
-    """
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    label_array = _binary_labels(labels)
-    rows = len(label_array)
-    challenger = _scores(challenger_scores, rows, "challenger_scores")
-    champion = _scores(champion_scores, rows, "champion_scores")
-    if _why_auc_undefined(label_array, {"challenger": challenger, "champion": champion}):
-        return math.nan, math.nan, math.nan
-    rankings = rank_for_auc(label_array, challenger), rank_for_auc(label_array, champion)
-    unit = np.ones(rows, dtype=np.int64)
-    observed = float(weighted_auc_presorted(rankings[0], unit) - weighted_auc_presorted(rankings[1], unit))
-
-    rng = np.random.default_rng(seed)
-    block = max(1, _WEIGHTS_PER_BLOCK // rows)
-    differences = []
-    for start in range(0, n_boot, block):
-        replicates = min(block, n_boot - start)
-        # one bincount for the whole block: replicate r's draws are offset into its own stretch
-        draws = rng.integers(0, rows, size=(replicates, rows)) + (np.arange(replicates) * rows)[:, None]
-        counts = np.bincount(draws.ravel(), minlength=replicates * rows).reshape(replicates, rows)
-        differences.append(weighted_auc_presorted(rankings[0], counts) - weighted_auc_presorted(rankings[1], counts))
-    valid = np.concatenate(differences)
-    valid = valid[~np.isnan(valid)]
-    if valid.size == 0:
-        return observed, math.nan, math.nan
-    tail = 100 * (1 - confidence) / 2
-    lower, upper = np.percentile(valid, [tail, 100 - tail])
-    return observed, float(lower), float(upper)
-
-
 # --- gates on the whole holdout ---------------------------------------------------------------
 
 
 def roc_auc_floor(labels: ArrayLike, scores: ArrayLike, minimum: float) -> GateResult:
     """An absolute floor, so a challenger is refused even if the champion has decayed as much."""
     name = "roc_auc_floor"
-    label_array = _binary_labels(labels)
-    score_array = _scores(scores, len(label_array), "scores")
-    problem = _why_auc_undefined(label_array, {"challenger": score_array})
+    label_array = binary_labels(labels)
+    score_array = as_scores(scores, len(label_array), "scores")
+    problem = why_auc_undefined(label_array, {"challenger": score_array})
     if problem:
         return GateResult(name, False, None, minimum, f"challenger AUC cannot be computed: {problem}")
-    auc = _auc(label_array, score_array)
+    auc = roc_auc(label_array, score_array)
     passed = auc >= minimum
     return GateResult(name, passed, auc, minimum, f"challenger AUC {auc:.3f} {'>=' if passed else '<'} floor {minimum:.3f}")
 
@@ -197,8 +75,8 @@ def roc_auc_floor(labels: ArrayLike, scores: ArrayLike, minimum: float) -> GateR
 def brier_ceiling(labels: ArrayLike, scores: ArrayLike, maximum: float) -> GateResult:
     """Scores are used as probabilities downstream, so calibration is gated, not just ranking."""
     name = "brier_ceiling"
-    label_array = _binary_labels(labels)
-    score_array = _scores(scores, len(label_array), "scores")
+    label_array = binary_labels(labels)
+    score_array = as_scores(scores, len(label_array), "scores")
     if score_array.size == 0:
         return GateResult(name, False, None, maximum, "challenger Brier score cannot be computed: no rows")
     nan_count = int(np.isnan(score_array).sum())
@@ -225,10 +103,10 @@ def auc_non_inferiority(
     difference must clear -margin instead.
     """
     name = "auc_non_inferiority"
-    label_array = _binary_labels(labels)
-    challenger = _scores(challenger_scores, len(label_array), "challenger_scores")
-    champion = _scores(champion_scores, len(label_array), "champion_scores")
-    problem = _why_auc_undefined(label_array, {"challenger": challenger, "champion": champion})
+    label_array = binary_labels(labels)
+    challenger = as_scores(challenger_scores, len(label_array), "challenger_scores")
+    champion = as_scores(champion_scores, len(label_array), "champion_scores")
+    problem = why_auc_undefined(label_array, {"challenger": challenger, "champion": champion})
     if problem:
         return GateResult(name, False, None, -margin, f"AUC difference cannot be computed: {problem}")
     observed, lower, upper = paired_bootstrap_auc_difference(
@@ -249,7 +127,7 @@ def output_sanity(scores: ArrayLike, *, threshold: float, positive_rate_min: flo
     The positive-rate gate's threshold is the bound the rate was compared against decisively:
     the bound it broke, or the nearer one when it is within both.
     """
-    score_array = _scores(scores, None, "scores")
+    score_array = as_scores(scores, None, "scores")
     rows = score_array.size
     if rows == 0:
         return [
@@ -303,12 +181,12 @@ def slice_checks(
     One gate per value of every object, string or category column (nulls are their own slice);
     rows are matched to labels by position. Slices too small to judge are not applicable.
     """
-    label_array = _binary_labels(labels)
+    label_array = binary_labels(labels)
     rows = len(label_array)
     if len(slices) != rows:
         raise ValueError(f"slices has {len(slices)} rows but labels has {rows}")
-    challenger = _scores(challenger_scores, rows, "challenger_scores")
-    champion = _scores(champion_scores, rows, "champion_scores")
+    challenger = as_scores(challenger_scores, rows, "challenger_scores")
+    champion = as_scores(champion_scores, rows, "champion_scores")
     results = []
     for column in slices.columns:
         values = slices[column]
@@ -344,10 +222,10 @@ def _slice_gate(
         return GateResult(name, None, None, None, f"not judged on {where}: {size}, fewer than {min_positives:,} positives")
     if positives in (0, rows):
         return GateResult(name, None, None, None, f"not judged on {where}: {size}, only one class")
-    problem = _why_auc_undefined(labels, {"challenger": challenger, "champion": champion})
+    problem = why_auc_undefined(labels, {"challenger": challenger, "champion": champion})
     if problem:
         return GateResult(name, False, None, None, f"AUC on {where} cannot be computed: {problem}")
-    challenger_auc, champion_auc = _auc(labels, challenger), _auc(labels, champion)
+    challenger_auc, champion_auc = roc_auc(labels, challenger), roc_auc(labels, champion)
     required = champion_auc - margin
     passed = challenger_auc >= required
     comparison = ">=" if passed else "<"
@@ -369,8 +247,8 @@ def shadow_agreement(
     goes in the detail: it shows whether disagreements are borderline or the rankings differ.
     """
     name = "shadow_agreement"
-    champion = _scores(champion_scores, None, "champion_scores")
-    challenger = _scores(challenger_scores, len(champion), "challenger_scores")
+    champion = as_scores(champion_scores, None, "champion_scores")
+    challenger = as_scores(challenger_scores, len(champion), "challenger_scores")
     rows = len(champion)
     if rows == 0 or rows < min_rows:
         return GateResult(name, None, None, min_agreement, f"not judged: {rows:,} shadow rows, fewer than {max(min_rows, 1):,}")
@@ -398,39 +276,3 @@ def _spearman(first: np.ndarray, second: np.ndarray) -> float:
     first_ranks, second_ranks = rankdata(first) - (first.size + 1) / 2, rankdata(second) - (first.size + 1) / 2
     spread = math.sqrt(float(first_ranks @ first_ranks) * float(second_ranks @ second_ranks))
     return float(first_ranks @ second_ranks) / spread if spread > 0 else math.nan
-
-
-# --- input handling ---------------------------------------------------------------------------
-
-
-def _binary_labels(labels: ArrayLike) -> np.ndarray:
-    """Labels as int64 0/1; anything else is a caller's mistake, not a model's."""
-    label_array = np.asarray(labels)
-    if label_array.ndim != 1:
-        raise ValueError(f"labels must be one-dimensional, got shape {label_array.shape}")
-    numeric = label_array.astype(float)
-    if not np.isin(numeric, (0.0, 1.0)).all():
-        raise ValueError("labels must be 0/1 (or booleans) with no nulls")
-    return numeric.astype(np.int64)
-
-
-def _scores(scores: ArrayLike, rows: int | None, what: str) -> np.ndarray:
-    score_array = np.asarray(scores, dtype=float)
-    if score_array.ndim != 1:
-        raise ValueError(f"{what} must be one-dimensional, got shape {score_array.shape}")
-    if rows is not None and len(score_array) != rows:
-        raise ValueError(f"{what} has {len(score_array)} rows, expected {rows}")
-    return score_array
-
-
-def _why_auc_undefined(labels: np.ndarray, scores_by_model: dict[str, np.ndarray]) -> str | None:
-    rows, positives = len(labels), int(labels.sum())
-    if rows == 0:
-        return "no rows"
-    if positives in (0, rows):
-        return f"only one class ({positives:,} positives of {rows:,} rows)"
-    for model, scores in scores_by_model.items():
-        nan_count = int(np.isnan(scores).sum())
-        if nan_count:
-            return f"{model} has {nan_count:,} NaN scores"
-    return None

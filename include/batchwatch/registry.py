@@ -23,7 +23,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from batchwatch.spec import ModelSpec
-from batchwatch.warehouse import json_safe, lock_unit
+from batchwatch.serialization import json_safe
+from batchwatch.warehouse import lock_unit
 
 ALIASES = ("champion", "challenger")
 JSON_COLUMNS = ("metrics", "params", "features", "pipeline_steps", "trained_on")

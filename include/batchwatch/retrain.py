@@ -24,7 +24,8 @@ from batchwatch.registry import RegistryError
 from batchwatch.scoring import score
 from batchwatch.spec import ModelSpec
 from batchwatch.training import LABEL, holdout_start, read_labelled, train, valid_rows
-from batchwatch.warehouse import json_safe, read_frame, utc_timestamp
+from batchwatch.serialization import json_safe
+from batchwatch.warehouse import read_frame, utc_timestamp
 
 
 class PromotionRefused(RegistryError):

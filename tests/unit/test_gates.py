@@ -17,13 +17,11 @@ from batchwatch.gates import (
     auc_non_inferiority,
     brier_ceiling,
     output_sanity,
-    paired_bootstrap_auc_difference,
-    rank_for_auc,
     roc_auc_floor,
     shadow_agreement,
     slice_checks,
-    weighted_auc_presorted,
 )
+from batchwatch.stats.auc import paired_bootstrap_auc_difference, rank_for_auc, weighted_auc_presorted
 
 
 def holdout(rows: int, seed: int = 0, positive_rate: float = 0.2) -> tuple[np.ndarray, np.ndarray]:

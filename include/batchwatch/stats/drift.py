@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-from batchwatch.warehouse import finite_or_none
+from batchwatch.serialization import finite_or_none
 
 DECILES = np.arange(1, 10) / 10
 MAX_UNSEEN_REPORTED = 20
