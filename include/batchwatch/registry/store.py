@@ -1,4 +1,4 @@
-"""The model registry: versions, aliases and the audit log, in the warehouse.
+"""Versions, aliases and the audit log of every alias change, in the warehouse.
 
 An artifact is the whole fitted sklearn Pipeline dumped with joblib. Its sha256 is recorded at
 registration and checked before every load: a file that does not match is never unpickled.
@@ -6,37 +6,22 @@ registration and checked before every load: a file that does not match is never 
 
 from __future__ import annotations
 
-import hashlib
-import io
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
-import joblib
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from batchwatch.registry.artifacts import RegistryError, artifact_path, artifact_root, dump_artifact, read_artifact, write_artifact
 from batchwatch.spec import ModelSpec
 from batchwatch.serialization import json_safe
 from batchwatch.warehouse import lock_unit
 
 ALIASES = ("champion", "challenger")
 JSON_COLUMNS = ("metrics", "params", "features", "pipeline_steps", "trained_on")
-DEFAULT_ARTIFACT_ROOT = Path(__file__).resolve().parents[2] / "var" / "artifacts"
-
-
-class RegistryError(RuntimeError):
-    """A registry operation that cannot proceed; the message says what to do about it."""
-
-
-class ArtifactIntegrityError(RegistryError):
-    """The artifact on disk is not the one that was registered."""
 
 
 @dataclass(frozen=True)
@@ -46,10 +31,6 @@ class LoadedModel:
     pipeline: Any
     sha256: str
     features: list[str]
-
-
-def artifact_root() -> Path:
-    return Path(os.environ.get("BATCHWATCH_ARTIFACT_ROOT", DEFAULT_ARTIFACT_ROOT))
 
 
 def _now() -> datetime:
@@ -127,37 +108,6 @@ def register(
     return version
 
 
-def dump_artifact(pipeline: Any) -> tuple[bytes, str]:
-    """The pipeline as joblib bytes, and their sha256."""
-    buffer = io.BytesIO()
-    joblib.dump(pipeline, buffer)
-    blob = buffer.getvalue()
-    return blob, hashlib.sha256(blob).hexdigest()
-
-
-def write_artifact(path: Path, blob: bytes) -> None:
-    """Write through a temporary file and a rename, so no reader ever sees half an artifact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
-        handle.write(blob)
-    os.replace(handle.name, path)
-
-
-def read_artifact(path: Path, sha256: str, what: str) -> Any:
-    """Unpickle the artifact at `path` only if its bytes still have the sha256 recorded when it was written."""
-    try:
-        blob = path.read_bytes()
-    except FileNotFoundError:
-        raise RegistryError(f"artifact of {what} is missing at {path}") from None
-    actual = hashlib.sha256(blob).hexdigest()
-    if actual != sha256:
-        raise ArtifactIntegrityError(
-            f"artifact of {what} at {path} has sha256 {actual}, but {sha256} was recorded when it was written; "
-            "refusing to unpickle it. Restore the original file, or train and register a new version."
-        )
-    return joblib.load(io.BytesIO(blob))
-
-
 def _jsonable_params(pipeline: Any) -> dict[str, Any]:
     """The estimator's own hyper-parameters, as JSON-able values."""
     estimator = pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
@@ -165,13 +115,6 @@ def _jsonable_params(pipeline: Any) -> dict[str, Any]:
         key: value if isinstance(value, (int, float, str, bool, type(None))) else repr(value)
         for key, value in estimator.get_params(deep=False).items()
     }
-
-
-def artifact_path(uri: str) -> Path:
-    parsed = urlparse(uri)
-    if parsed.scheme != "file":
-        raise RegistryError(f"unsupported artifact URI {uri!r}: only file:// artifacts are supported")
-    return Path(url2pathname(parsed.path))
 
 
 def get_version(engine: Engine, model_name: str, version: int) -> dict[str, Any]:

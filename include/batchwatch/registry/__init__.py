@@ -1,0 +1,38 @@
+"""The model registry: versions, aliases and their audit log in the warehouse; artifacts on disk.
+
+An artifact is the whole fitted sklearn Pipeline dumped with joblib. Its sha256 is recorded at
+registration and checked before every load: a file that does not match is never unpickled.
+"""
+
+from batchwatch.registry.artifacts import (
+    ArtifactIntegrityError,
+    RegistryError,
+    artifact_path,
+    artifact_root,
+    dump_artifact,
+    read_artifact,
+    write_artifact,
+)
+from batchwatch.registry.store import (
+    ALIASES,
+    LoadedModel,
+    alias_history,
+    alias_version,
+    alias_version_in,
+    get_version,
+    list_versions,
+    load_alias,
+    load_version,
+    lock_model,
+    pipeline_steps,
+    point_alias,
+    record_event,
+    register,
+    set_alias,
+)
+
+__all__ = [
+    "ALIASES", "ArtifactIntegrityError", "LoadedModel", "RegistryError", "alias_history", "alias_version", "alias_version_in",
+    "artifact_path", "artifact_root", "dump_artifact", "get_version", "list_versions", "load_alias", "load_version", "lock_model",
+    "pipeline_steps", "point_alias", "read_artifact", "record_event", "register", "set_alias", "write_artifact",
+]
