@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from batchwatch import registry, scoring, simulate, training
+from batchwatch.scoring import batch as batch_scoring
 from batchwatch.data.features import build_features
 from batchwatch.spec import get_spec
 from batchwatch.data.validation import validate
@@ -106,7 +107,7 @@ def _fail_on_chunk(monkeypatch, k: int) -> None:
             raise RuntimeError(f"injected failure after {k} chunks")
         return real_score(pipeline, features)
 
-    monkeypatch.setattr(scoring, "score", score_then_fail)
+    monkeypatch.setattr(batch_scoring, "score", score_then_fail)
 
 
 def test_a_failure_after_k_chunks_leaves_the_interval_as_it_was(fraud_world, monkeypatch):
@@ -278,7 +279,7 @@ def test_repeated_entities_over_the_reject_limit_fail_before_a_second_pass(fraud
 def test_a_source_that_changes_between_reads_fails_and_writes_nothing(fraud_world, monkeypatch, second_read, message):
     """Injected: the second read of the repeated keys disagrees with the first pass, as if rows were still arriving."""
     engine = fraud_world["engine"]
-    monkeypatch.setattr(scoring, "_repeated_keys", lambda *args: second_read)
+    monkeypatch.setattr(batch_scoring, "_repeated_keys", lambda *args: second_read)
     with pytest.raises(scoring.DuplicateEntity, match=f"{message}.*Nothing was written"):
         scoring.predict_interval(
             engine, repeating_spec("transaction_id % 500 = 0"), start=DAY, end=DAY + timedelta(days=1), run_id="manual", chunk_size=200

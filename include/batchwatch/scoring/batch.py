@@ -16,9 +16,9 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from batchwatch import registry
 from batchwatch.data.features import build_features
-from batchwatch.registry import LoadedModel
+from batchwatch.scoring.models import load_challenger, load_champion, score
+from batchwatch.scoring.routing import Route, plan_routes
 from batchwatch.spec import ModelSpec, quote
 from batchwatch.data.validation import validate
 from batchwatch.warehouse import IntervalWriter, replace_interval, stream_frames
@@ -28,10 +28,6 @@ log = logging.getLogger(__name__)
 
 class RejectRateExceeded(RuntimeError):
     """Too many rows failed validation: something upstream is broken, so nothing is written."""
-
-
-class NoChampion(RuntimeError):
-    """There is no model to score with yet."""
 
 
 class DuplicateEntity(RuntimeError):
@@ -51,40 +47,6 @@ def source_query(spec: ModelSpec) -> tuple[str, list[str], list[str]]:
         f"WHERE {quote(event)} >= :start AND {quote(event)} < :end"
     )
     return query, columns, spec.text_columns
-
-
-def score(pipeline: Any, features: pd.DataFrame) -> np.ndarray:
-    """Positive-class probability; the one place a pipeline is asked for a score (sklearn refuses zero rows)."""
-    return pipeline.predict_proba(features)[:, 1] if len(features) else np.empty(0)
-
-
-def check_features(spec: ModelSpec, model: LoadedModel) -> None:
-    if model.features != spec.model_features:
-        raise registry.RegistryError(
-            f"{spec.name} v{model.version} was trained on features {model.features}, but the spec now gives "
-            f"{spec.model_features}; register a model trained on the current spec, or restore the spec"
-        )
-
-
-def load_champion(engine: Engine, spec: ModelSpec, consequence: str) -> LoadedModel:
-    """The champion, checked against the spec's features; NoChampion, its message ending in `consequence`, if none."""
-    champion = registry.load_alias(engine, spec.name, "champion")
-    if champion is None:
-        raise NoChampion(f"model {spec.name!r} has no champion{consequence}")
-    check_features(spec, champion)
-    return champion
-
-
-def _load_challenger(engine: Engine, spec: ModelSpec) -> tuple[LoadedModel | None, str | None]:
-    """The challenger only shadows: if it cannot be used, the champion still scores and the summary says why."""
-    try:
-        challenger = registry.load_alias(engine, spec.name, "challenger")
-        if challenger is not None:
-            check_features(spec, challenger)
-        return challenger, None
-    except registry.RegistryError as error:
-        log.warning("Scoring without the shadow model: %s", error)
-        return None, str(error)
 
 
 @dataclass
@@ -117,7 +79,7 @@ class _RepeatedKeys:
 
 
 def _score_chunk(
-    writer: IntervalWriter, spec: ModelSpec, raw: pd.DataFrame, models: list[tuple[str, LoadedModel]], tally: _Tally, repeated: _RepeatedKeys
+    writer: IntervalWriter, spec: ModelSpec, raw: pd.DataFrame, routes: list[Route], tally: _Tally, repeated: _RepeatedKeys
 ) -> None:
     """Validate one chunk, quarantine its rejects, score the rest with every model, hand both to the writer."""
     tally.read += len(raw)
@@ -130,11 +92,11 @@ def _score_chunk(
         return
     features = build_features(checked.valid, spec)
     entity_ids = checked.valid[spec.source.entity_key].astype(str).tolist()
-    for role, model in models:
-        scores = score(model.pipeline, features)
+    for route in routes:
+        scores = score(route.model.pipeline, features)
         labels = (scores >= spec.scoring.threshold).astype(np.int16)
-        writer.write_predictions(model.version, role, entity_ids, scores, labels)
-        if role == "champion":
+        writer.write_predictions(route.model.version, route.role, entity_ids, scores, labels)
+        if route.serves:
             tally.positives += int(labels.sum())
     tally.scored += len(features)
 
@@ -149,7 +111,7 @@ def _check_reject_rate(spec: ModelSpec, ds: date, rejected: int, read: int, reas
 
 
 def _score_interval(
-    engine: Engine, spec: ModelSpec, models: list[tuple[str, LoadedModel]], start: datetime, end: datetime, run_id: str, chunk_size: int, repeated: _RepeatedKeys
+    engine: Engine, spec: ModelSpec, routes: list[Route], start: datetime, end: datetime, run_id: str, chunk_size: int, repeated: _RepeatedKeys
 ) -> _Tally:
     """One pass over the interval inside one transaction; any exception leaves the interval as it was."""
     query, columns, text = source_query(spec)
@@ -160,7 +122,7 @@ def _score_interval(
         closing(stream_frames(engine, query, {"start": start, "end": end}, columns, text, chunk_size, spec.categorical_features)) as chunks,
     ):
         for raw in chunks:
-            _score_chunk(writer, spec, raw, models, tally, repeated)
+            _score_chunk(writer, spec, raw, routes, tally, repeated)
         top = "; ".join(f"{reason} ({n})" for reason, n in tally.reasons.most_common(5))
         _check_reject_rate(spec, start.date(), tally.read - tally.scored, tally.read, top)
     return tally
@@ -206,12 +168,12 @@ def predict_interval(
         raise ValueError(f"{spec.name}: the nightly job scores one day per run, got the interval [{start}, {end})")
     started = time.perf_counter()
     champion = load_champion(engine, spec, f"; register one first (python -m batchwatch bootstrap {spec.name})")
-    challenger, shadow_error = _load_challenger(engine, spec)
-    models = [("champion", champion)] + ([("shadow", challenger)] if challenger else [])
+    challenger, shadow_error = load_challenger(engine, spec)
+    routes = plan_routes(champion, challenger)
     ds: date = start.date()
     chunk_size = chunk_size or spec.scoring.chunk_size
     try:
-        tally = _score_interval(engine, spec, models, start, end, run_id, chunk_size, _RepeatedKeys(set()))
+        tally = _score_interval(engine, spec, routes, start, end, run_id, chunk_size, _RepeatedKeys(set()))
     except Exception as error:
         if not _is_unique_violation(error):
             raise
@@ -225,7 +187,7 @@ def predict_interval(
             ) from error
         log.warning("%s %s: %d keys repeat in the interval; scoring again with every copy but the first rejected", spec.name, ds, len(repeated))
         try:
-            tally = _score_interval(engine, spec, models, start, end, run_id, chunk_size, _RepeatedKeys(repeated))
+            tally = _score_interval(engine, spec, routes, start, end, run_id, chunk_size, _RepeatedKeys(repeated))
         except Exception as again:
             if not _is_unique_violation(again):
                 raise
