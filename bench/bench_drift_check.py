@@ -6,7 +6,7 @@ reference profile stored at registration. Then for each size (default 100k and 1
 current rows goes into `wide_events`, drawn from the same generator with a mean shift on x02 and
 x09 and a frequency change on c2, and, each in a fresh process so that peak RSS is its own:
 
-  ours       batchwatch.drift.check_window over that day: load the champion and its reference,
+  ours       batchwatch.monitoring.drift.check_window over that day: load the champion and its reference,
              read the rows from PostgreSQL, features, validation, scoring, every statistic, the
              multivariate check, results and incident written and committed
   evidently  Evidently 0.7.23's DataDriftPreset (bench/evidently/run_evidently.py, in its own venv
@@ -199,7 +199,7 @@ def npz_frame(frame, path: Path) -> None:
 
 def read_window(engine, index: int, *, sampled: bool):
     """The window's rows: all of them (what Evidently gets), or exactly those check_window checks."""
-    from batchwatch.drift import read_window as read_checked
+    from batchwatch.monitoring.drift import read_window as read_checked
     from batchwatch.spec import get_spec, parse_spec
 
     spec = get_spec(MODEL)
@@ -281,7 +281,7 @@ def prepare(sizes: list[int], workdir: Path) -> dict:
 
 
 def worker_check(index: int) -> None:
-    from batchwatch.drift import check_window
+    from batchwatch.monitoring.drift import check_window
     from batchwatch.spec import get_spec
     from batchwatch.warehouse import make_engine
 
@@ -309,7 +309,7 @@ def worker_profile(index: int, path: str) -> None:
     """The same call under cProfile, untimed: where the time goes, not how much there is."""
     import cProfile
 
-    from batchwatch.drift import check_window
+    from batchwatch.monitoring.drift import check_window
     from batchwatch.spec import get_spec
     from batchwatch.warehouse import make_engine
 
@@ -327,17 +327,17 @@ def worker_profile(index: int, path: str) -> None:
 
 STAGES = (  # (label, module attribute wrapped, nested inside evaluate)
     ("load the champion (registry.load_alias)", "batchwatch.registry:load_alias", False),
-    ("load the reference (drift.load_reference)", "batchwatch.drift:load_reference", False),
-    ("read the rows (drift.read_window: count, then COPY of the sample)", "batchwatch.drift:read_window", False),
-    ("build_features", "batchwatch.drift:build_features", False),
-    ("validate", "batchwatch.drift:validate", False),
+    ("load the reference (drift.load_reference)", "batchwatch.monitoring.drift:load_reference", False),
+    ("read the rows (drift.read_window: count, then COPY of the sample)", "batchwatch.monitoring.drift:read_window", False),
+    ("build_features", "batchwatch.monitoring.drift:build_features", False),
+    ("validate", "batchwatch.monitoring.drift:validate", False),
     ("score: the pipeline's encoder (its transform)", None, False),  # wrapped on the loaded champion's pipeline
     ("score: the pipeline's estimator (its predict_proba)", None, False),
-    ("evaluate: KS/PSI/Wasserstein (20 features + score)", "batchwatch.drift:_numeric_tests", True),
-    ("evaluate: chi2/JS/unseen (5 categoricals)", "batchwatch.drift:_categorical_tests", True),
-    ("evaluate: null-rate and positive-rate tests", "batchwatch.drift:_rate_test", True),
-    ("evaluate: domain classifier (multivariate)", "batchwatch.drift:domain_classifier_auc", True),
-    ("evaluate: the rest (null counts, BH, verdicts)", "batchwatch.drift:evaluate", False),
+    ("evaluate: KS/PSI/Wasserstein (20 features + score)", "batchwatch.monitoring.drift:_numeric_tests", True),
+    ("evaluate: chi2/JS/unseen (5 categoricals)", "batchwatch.monitoring.drift:_categorical_tests", True),
+    ("evaluate: null-rate and positive-rate tests", "batchwatch.monitoring.drift:_rate_test", True),
+    ("evaluate: domain classifier (multivariate)", "batchwatch.monitoring.drift:domain_classifier_auc", True),
+    ("evaluate: the rest (null counts, BH, verdicts)", "batchwatch.monitoring.drift:evaluate", False),
 )
 
 
@@ -349,7 +349,8 @@ def worker_stages(index: int) -> None:
     """
     import importlib
 
-    from batchwatch import drift, registry
+    from batchwatch import registry
+    from batchwatch.monitoring import drift
     from batchwatch.spec import get_spec
     from batchwatch.warehouse import make_engine
 
@@ -466,7 +467,7 @@ def scipy_agreement(engine, version: int, index: int, current) -> dict:
     import numpy as np
     from scipy import stats
 
-    from batchwatch.drift import load_reference
+    from batchwatch.monitoring.drift import load_reference
     from batchwatch.stats.drift import ks_method
     from batchwatch.data.features import build_features
     from batchwatch.spec import get_spec

@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 from sqlalchemy.engine import Engine
 
 from batchwatch import registry
-from batchwatch.drift import ReferenceProfile, build_reference
+from batchwatch.monitoring.drift import ReferenceProfile, build_reference
 from batchwatch.data.features import build_features
 from batchwatch.scoring import score
 from batchwatch.spec import ModelSpec, quote, resolve

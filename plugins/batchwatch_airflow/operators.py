@@ -129,7 +129,8 @@ class DriftCheckOperator(BaseOperator):
         self.window_end = window_end
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from batchwatch.drift import announce, check_window
+        from batchwatch.monitoring.drift import check_window
+        from batchwatch.monitoring.incidents import announce
         from batchwatch.spec import get_spec
 
         spec = get_spec(self.model_name)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from batchwatch import drift
+from batchwatch.monitoring import drift, incidents
 from batchwatch.cli import simulate_into
 from batchwatch.simulate import Scenario
 from batchwatch.spec import get_spec, parse_spec
@@ -179,11 +179,11 @@ def test_an_incident_change_is_claimed_once_and_released_when_a_notifier_fails(d
     engine = drifting_world["engine"]
     summary = drift.check_window(engine, get_spec("fraud"), window_end=DRIFT_DAY + timedelta(days=1), run_id="direct")
     assert summary["incident"]["status"] == "open"
-    (pending,) = drift.pending_notifications(engine, "fraud")
+    (pending,) = incidents.pending_notifications(engine, "fraud")
     alert_id = pending["alert_id"]
 
-    assert drift.claim_notification(engine, alert_id, "open") is True
-    assert drift.claim_notification(engine, alert_id, "open") is False, "a second run or a retry does not announce it again"
-    assert drift.pending_notifications(engine, "fraud") == []
-    drift.release_notification(engine, alert_id, "open")  # what the operator does when a notifier raises
-    assert [p["alert_id"] for p in drift.pending_notifications(engine, "fraud")] == [alert_id]
+    assert incidents.claim_notification(engine, alert_id, "open") is True
+    assert incidents.claim_notification(engine, alert_id, "open") is False, "a second run or a retry does not announce it again"
+    assert incidents.pending_notifications(engine, "fraud") == []
+    incidents.release_notification(engine, alert_id, "open")  # what the operator does when a notifier raises
+    assert [p["alert_id"] for p in incidents.pending_notifications(engine, "fraud")] == [alert_id]

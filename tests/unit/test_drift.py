@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batchwatch import drift
+from batchwatch.monitoring import drift
 from batchwatch.data.features import build_features
 from batchwatch.scoring import score
 from batchwatch.simulate import Scenario, simulate

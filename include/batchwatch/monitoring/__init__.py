@@ -1,0 +1,1 @@
+"""Watching a model in production: drift of its inputs and scores, and the incidents findings open."""

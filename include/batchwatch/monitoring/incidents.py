@@ -1,0 +1,139 @@
+"""Incidents: one open incident per model, opened by a window with findings, extended by later ones,
+resolved by the first clean window after them; each change announced once.
+
+Announcements are claimed in the warehouse before they are sent, so two runs or a retry never send
+one twice, and released when sending fails, so the retry sends it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from batchwatch.warehouse import utc_timestamp
+
+log = logging.getLogger(__name__)
+
+
+def update_incident(
+    connection: Connection, model_name: str, version: int, *, found: bool | None, window_end: datetime, drifted: list[str], run_id: str
+) -> dict[str, Any] | None:
+    """Open, extend or resolve the model's incident for one checked window; return the change, if any, to announce.
+
+    `found`: True when the window has findings, False when it is clean, None when it could not be judged
+    (too little data), which neither extends nor resolves anything.
+    """
+    now = datetime.now(timezone.utc)
+    open_alert = connection.execute(
+        sa.text("SELECT id, last_drifted_window_end FROM alerts WHERE model_name = :m AND status = 'open'"), {"m": model_name}
+    ).mappings().first()
+    summary = "; ".join(drifted)
+    if found and open_alert is not None:
+        connection.execute(
+            sa.text(
+                "UPDATE alerts SET last_drifted_window_end = CASE WHEN last_drifted_window_end < :e THEN :e ELSE last_drifted_window_end END"
+                " WHERE id = :id"
+            ),
+            {"e": window_end, "id": open_alert["id"]},
+        )
+        return None
+    if found:
+        # A rerun of a window an earlier incident already covered does not open a new one.
+        covered = connection.execute(
+            sa.text("SELECT 1 FROM alerts WHERE model_name = :m AND resolved_window_end >= :e"), {"m": model_name, "e": window_end}
+        ).first()
+        if covered:
+            return None
+        connection.execute(
+            sa.text(
+                "INSERT INTO alerts (model_name, status, opened_window_end, last_drifted_window_end, model_version, drifted, summary, opened_at, run_id)"
+                " VALUES (:m, 'open', :e, :e, :v, :d, :s, :t, :r)"
+            ).bindparams(sa.bindparam("d", type_=sa.JSON)),
+            {"m": model_name, "e": window_end, "v": version, "d": drifted, "s": summary, "t": now, "r": run_id},
+        )
+        log.warning("Drift incident opened for %s at window end %s: %s", model_name, window_end, summary)
+        return {"status": "open", "model_name": model_name, "window_end": window_end.isoformat(), "summary": summary, "drifted": drifted}
+    if found is False and open_alert is not None and utc_timestamp(open_alert["last_drifted_window_end"]) < window_end:
+        connection.execute(
+            sa.text("UPDATE alerts SET status = 'resolved', resolved_window_end = :e, resolved_at = :t WHERE id = :id"),
+            {"e": window_end, "t": now, "id": open_alert["id"]},
+        )
+        log.info("Drift incident %s of %s resolved at window end %s", open_alert["id"], model_name, window_end)
+        return {"status": "resolved", "model_name": model_name, "window_end": window_end.isoformat(), "summary": "no drift in this window", "drifted": []}
+    return None
+
+
+# --- notification bookkeeping -----------------------------------------------------------------
+
+
+def pending_notifications(engine: Engine, model_name: str) -> list[dict[str, Any]]:
+    """Incident changes whose notifiers have not run yet (also after a failed or retried task)."""
+    query = sa.text(
+        "SELECT id, status, opened_window_end, resolved_window_end, summary, drifted FROM alerts WHERE model_name = :m AND "
+        "(open_notified_at IS NULL OR (status = 'resolved' AND resolved_notified_at IS NULL)) ORDER BY id"
+    ).columns(drifted=sa.JSON)
+    with engine.connect() as connection:
+        rows = connection.execute(query, {"m": model_name}).mappings().all()
+    pending = []
+    for row in rows:
+        window_end = row["resolved_window_end"] if row["status"] == "resolved" else row["opened_window_end"]
+        pending.append(
+            {
+                "alert_id": row["id"],
+                "status": row["status"],
+                "model_name": model_name,
+                "window_end": utc_timestamp(window_end).isoformat(),
+                "summary": row["summary"] if row["status"] == "open" else f"recovered; it was: {row['summary']}",
+                "drifted": row["drifted"],
+            }
+        )
+    return pending
+
+
+def announce(engine: Engine, model_name: str, send: Callable[[dict[str, Any]], None]) -> int:
+    """`send` each incident change not yet announced, once; return how many were sent.
+
+    Each change is claimed before it is sent, so two runs or a retry never send it twice, and
+    released when `send` raises, so the task's retry sends it.
+    """
+    sent = 0
+    for alert in pending_notifications(engine, model_name):
+        if not claim_notification(engine, alert["alert_id"], alert["status"]):
+            continue  # another run announced it first
+        try:
+            send(alert)
+        except BaseException:
+            release_notification(engine, alert["alert_id"], alert["status"])
+            raise
+        sent += 1
+    return sent
+
+
+def _notified_column(status: str) -> str:
+    return "open_notified_at" if status == "open" else "resolved_notified_at"
+
+
+def claim_notification(engine: Engine, alert_id: int, status: str) -> bool:
+    """Mark the incident change as announced; False when another run already has."""
+    column = _notified_column(status)
+    with engine.begin() as connection:
+        claimed = connection.execute(
+            sa.text(f"UPDATE alerts SET {column} = :t WHERE id = :id AND {column} IS NULL"), {"t": datetime.now(timezone.utc), "id": alert_id}
+        ).rowcount
+        if claimed and status == "resolved":
+            # An incident resolved before it was ever announced is settled by this one notification.
+            connection.execute(sa.text("UPDATE alerts SET open_notified_at = COALESCE(open_notified_at, :t) WHERE id = :id"),
+                               {"t": datetime.now(timezone.utc), "id": alert_id})
+    return claimed == 1
+
+
+def release_notification(engine: Engine, alert_id: int, status: str) -> None:
+    """A notifier failed: leave the change pending so that the task's retry announces it."""
+    column = _notified_column(status)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"UPDATE alerts SET {column} = NULL WHERE id = :id"), {"id": alert_id})
