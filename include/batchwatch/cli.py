@@ -113,7 +113,7 @@ def _cmd_history(args: argparse.Namespace) -> None:
 def _cmd_rollback(args: argparse.Namespace) -> None:
     import getpass
 
-    from batchwatch.retrain import rollback
+    from batchwatch.promotion.retrain import rollback
 
     outcome = rollback(_engine(args), args.model, to_version=args.to, reason=args.reason, actor=f"cli by {getpass.getuser()}")
     print(f"{args.model}: champion is v{outcome['version']} again (was v{outcome['previous_champion']})")

@@ -198,7 +198,7 @@ class TrainModelOperator(BaseOperator):
         self.candidate_version, self.warehouse_conn_id = candidate_version, warehouse_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from batchwatch.retrain import check_force, existing_candidate, train_candidate
+        from batchwatch.promotion.retrain import check_force, existing_candidate, train_candidate
         from batchwatch.spec import get_spec
 
         spec = get_spec(self.model_name)
@@ -226,8 +226,8 @@ class ValidateModelOperator(BaseOperator):
         self.model_name, self.train_task_id, self.warehouse_conn_id = model_name, train_task_id, warehouse_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from batchwatch.gates import all_passed
-        from batchwatch.retrain import Candidate, validate_candidate
+        from batchwatch.promotion.gates import all_passed
+        from batchwatch.promotion.retrain import Candidate, validate_candidate
         from batchwatch.spec import get_spec
 
         candidate = Candidate.from_dict(context["ti"].xcom_pull(task_ids=self.train_task_id))
@@ -263,8 +263,8 @@ class PromoteModelOperator(BaseOperator):
         self.force_promote, self.force_reason = force_promote, force_reason
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from batchwatch.gates import GateResult
-        from batchwatch.retrain import CHAMPION_CHANGED, Candidate, check_force, promote_candidate
+        from batchwatch.promotion.gates import GateResult
+        from batchwatch.promotion.retrain import CHAMPION_CHANGED, Candidate, check_force, promote_candidate
         from batchwatch.spec import get_spec
 
         validated = context["ti"].xcom_pull(task_ids=self.validate_task_id)
@@ -294,7 +294,7 @@ class RollbackOperator(BaseOperator):
         self.model_name, self.to_version, self.reason, self.warehouse_conn_id = model_name, to_version, reason, warehouse_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from batchwatch.retrain import rollback
+        from batchwatch.promotion.retrain import rollback
 
         version = _optional_int(self.to_version)
         with _warehouse(self.warehouse_conn_id) as engine:

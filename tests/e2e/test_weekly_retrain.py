@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from batchwatch import cli, registry, retrain
+from batchwatch import cli, registry
+from batchwatch.promotion import retrain
 from batchwatch.cli import simulate_into
 from batchwatch.simulate import Scenario
 from batchwatch.spec import get_spec

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from batchwatch.gates import (
+from batchwatch.promotion.gates import (
     GateResult,
     all_passed,
     auc_non_inferiority,

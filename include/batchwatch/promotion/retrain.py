@@ -18,7 +18,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from batchwatch import gates, registry
+from batchwatch import registry
+from batchwatch.promotion import gates
 from batchwatch.data.features import build_features
 from batchwatch.registry import RegistryError
 from batchwatch.scoring import score

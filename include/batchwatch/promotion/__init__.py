@@ -1,0 +1,1 @@
+"""Retrain -> validate -> promote: a candidate, the gates it must pass, the atomic swap, and rollback."""
