@@ -1,0 +1,1 @@
+"""Models: estimator factories and training on matured labels with an out-of-time holdout."""
