@@ -237,7 +237,7 @@ def prepare(sizes: list[int], workdir: Path) -> dict:
 
     from batchwatch import registry
     from batchwatch.spec import get_spec
-    from batchwatch.training import LABEL, bootstrap_champion, holdout_start, read_labelled
+    from batchwatch.modeling.training import LABEL, bootstrap_champion, holdout_start, read_labelled
     from batchwatch.warehouse import load_frame
 
     started = time.perf_counter()

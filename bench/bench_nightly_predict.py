@@ -195,7 +195,7 @@ def prepare(sizes: list[int]) -> None:
     from bench_database import fresh_warehouse
     from batchwatch.cli import simulate_into
     from batchwatch.spec import get_spec
-    from batchwatch.training import bootstrap_champion
+    from batchwatch.modeling.training import bootstrap_champion
 
     engine = fresh_warehouse(SERVER, DATABASE)
     started = time.perf_counter()

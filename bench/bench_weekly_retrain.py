@@ -40,7 +40,8 @@ def compare_estimators(rows: int) -> None:
     from batchwatch.data.features import build_features
     from batchwatch.stats.auc import paired_bootstrap_auc_difference
     from batchwatch.scoring import score
-    from batchwatch.training import LABEL, gradient_boosting, hist_gradient_boosting, holdout_start, train, valid_rows
+    from batchwatch.modeling.estimators import gradient_boosting, hist_gradient_boosting
+    from batchwatch.modeling.training import LABEL, holdout_start, train, valid_rows
 
     spec = get_spec("fraud")
     days = 10
@@ -80,7 +81,7 @@ def prepare_warehouse(dag_rows: int, window_days: int, delay_days: float) -> Non
     from batchwatch.cli import simulate_into
     from batchwatch.simulate import Scenario
     from batchwatch.spec import get_spec
-    from batchwatch.training import bootstrap_champion
+    from batchwatch.modeling.training import bootstrap_champion
 
     engine = fresh_warehouse(SERVER, DATABASE)
     started = time.perf_counter()

@@ -13,7 +13,8 @@ from datetime import date, datetime, time, timedelta, timezone
 
 import sqlalchemy as sa
 
-from batchwatch import registry, simulate, training, warehouse
+from batchwatch import registry, simulate, warehouse
+from batchwatch.modeling import training
 from batchwatch.spec import get_spec
 
 

@@ -14,7 +14,7 @@ from datetime import timedelta
 from batchwatch import registry, warehouse
 from batchwatch.cli import default_demo_window, simulate_into
 from batchwatch.spec import get_spec
-from batchwatch.training import bootstrap_champion
+from batchwatch.modeling.training import bootstrap_champion
 
 from batchwatch_airflow.runs import load_dag, run_interval, run_latest_interval
 

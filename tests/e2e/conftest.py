@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from batchwatch.cli import simulate_into
 from batchwatch.spec import get_spec
-from batchwatch.training import bootstrap_champion
+from batchwatch.modeling.training import bootstrap_champion
 from batchwatch.warehouse import make_engine
 
 HISTORY_START = datetime(2026, 10, 1, tzinfo=timezone.utc)

@@ -12,7 +12,7 @@ from batchwatch.monitoring import drift, incidents
 from batchwatch.cli import simulate_into
 from batchwatch.simulate import Scenario
 from batchwatch.spec import get_spec, parse_spec
-from batchwatch.training import bootstrap_champion
+from batchwatch.modeling.training import bootstrap_champion
 from batchwatch_airflow import notifiers
 
 from .conftest import FIRST_DAY, count

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from batchwatch import registry, scoring, simulate, training
+from batchwatch import registry, scoring, simulate
+from batchwatch.modeling import training
 from batchwatch.scoring import batch as batch_scoring
 from batchwatch.data.features import build_features
 from batchwatch.spec import get_spec

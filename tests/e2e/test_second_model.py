@@ -9,7 +9,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from batchwatch.spec import get_spec
-from batchwatch.training import bootstrap_champion
+from batchwatch.modeling.training import bootstrap_champion
 from batchwatch.warehouse import load_frame
 
 from .conftest import count, predictions, run_day

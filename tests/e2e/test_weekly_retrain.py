@@ -14,7 +14,7 @@ from batchwatch.promotion import retrain
 from batchwatch.cli import simulate_into
 from batchwatch.simulate import Scenario
 from batchwatch.spec import get_spec
-from batchwatch.training import LABEL, bootstrap_champion, read_labelled, train
+from batchwatch.modeling.training import LABEL, bootstrap_champion, read_labelled, train
 
 from .conftest import count, predictions, run_day
 

@@ -13,7 +13,7 @@ from batchwatch.data.features import build_features
 from batchwatch.scoring import score
 from batchwatch.simulate import Scenario, simulate
 from batchwatch.spec import ModelSpec, parse_spec
-from batchwatch.training import LABEL, train
+from batchwatch.modeling.training import LABEL, train
 from batchwatch.data.validation import validate
 
 HISTORY_START = datetime(2026, 3, 1, tzinfo=timezone.utc)

@@ -13,7 +13,7 @@ from batchwatch.data.features import build_features, coerce_categorical, coerce_
 from batchwatch.scoring import source_query
 from batchwatch.simulate import simulate
 from batchwatch.spec import SpecError, parse_spec
-from batchwatch.training import LABEL, read_labelled, valid_rows
+from batchwatch.modeling.training import LABEL, read_labelled, valid_rows
 from batchwatch.data.validation import validate
 from batchwatch.warehouse import load_frame, stream_frames
 

@@ -14,7 +14,8 @@ from batchwatch.data.features import build_features
 from batchwatch.scoring import score
 from batchwatch.simulate import simulate
 from batchwatch.spec import SpecError, parse_spec
-from batchwatch.training import LABEL, make_pipeline, read_labelled, train
+from batchwatch.modeling.estimators import make_pipeline
+from batchwatch.modeling.training import LABEL, read_labelled, train
 from batchwatch.data.validation import validate
 from batchwatch.warehouse import load_frame
 

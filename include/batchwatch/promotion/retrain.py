@@ -24,7 +24,7 @@ from batchwatch.data.features import build_features
 from batchwatch.registry import RegistryError
 from batchwatch.scoring import score
 from batchwatch.spec import ModelSpec
-from batchwatch.training import LABEL, holdout_start, read_labelled, train, valid_rows
+from batchwatch.modeling.training import LABEL, holdout_start, read_labelled, train, valid_rows
 from batchwatch.serialization import json_safe
 from batchwatch.warehouse import read_frame, utc_timestamp
 
