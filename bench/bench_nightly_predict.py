@@ -193,7 +193,7 @@ def worker(mode: str, day_index: int) -> None:
 
 def prepare(sizes: list[int]) -> None:
     from bench_database import fresh_warehouse
-    from batchwatch.cli import simulate_into
+    from batchwatch.demo.seed import simulate_into
     from batchwatch.spec import get_spec
     from batchwatch.modeling.training import bootstrap_champion
 

@@ -35,7 +35,7 @@ DRIFT = AS_OF - timedelta(days=35)
 
 
 def compare_estimators(rows: int) -> None:
-    from batchwatch.simulate import simulate
+    from batchwatch.demo.simulate import simulate
     from batchwatch.spec import get_spec, parse_spec
     from batchwatch.data.features import build_features
     from batchwatch.stats.auc import paired_bootstrap_auc_difference
@@ -78,8 +78,8 @@ def compare_estimators(rows: int) -> None:
 
 def prepare_warehouse(dag_rows: int, window_days: int, delay_days: float) -> None:
     from bench_database import fresh_warehouse
-    from batchwatch.cli import simulate_into
-    from batchwatch.simulate import Scenario
+    from batchwatch.demo.seed import simulate_into
+    from batchwatch.demo.simulate import Scenario
     from batchwatch.spec import get_spec
     from batchwatch.modeling.training import bootstrap_champion
 

@@ -12,7 +12,7 @@ import warnings
 from datetime import timedelta
 
 from batchwatch import registry, warehouse
-from batchwatch.cli import default_demo_window, simulate_into
+from batchwatch.demo.seed import default_demo_window, simulate_into
 from batchwatch.spec import get_spec
 from batchwatch.modeling.training import bootstrap_champion
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from batchwatch.cli import simulate_into
+from batchwatch.demo.seed import simulate_into
 from batchwatch.spec import get_spec
 from batchwatch.modeling.training import bootstrap_champion
 from batchwatch.warehouse import make_engine

@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 from batchwatch.monitoring import drift, incidents
-from batchwatch.cli import simulate_into
-from batchwatch.simulate import Scenario
+from batchwatch.demo.seed import simulate_into
+from batchwatch.demo.simulate import Scenario
 from batchwatch.spec import get_spec, parse_spec
 from batchwatch.modeling.training import bootstrap_champion
 from batchwatch_airflow import notifiers

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from batchwatch import registry, scoring, simulate
+from batchwatch import registry, scoring
+from batchwatch.demo import simulate
 from batchwatch.modeling import training
 from batchwatch.scoring import batch as batch_scoring
 from batchwatch.data.features import build_features
@@ -160,7 +161,7 @@ def test_each_malformed_kind_is_quarantined_with_its_reason(fraud_world):
 def test_over_the_reject_threshold_the_run_fails_and_writes_nothing(fraud_world):
     engine = fraud_world["engine"]
     bad_day = FIRST_DAY + timedelta(days=5)
-    from batchwatch.cli import simulate_into
+    from batchwatch.demo.seed import simulate_into
 
     simulate_into(engine, start=bad_day, end=bad_day + timedelta(days=1), rows_per_day=ROWS_PER_DAY, malformed_rate=0.2)
     state, _ = run_day("fraud_nightly_predict", bad_day)

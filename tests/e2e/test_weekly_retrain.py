@@ -11,8 +11,8 @@ import sqlalchemy as sa
 
 from batchwatch import cli, registry
 from batchwatch.promotion import retrain
-from batchwatch.cli import simulate_into
-from batchwatch.simulate import Scenario
+from batchwatch.demo.seed import simulate_into
+from batchwatch.demo.simulate import Scenario
 from batchwatch.spec import get_spec
 from batchwatch.modeling.training import LABEL, bootstrap_champion, read_labelled, train
 

@@ -42,7 +42,7 @@ def _operator(**kwargs) -> BatchPredictOperator:
 
 
 def test_execute_scores_the_interval_and_returns_the_summary(warehouse_url):
-    from batchwatch.cli import simulate_into
+    from batchwatch.demo.seed import simulate_into
     from batchwatch.spec import get_spec
     from batchwatch.modeling.training import bootstrap_champion
     from batchwatch.warehouse import make_engine
@@ -77,7 +77,7 @@ def test_a_drift_check_without_a_data_interval_ends_its_window_at_run_after(ware
 
     import sqlalchemy as sa
 
-    from batchwatch.cli import simulate_into
+    from batchwatch.demo.seed import simulate_into
     from batchwatch.spec import get_spec
     from batchwatch.modeling.training import bootstrap_champion
     from batchwatch.warehouse import make_engine

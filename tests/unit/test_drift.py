@@ -11,7 +11,7 @@ import pytest
 from batchwatch.monitoring import drift
 from batchwatch.data.features import build_features
 from batchwatch.scoring import score
-from batchwatch.simulate import Scenario, simulate
+from batchwatch.demo.simulate import Scenario, simulate
 from batchwatch.spec import ModelSpec, parse_spec
 from batchwatch.modeling.training import LABEL, train
 from batchwatch.data.validation import validate

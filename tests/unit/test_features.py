@@ -11,7 +11,7 @@ import pytest
 
 from batchwatch.data.features import build_features, coerce_categorical, coerce_numeric
 from batchwatch.scoring import source_query
-from batchwatch.simulate import simulate
+from batchwatch.demo.simulate import simulate
 from batchwatch.spec import SpecError, parse_spec
 from batchwatch.modeling.training import LABEL, read_labelled, valid_rows
 from batchwatch.data.validation import validate

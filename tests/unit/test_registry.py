@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from batchwatch import registry
 from batchwatch.data.features import build_features
 from batchwatch.registry import ArtifactIntegrityError, RegistryError
-from batchwatch.simulate import simulate
+from batchwatch.demo.simulate import simulate
 from batchwatch.modeling.estimators import hist_gradient_boosting
 from batchwatch.modeling.training import LABEL
 

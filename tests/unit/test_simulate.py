@@ -11,7 +11,7 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 
-from batchwatch.simulate import (
+from batchwatch.demo.simulate import (
     CHANNELS,
     COUNTRIES,
     MALFORMED_KINDS,

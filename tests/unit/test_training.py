@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 from batchwatch import training
 from batchwatch.data.features import build_features
 from batchwatch.scoring import score
-from batchwatch.simulate import simulate
+from batchwatch.demo.simulate import simulate
 from batchwatch.spec import SpecError, parse_spec
 from batchwatch.modeling.estimators import make_pipeline
 from batchwatch.modeling.training import LABEL, read_labelled, train

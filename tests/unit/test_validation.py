@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batchwatch.simulate import MALFORMED_KINDS, simulate
+from batchwatch.demo.simulate import MALFORMED_KINDS, simulate
 from batchwatch.spec import parse_spec
 from batchwatch.data.validation import validate
 
