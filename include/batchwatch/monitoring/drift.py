@@ -38,7 +38,7 @@ from batchwatch.spec import ModelSpec, quote
 from batchwatch.data.validation import validate
 from batchwatch.serialization import finite_or_none, json_safe
 from batchwatch.monitoring.incidents import update_incident
-from batchwatch.warehouse import lock_unit, read_frame, sample_predicate, utc_timestamp
+from batchwatch.warehouse import lock_unit, read_frame, sample_predicate
 
 log = logging.getLogger(__name__)
 
