@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import sqlite3
 import struct
 import tempfile
 import threading
@@ -493,3 +494,8 @@ def load_frame(engine: Engine, table: str, frame: pd.DataFrame, chunk_size: int 
             records = frame.astype(object).where(frame.notna(), None).itertuples(index=False, name=None)
             connection.executemany(_sqlite_insert(table, frame.columns), (tuple(map(_sqlite_value, row)) for row in records))
     return len(frame)
+
+
+def is_unique_violation(error: BaseException) -> bool:
+    """A unique key refused a row, on PostgreSQL (SQLSTATE 23505) or SQLite."""
+    return getattr(error, "sqlstate", None) == "23505" or (isinstance(error, sqlite3.IntegrityError) and "UNIQUE" in str(error))

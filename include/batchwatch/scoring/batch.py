@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections import Counter
 from contextlib import closing
@@ -21,7 +20,7 @@ from batchwatch.scoring.models import load_challenger, load_champion, score
 from batchwatch.scoring.routing import Route, plan_routes
 from batchwatch.spec import ModelSpec, quote
 from batchwatch.data.validation import validate
-from batchwatch.warehouse import IntervalWriter, replace_interval, stream_frames
+from batchwatch.warehouse import IntervalWriter, is_unique_violation, replace_interval, stream_frames
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +31,6 @@ class RejectRateExceeded(RuntimeError):
 
 class DuplicateEntity(RuntimeError):
     """A key came twice while scoring, and a second read of the source disagrees on which keys repeat."""
-
-
-def _is_unique_violation(error: BaseException) -> bool:
-    return getattr(error, "sqlstate", None) == "23505" or (isinstance(error, sqlite3.IntegrityError) and "UNIQUE" in str(error))
 
 
 def source_query(spec: ModelSpec) -> tuple[str, list[str], list[str]]:
@@ -175,7 +170,7 @@ def predict_interval(
     try:
         tally = _score_interval(engine, spec, routes, start, end, run_id, chunk_size, _RepeatedKeys(set()))
     except Exception as error:
-        if not _is_unique_violation(error):
+        if not is_unique_violation(error):
             raise
         # Rare: a key repeated across chunks reached the unique key. Find every repeated key, then
         # score the interval again with their later copies quarantined.
@@ -189,7 +184,7 @@ def predict_interval(
         try:
             tally = _score_interval(engine, spec, routes, start, end, run_id, chunk_size, _RepeatedKeys(repeated))
         except Exception as again:
-            if not _is_unique_violation(again):
+            if not is_unique_violation(again):
                 raise
             raise DuplicateEntity(
                 f"{spec.name} {ds}: the source repeated other {spec.source.entity_key}s on each read: is the interval still "
