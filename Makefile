@@ -8,7 +8,7 @@ export AIRFLOW_HOME := $(CURDIR)/.airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
-export PYTHONPATH := $(CURDIR)/include:$(CURDIR)/plugins
+export PYTHONPATH := $(CURDIR)/include:$(CURDIR)/plugins:$(CURDIR)
 export BATCHWATCH_ARTIFACT_ROOT ?= $(CURDIR)/var/artifacts
 # The warehouse: an SQLite file unless AIRFLOW_CONN_WAREHOUSE names a postgresql:// database.
 export AIRFLOW_CONN_WAREHOUSE ?= sqlite:///$(CURDIR)/var/warehouse.db

@@ -16,7 +16,7 @@ from batchwatch.cli import default_demo_window, simulate_into
 from batchwatch.spec import get_spec
 from batchwatch.training import bootstrap_champion
 
-from batchwatch_airflow.runs import load_dag, run_interval, run_latest_interval
+from tools.runs import load_dag, run_interval, run_latest_interval
 
 MODEL = "fraud"
 ROWS_PER_DAY = 20_000
