@@ -28,7 +28,7 @@ $(AIRFLOW_HOME)/.migrated: $(VENV)/.installed
 
 # Airflow's own INFO logs would bury the demo's one line per day; warnings and errors still show.
 demo: $(AIRFLOW_HOME)/.migrated
-	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(BIN)/python -m batchwatch_airflow.demo
+	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(BIN)/python -m tools.demo
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
