@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param
 
-from batchwatch.spec import ModelSpec, missing_module
+from batchwatch.spec import ModelSpec, SpecError, load_specs_and_errors, missing_module
 from batchwatch_airflow.operators import (
     BatchPredictOperator,
     DriftCheckOperator,
@@ -15,8 +16,11 @@ from batchwatch_airflow.operators import (
     TrainModelOperator,
     ValidateModelOperator,
 )
+from batchwatch_airflow.spec_errors import spec_error_dag
 
 START_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+log = logging.getLogger(__name__)
 
 
 def default_args(spec: ModelSpec) -> dict:
@@ -30,7 +34,11 @@ def default_args(spec: ModelSpec) -> dict:
 
 
 def _model_dag(spec: ModelSpec, *, job: str, tag: str, schedule: str | None, **arguments) -> DAG:
-    """One of a model's DAGs: `<model>_<job>`, its cron on UTC data intervals (or manual only), shared defaults."""
+    """One of a model's DAGs: `<model>_<job>`, its cron on UTC data intervals (or manual only), shared defaults.
+
+    Only the DAG file's globals register it (no auto-registration), so a spec whose DAGs fail
+    half-way registers none.
+    """
     return DAG(
         dag_id=f"{spec.name}_{job}",
         schedule=CronDataIntervalTimetable(schedule, timezone="UTC") if schedule else None,
@@ -38,6 +46,7 @@ def _model_dag(spec: ModelSpec, *, job: str, tag: str, schedule: str | None, **a
         catchup=False,
         default_args=default_args(spec),
         tags=["batchwatch", tag, *spec.tags],
+        auto_register=False,
         **arguments,
     )
 
@@ -81,7 +90,7 @@ def _check_notifiers(spec: ModelSpec) -> None:
     for index, notifier in enumerate(spec.drift.notifiers):
         module = missing_module(notifier.class_)
         if module is not None:
-            raise ValueError(f"model spec {spec.name}: drift.notifiers.{index}.class: module {module!r} cannot be found on the Python path")
+            raise SpecError(f"model spec {spec.name}: drift.notifiers.{index}.class: module {module!r} cannot be found on the Python path")
 
 
 def hourly_drift_dag(spec: ModelSpec) -> DAG:
@@ -195,3 +204,23 @@ def rollback_dag(spec: ModelSpec) -> DAG:
             outlets=[champion_asset(spec)],
         )
     return dag
+
+
+MODEL_DAGS = (nightly_predict_dag, hourly_drift_dag, weekly_retrain_dag, rollback_dag)
+
+
+def all_dags() -> list[DAG]:
+    """Every model's DAGs, each spec built on its own: a spec that fails to load or build becomes its
+    `<name>_spec_error` DAG, and the healthy models keep their schedules."""
+    specs, errors = load_specs_and_errors()
+    dags = [spec_error_dag(path.stem, message) for path, message in errors.items()]
+    for spec in specs.values():
+        try:
+            built = [build(spec) for build in MODEL_DAGS]
+        except Exception as error:  # any failure of one spec's DAGs must leave the other models scheduled
+            log.exception("The DAGs of model spec %s cannot be built", spec.name)
+            message = str(error) if isinstance(error, SpecError) else f"model spec {spec.name}: {type(error).__name__}: {error}"
+            dags.append(spec_error_dag(spec.name, message))
+        else:
+            dags.extend(built)
+    return dags

@@ -31,6 +31,13 @@ def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
 
 
+def test_every_spec_builds(dagbag):
+    """A broken spec still parses (as a failing `<file>_spec_error` DAG, so the other models keep running); CI fails on it here."""
+    from batchwatch_airflow.spec_errors import SPEC_ERROR_TAG
+
+    assert {dag_id: dag.doc_md for dag_id, dag in dagbag.dags.items() if SPEC_ERROR_TAG in dag.tags} == {}
+
+
 def test_one_dag_set_per_spec(dagbag):
     assert set(dagbag.dag_ids) == set(EXPECTED)
 
