@@ -19,6 +19,13 @@ from batchwatch_airflow.operators import (
 from batchwatch_airflow.spec_errors import spec_error_dag
 
 START_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)
+# Shown at the end of every model DAG's docs: what is paused when Airflow first sees it, and why.
+PAUSED_NOTE = (
+    "\n\n**Paused when Airflow first sees it**: its schedule starts only when someone unpauses it (the toggle in "
+    "the DAG list). The Trigger dialog's *Unpause on trigger* box unpauses it too; untick the box to run once "
+    "without starting the schedule."
+)
+UNPAUSED_NOTE = "\n\n**Not paused**: it has no schedule, so it runs only when triggered, and a trigger runs at once."
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +40,12 @@ def default_args(spec: ModelSpec) -> dict:
     }
 
 
-def _model_dag(spec: ModelSpec, *, job: str, tag: str, schedule: str | None, **arguments) -> DAG:
+def _model_dag(spec: ModelSpec, *, job: str, tag: str, schedule: str | None, doc_md: str, **arguments) -> DAG:
     """One of a model's DAGs: `<model>_<job>`, its cron on UTC data intervals (or manual only), shared defaults.
 
-    Only the DAG file's globals register it (no auto-registration), so a spec whose DAGs fail
-    half-way registers none.
+    A scheduled DAG starts paused, so nothing runs that nobody asked for; a manual-only one starts
+    unpaused, so its first trigger runs instead of queueing behind a pause. Only the DAG file's
+    globals register it (no auto-registration), so a spec whose DAGs fail half-way registers none.
     """
     return DAG(
         dag_id=f"{spec.name}_{job}",
@@ -46,7 +54,9 @@ def _model_dag(spec: ModelSpec, *, job: str, tag: str, schedule: str | None, **a
         catchup=False,
         default_args=default_args(spec),
         tags=["batchwatch", tag, *spec.tags],
+        is_paused_upon_creation=schedule is not None,
         auto_register=False,
+        doc_md=doc_md + (PAUSED_NOTE if schedule else UNPAUSED_NOTE),
         **arguments,
     )
 
