@@ -161,7 +161,9 @@ def weekly_retrain_dag(spec: ModelSpec) -> DAG:
         params={
             "dry_run": Param(False, type="boolean", description="Train and validate, but register and promote nothing."),
             "force_promote": Param(False, type="boolean", description="Promote even if gates fail; needs force_reason."),
-            "force_reason": Param("", type="string", description="Why the gates are overridden (audited)."),
+            # Optional in the form (a null type is what the UI reads as not required), so a plain run is one
+            # click; the train task fails at once when force_promote is on without it.
+            "force_reason": Param(None, type=["null", "string"], description="Why the gates are overridden (audited); required with force_promote."),
             "training_window_days": Param(spec.retrain.training_window_days, type="integer", minimum=1, description="Trailing days of labelled data."),
             "candidate_version": Param(None, type=["null", "integer"], minimum=1, description="Validate this registered version instead of training one."),
         },
