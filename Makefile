@@ -8,7 +8,7 @@ export AIRFLOW_HOME := $(CURDIR)/.airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
-export PYTHONPATH := $(CURDIR)/include:$(CURDIR)/plugins
+export PYTHONPATH := $(CURDIR)/include:$(CURDIR)/plugins:$(CURDIR)
 export BATCHWATCH_ARTIFACT_ROOT ?= $(CURDIR)/var/artifacts
 # The warehouse: an SQLite file unless AIRFLOW_CONN_WAREHOUSE names a postgresql:// database.
 export AIRFLOW_CONN_WAREHOUSE ?= sqlite:///$(CURDIR)/var/warehouse.db
@@ -28,7 +28,7 @@ $(AIRFLOW_HOME)/.migrated: $(VENV)/.installed
 
 # Airflow's own INFO logs would bury the demo's one line per day; warnings and errors still show.
 demo: $(AIRFLOW_HOME)/.migrated
-	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(BIN)/python -m batchwatch_airflow.demo
+	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(BIN)/python -m tools.demo
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest

@@ -105,7 +105,7 @@ def run_weekly_dag(window_days: int) -> None:
     import sqlalchemy as sa
 
     from batchwatch.warehouse import make_engine
-    from batchwatch_airflow.runs import load_dag, run_interval
+    from tools.runs import load_dag, run_interval
 
     dag = load_dag("fraud_weekly_retrain")
     for task in dag.tasks:

@@ -1,9 +1,9 @@
-"""Batchwatch: one set of DAGs per model spec in include/models (BATCHWATCH_SPEC_DIRS to change)."""
+"""Batchwatch: one set of DAGs per model spec in include/models (BATCHWATCH_SPEC_DIRS to change).
 
-from batchwatch.spec import load_specs
-from batchwatch_airflow.dag_factory import hourly_drift_dag, nightly_predict_dag, rollback_dag, weekly_retrain_dag
+A spec that cannot be used shows as a failing `<file>_spec_error` DAG; the other models keep their DAGs.
+"""
 
-for _spec in load_specs().values():
-    for _build in (nightly_predict_dag, hourly_drift_dag, weekly_retrain_dag, rollback_dag):
-        _dag = _build(_spec)
-        globals()[_dag.dag_id] = _dag
+from batchwatch_airflow.dag_factory import all_dags
+
+for _dag in all_dags():
+    globals()[_dag.dag_id] = _dag

@@ -11,12 +11,22 @@ if TYPE_CHECKING:
 
 
 def warehouse_url(conn_id: str) -> str:
-    """The connection as a URL (`AIRFLOW_CONN_WAREHOUSE`: postgresql://... or sqlite:////abs/path.db)."""
+    """The connection as a URL (`AIRFLOW_CONN_WAREHOUSE`: postgresql://... or sqlite:////abs/path.db).
+
+    PostgreSQL: the postgres provider's hook builds the URL (its scheme, `sqlalchemy_query` and IAM
+    extras), and the libpq options it passes to its own connections (sslmode, ...) go in the query,
+    so the engine connects the way the hook does.
+    """
     connection = BaseHook.get_connection(conn_id)
     if connection.conn_type == "sqlite":
         return f"sqlite:///{connection.schema or connection.host}"
     if connection.conn_type in ("postgres", "postgresql"):
-        return connection.get_uri()
+        # Imported here: the DAG file imports this module, and the hook imports psycopg.
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        hook = PostgresHook(postgres_conn_id=conn_id)
+        options = {name: str(value) for name, value in connection.extra_dejson.items() if name not in hook.ignored_extra_options}
+        return hook.sqlalchemy_url.update_query_dict(options).render_as_string(hide_password=False)
     raise ValueError(f"connection {conn_id!r} has type {connection.conn_type!r}; the warehouse must be postgres or sqlite")
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param
 
-from batchwatch.spec import ModelSpec, missing_module
+from batchwatch.spec import ModelSpec, SpecError, load_specs_and_errors, missing_module
 from batchwatch_airflow.operators import (
     BatchPredictOperator,
     DriftCheckOperator,
@@ -15,8 +16,18 @@ from batchwatch_airflow.operators import (
     TrainModelOperator,
     ValidateModelOperator,
 )
+from batchwatch_airflow.spec_errors import spec_error_dag
 
 START_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)
+# Shown at the end of every model DAG's docs: what is paused when Airflow first sees it, and why.
+PAUSED_NOTE = (
+    "\n\n**Paused when Airflow first sees it**: its schedule starts only when someone unpauses it (the toggle in "
+    "the DAG list). The Trigger dialog's *Unpause on trigger* box unpauses it too; untick the box to run once "
+    "without starting the schedule."
+)
+UNPAUSED_NOTE = "\n\n**Not paused**: it has no schedule, so it runs only when triggered, and a trigger runs at once."
+
+log = logging.getLogger(__name__)
 
 
 def default_args(spec: ModelSpec) -> dict:
@@ -29,8 +40,13 @@ def default_args(spec: ModelSpec) -> dict:
     }
 
 
-def _model_dag(spec: ModelSpec, *, job: str, tag: str, schedule: str | None, **arguments) -> DAG:
-    """One of a model's DAGs: `<model>_<job>`, its cron on UTC data intervals (or manual only), shared defaults."""
+def _model_dag(spec: ModelSpec, *, job: str, tag: str, schedule: str | None, doc_md: str, **arguments) -> DAG:
+    """One of a model's DAGs: `<model>_<job>`, its cron on UTC data intervals (or manual only), shared defaults.
+
+    A scheduled DAG starts paused, so nothing runs that nobody asked for; a manual-only one starts
+    unpaused, so its first trigger runs instead of queueing behind a pause. Only the DAG file's
+    globals register it (no auto-registration), so a spec whose DAGs fail half-way registers none.
+    """
     return DAG(
         dag_id=f"{spec.name}_{job}",
         schedule=CronDataIntervalTimetable(schedule, timezone="UTC") if schedule else None,
@@ -38,6 +54,9 @@ def _model_dag(spec: ModelSpec, *, job: str, tag: str, schedule: str | None, **a
         catchup=False,
         default_args=default_args(spec),
         tags=["batchwatch", tag, *spec.tags],
+        is_paused_upon_creation=schedule is not None,
+        auto_register=False,
+        doc_md=doc_md + (PAUSED_NOTE if schedule else UNPAUSED_NOTE),
         **arguments,
     )
 
@@ -81,7 +100,7 @@ def _check_notifiers(spec: ModelSpec) -> None:
     for index, notifier in enumerate(spec.drift.notifiers):
         module = missing_module(notifier.class_)
         if module is not None:
-            raise ValueError(f"model spec {spec.name}: drift.notifiers.{index}.class: module {module!r} cannot be found on the Python path")
+            raise SpecError(f"model spec {spec.name}: drift.notifiers.{index}.class: module {module!r} cannot be found on the Python path")
 
 
 def hourly_drift_dag(spec: ModelSpec) -> DAG:
@@ -142,7 +161,9 @@ def weekly_retrain_dag(spec: ModelSpec) -> DAG:
         params={
             "dry_run": Param(False, type="boolean", description="Train and validate, but register and promote nothing."),
             "force_promote": Param(False, type="boolean", description="Promote even if gates fail; needs force_reason."),
-            "force_reason": Param("", type="string", description="Why the gates are overridden (audited)."),
+            # Optional in the form (a null type is what the UI reads as not required), so a plain run is one
+            # click; the train task fails at once when force_promote is on without it.
+            "force_reason": Param(None, type=["null", "string"], description="Why the gates are overridden (audited); required with force_promote."),
             "training_window_days": Param(spec.retrain.training_window_days, type="integer", minimum=1, description="Trailing days of labelled data."),
             "candidate_version": Param(None, type=["null", "integer"], minimum=1, description="Validate this registered version instead of training one."),
         },
@@ -195,3 +216,23 @@ def rollback_dag(spec: ModelSpec) -> DAG:
             outlets=[champion_asset(spec)],
         )
     return dag
+
+
+MODEL_DAGS = (nightly_predict_dag, hourly_drift_dag, weekly_retrain_dag, rollback_dag)
+
+
+def all_dags() -> list[DAG]:
+    """Every model's DAGs, each spec built on its own: a spec that fails to load or build becomes its
+    `<name>_spec_error` DAG, and the healthy models keep their schedules."""
+    specs, errors = load_specs_and_errors()
+    dags = [spec_error_dag(path.stem, message) for path, message in errors.items()]
+    for spec in specs.values():
+        try:
+            built = [build(spec) for build in MODEL_DAGS]
+        except Exception as error:  # any failure of one spec's DAGs must leave the other models scheduled
+            log.exception("The DAGs of model spec %s cannot be built", spec.name)
+            message = str(error) if isinstance(error, SpecError) else f"model spec {spec.name}: {type(error).__name__}: {error}"
+            dags.append(spec_error_dag(spec.name, message))
+        else:
+            dags.extend(built)
+    return dags

@@ -167,6 +167,26 @@ def _flag(value: Any) -> bool:
     return str(value).strip().lower() in ("true", "1", "yes")
 
 
+def _force_reason(force_promote: Any, force_reason: Any) -> str | None:
+    """The audited reason of a forced promotion, None when not forced.
+
+    The form leaves force_reason optional so a plain run is one click; forcing without it fails at
+    once (a retry cannot supply it) and says what to fill in.
+    """
+    from batchwatch.promotion.retrain import PromotionRefused, check_force
+
+    if not _flag(force_promote):
+        return None
+    reason = None if _unset(force_reason) else str(force_reason).strip()
+    try:
+        check_force(True, reason)
+    except PromotionRefused as error:
+        raise AirflowFailException(
+            f"{error}. Trigger the run again and fill in force_reason (why the failed gates may be overridden), or turn force_promote off"
+        ) from error
+    return reason
+
+
 class TrainModelOperator(BaseOperator):
     """Train a challenger on the trailing window's matured labels and register it (not in a dry run).
 
@@ -198,14 +218,14 @@ class TrainModelOperator(BaseOperator):
         self.candidate_version, self.warehouse_conn_id = candidate_version, warehouse_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from batchwatch.promotion.retrain import check_force, existing_candidate, train_candidate
+        from batchwatch.promotion.retrain import existing_candidate, train_candidate
         from batchwatch.spec import get_spec
 
+        _force_reason(self.force_promote, self.force_reason)  # before any training: a forced run says why
         spec = get_spec(self.model_name)
         window, version = _optional_int(self.training_window_days), _optional_int(self.candidate_version)
         as_of, dry_run = _moment(self.as_of, context), _flag(self.dry_run)
         with _warehouse(self.warehouse_conn_id) as engine:
-            check_force(_flag(self.force_promote), self.force_reason)
             if version is not None:
                 candidate = existing_candidate(engine, spec, version, as_of=as_of, window_days=window, dry_run=dry_run)
             else:
@@ -264,18 +284,15 @@ class PromoteModelOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from batchwatch.promotion.gates import GateResult
-        from batchwatch.promotion.retrain import CHAMPION_CHANGED, Candidate, check_force, promote_candidate
+        from batchwatch.promotion.retrain import CHAMPION_CHANGED, Candidate, promote_candidate
         from batchwatch.spec import get_spec
 
         validated = context["ti"].xcom_pull(task_ids=self.validate_task_id)
         candidate = Candidate.from_dict(validated["candidate"])
         results = [GateResult(**gate) for gate in validated["gates"]]
-        force = _flag(self.force_promote)
+        force_reason = _force_reason(self.force_promote, self.force_reason)
         with _warehouse(self.warehouse_conn_id) as engine:
-            check_force(force, self.force_reason)
-            outcome = promote_candidate(
-                engine, get_spec(self.model_name), candidate, results, force_reason=self.force_reason if force else None, actor=_actor(context)
-            )
+            outcome = promote_candidate(engine, get_spec(self.model_name), candidate, results, force_reason=force_reason, actor=_actor(context))
         self.log.info("%s", outcome)
         if outcome["decision"] not in CHAMPION_CHANGED:
             context["ti"].xcom_push(key="outcome", value=outcome)

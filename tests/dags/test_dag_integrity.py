@@ -31,6 +31,13 @@ def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
 
 
+def test_every_spec_builds(dagbag):
+    """A broken spec still parses (as a failing `<file>_spec_error` DAG, so the other models keep running); CI fails on it here."""
+    from batchwatch_airflow.spec_errors import SPEC_ERROR_TAG
+
+    assert {dag_id: dag.doc_md for dag_id, dag in dagbag.dags.items() if SPEC_ERROR_TAG in dag.tags} == {}
+
+
 def test_one_dag_set_per_spec(dagbag):
     assert set(dagbag.dag_ids) == set(EXPECTED)
 
@@ -50,6 +57,9 @@ def test_dag_shape(dagbag, dag_id):
     assert dag.catchup is False
     assert dag.max_active_runs == expected["max_active_runs"]
     assert dag.doc_md
+    scheduled = expected["cron"] is not None
+    assert dag.is_paused_upon_creation is scheduled, "scheduled DAGs wait for a user to unpause them; manual ones run when triggered"
+    assert ("**Paused when Airflow first sees it**" if scheduled else "**Not paused**") in dag.doc_md
     for task in dag.tasks:
         assert task.owner == expected["owner"]
         assert task.retries >= 2
@@ -93,3 +103,17 @@ def test_dag_file_does_no_heavy_import():
     root = Path(__file__).resolve().parents[2]
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+def test_what_airflow_creates_paused(dagbag, airflow_db):
+    """Recorded as Airflow records a new DAG: the schedules wait for a user, rollback runs when triggered."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import sync_bag_to_db
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+
+    DagBundlesManager().sync_bundles_to_db()
+    sync_bag_to_db(dagbag, "dags-folder", None)
+    with create_session() as session:
+        paused = {model.dag_id: model.is_paused for model in session.query(DagModel).filter(DagModel.dag_id.in_(EXPECTED))}
+    assert paused == {dag_id: expected["cron"] is not None for dag_id, expected in EXPECTED.items()}

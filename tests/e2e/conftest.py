@@ -40,7 +40,7 @@ def run_day(dag_id: str, day: datetime, *, conf: dict | None = None):
 
     Retries are turned off: dag.test() would otherwise sit out each retry delay of a failing task.
     """
-    from batchwatch_airflow.runs import load_dag, run_interval
+    from tools.runs import load_dag, run_interval
 
     dag = load_dag(dag_id)
     for task in dag.tasks:

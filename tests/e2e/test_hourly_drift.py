@@ -27,7 +27,7 @@ CLEAN_DAY = DRIFT_DAY + timedelta(days=1)
 
 def run_hour(window_end: datetime):
     """One hourly run, whose data interval is the hour ending at `window_end`."""
-    from batchwatch_airflow.runs import load_dag, run_interval
+    from tools.runs import load_dag, run_interval
 
     dag = load_dag("fraud_hourly_drift")
     for task in dag.tasks:

@@ -27,7 +27,7 @@ REGISTRY_TABLES = ("model_versions", "model_aliases", "model_events", "reference
 
 
 def run_week(conf: dict | None = None):
-    from batchwatch_airflow.runs import load_dag, run_interval
+    from tools.runs import load_dag, run_interval
 
     dag = load_dag("fraud_weekly_retrain")
     for task in dag.tasks:
@@ -38,7 +38,7 @@ def run_week(conf: dict | None = None):
 def run_rollback(conf: dict):
     from airflow.utils.state import DagRunState
 
-    from batchwatch_airflow.runs import load_dag
+    from tools.runs import load_dag
 
     dag = load_dag("fraud_rollback")
     for task in dag.tasks:

@@ -17,12 +17,29 @@ DAY = datetime(2026, 10, 11, tzinfo=timezone.utc)
     ("uri", "expected"),
     [
         pytest.param("sqlite:////tmp/batchwatch/warehouse.db", "sqlite:////tmp/batchwatch/warehouse.db", id="sqlite-absolute-path"),
-        pytest.param("postgresql://bw:s%40cret@db.internal:5433/wh", "postgres://bw:s%40cret@db.internal:5433/wh", id="postgres"),
+        pytest.param("postgresql://bw:s%40cret@db.internal:5433/wh", "postgresql+psycopg://bw:s%40cret@db.internal:5433/wh", id="postgres"),
+        pytest.param(
+            "postgres://bw@db.internal/wh?sslmode=require&cursor=dictcursor",
+            "postgresql+psycopg://bw@db.internal/wh?sslmode=require",
+            id="postgres-libpq-option-kept-hook-option-dropped",
+        ),
     ],
 )
 def test_the_airflow_connection_becomes_a_warehouse_url(monkeypatch, uri, expected):
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", uri)
     assert warehouse_url("warehouse") == expected
+
+
+def test_the_engine_connects_with_the_connections_libpq_options(monkeypatch, postgres_database):
+    """The postgres provider's hook builds the URL; a libpq option of the connection reaches the session."""
+    from batchwatch_airflow.connections import warehouse_engine
+
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", f"{postgres_database}?application_name=batchwatch-warehouse")
+    engine = warehouse_engine("warehouse")
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SHOW application_name").scalar_one() == "batchwatch-warehouse"
+    assert engine.url.drivername == "postgresql+psycopg"
+    engine.dispose()
 
 
 def test_a_connection_of_another_type_is_refused(monkeypatch):

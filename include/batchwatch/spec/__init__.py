@@ -6,6 +6,7 @@ from batchwatch.spec.model import (
     get_spec,
     load_spec,
     load_specs,
+    load_specs_and_errors,
     missing_module,
     parse_spec,
     quote,
@@ -13,4 +14,4 @@ from batchwatch.spec.model import (
     spec_dirs,
 )
 
-__all__ = ["ModelSpec", "SpecError", "get_spec", "load_spec", "load_specs", "missing_module", "parse_spec", "quote", "resolve", "spec_dirs"]
+__all__ = ["ModelSpec", "SpecError", "get_spec", "load_spec", "load_specs", "load_specs_and_errors", "missing_module", "parse_spec", "quote", "resolve", "spec_dirs"]

@@ -419,6 +419,26 @@ def load_specs(dirs: list[Path] | None = None) -> dict[str, ModelSpec]:
     return specs
 
 
+def load_specs_and_errors(dirs: list[Path] | None = None) -> tuple[dict[str, ModelSpec], dict[Path, str]]:
+    """Every spec that loads, by model name, and each file that does not with its SpecError message.
+
+    For the DAG file: one broken spec must not unschedule the healthy models beside it.
+    """
+    specs: dict[str, ModelSpec] = {}
+    errors: dict[Path, str] = {}
+    for directory in dirs if dirs is not None else spec_dirs():
+        for path in sorted(Path(directory).glob("*.yaml")):
+            try:
+                spec = load_spec(path)
+                if spec.name in specs:
+                    raise SpecError(f"invalid model spec {path}: name: model {spec.name!r} is already defined by another spec file")
+            except SpecError as error:
+                errors[path] = str(error)
+                continue
+            specs[spec.name] = spec
+    return specs, errors
+
+
 def get_spec(name: str) -> ModelSpec:
     """One model's spec, loading only its file: another model's broken spec does not stop this one."""
     for directory in spec_dirs():

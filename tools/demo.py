@@ -16,7 +16,7 @@ from batchwatch.demo.seed import default_demo_window, simulate_into
 from batchwatch.spec import get_spec
 from batchwatch.modeling.training import bootstrap_champion
 
-from batchwatch_airflow.runs import load_dag, run_interval, run_latest_interval
+from tools.runs import load_dag, run_interval, run_latest_interval
 
 MODEL = "fraud"
 ROWS_PER_DAY = 20_000
@@ -25,6 +25,9 @@ ROWS_PER_DAY = 20_000
 # dag.test() runs tasks through Airflow's in-process API client, built on Starlette's TestClient,
 # which warns about its own httpx dependency on every demo run: nothing a user can act on.
 warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
+# Airflow 3.3.2 reads plugins/.airflowignore with pathspec's GitWildMatchPattern, which pathspec 1.x
+# deprecates each time a plugin loader reads the file: also nothing a user can act on.
+warnings.filterwarnings("ignore", message=r"GitWildMatchPattern \('gitwildmatch'\) is deprecated", category=DeprecationWarning)
 
 
 def main() -> int:
