@@ -29,7 +29,7 @@ os.environ.update(
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "BATCHWATCH_SPEC_DIRS": os.pathsep.join([str(ROOT / "include" / "models"), str(ROOT / "tests" / "specs")]),
         "BATCHWATCH_ARTIFACT_ROOT": str(SCRATCH / "artifacts"),
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "include"), str(ROOT / "plugins")]),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "include"), str(ROOT / "plugins"), str(ROOT)]),
     }
 )
 os.environ.pop("AIRFLOW_CONN_WAREHOUSE", None)
