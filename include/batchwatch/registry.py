@@ -22,6 +22,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from batchwatch.errors import PermanentError
 from batchwatch.spec import ModelSpec
 from batchwatch.warehouse import json_safe, lock_unit
 
@@ -30,7 +31,7 @@ JSON_COLUMNS = ("metrics", "params", "features", "pipeline_steps", "trained_on")
 DEFAULT_ARTIFACT_ROOT = Path(__file__).resolve().parents[2] / "var" / "artifacts"
 
 
-class RegistryError(RuntimeError):
+class RegistryError(PermanentError, RuntimeError):
     """A registry operation that cannot proceed; the message says what to do about it."""
 
 

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from batchwatch import registry
+from batchwatch.errors import InvalidArgument, PermanentError
 from batchwatch.features import build_features
 from batchwatch.registry import LoadedModel
 from batchwatch.spec import ModelSpec, quote
@@ -26,15 +27,15 @@ from batchwatch.warehouse import IntervalWriter, replace_interval, stream_frames
 log = logging.getLogger(__name__)
 
 
-class RejectRateExceeded(RuntimeError):
+class RejectRateExceeded(PermanentError, RuntimeError):
     """Too many rows failed validation: something upstream is broken, so nothing is written."""
 
 
-class NoChampion(RuntimeError):
+class NoChampion(PermanentError, RuntimeError):
     """There is no model to score with yet."""
 
 
-class DuplicateEntity(RuntimeError):
+class DuplicateEntity(PermanentError, RuntimeError):
     """A key came twice while scoring, and a second read of the source disagrees on which keys repeat."""
 
 
@@ -203,7 +204,7 @@ def predict_interval(
     source's repeated keys change between reads (DuplicateEntity).
     """
     if end - start != timedelta(days=1):
-        raise ValueError(f"{spec.name}: the nightly job scores one day per run, got the interval [{start}, {end})")
+        raise InvalidArgument(f"{spec.name}: the nightly job scores one day per run, got the interval [{start}, {end})")
     started = time.perf_counter()
     champion = load_champion(engine, spec, f"; register one first (python -m batchwatch bootstrap {spec.name})")
     challenger, shadow_error = _load_challenger(engine, spec)

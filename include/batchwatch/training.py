@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from batchwatch import registry
 from batchwatch.drift import ReferenceProfile, build_reference
+from batchwatch.errors import PermanentError
 from batchwatch.features import build_features
 from batchwatch.scoring import score
 from batchwatch.spec import ModelSpec, quote, resolve
@@ -27,6 +28,10 @@ from batchwatch.validation import validate
 from batchwatch.warehouse import read_frame, utc_timestamp
 
 LABEL = "__label__"
+
+
+class NotEnoughLabelledData(PermanentError, ValueError):
+    """The window holds too few valid labelled rows, or one class only: a retry reads the same rows; wait for labels or widen the window."""
 
 
 class CategoryCodes(TransformerMixin, BaseEstimator):
@@ -176,7 +181,7 @@ def train(spec: ModelSpec, labelled: pd.DataFrame) -> TrainedModel:
     labelled = labelled.reset_index(drop=True)
     valid = validate(labelled, spec).valid
     if len(valid) < 100 or valid[LABEL].nunique() < 2:
-        raise ValueError(f"not enough labelled data to train {spec.name}: {len(valid)} valid rows, labels {sorted(valid[LABEL].unique())}")
+        raise NotEnoughLabelledData(f"not enough labelled data to train {spec.name}: {len(valid)} valid rows, labels {sorted(valid[LABEL].unique())}")
     split = holdout_start(spec, valid)
     # Features are computed row by row: built once over every row, they serve both fit and reference.
     all_features = build_features(labelled, spec)
