@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from batchwatch.errors import PermanentError
 from batchwatch_airflow.connections import warehouse_engine
 
 if TYPE_CHECKING:
@@ -40,19 +41,10 @@ def _warehouse(conn_id: str) -> Iterator[Engine]:
     engine = warehouse_engine(conn_id)
     try:
         yield engine
-    except _permanent_errors() as error:
+    except PermanentError as error:
         raise AirflowFailException(str(error)) from error
     finally:
         engine.dispose()
-
-
-def _permanent_errors() -> tuple[type[Exception], ...]:
-    """Errors a retry cannot fix; they fail the task at once with their message."""
-    from batchwatch.registry import RegistryError  # includes drift.NoReference and retrain.PromotionRefused
-    from batchwatch.scoring import DuplicateEntity, NoChampion, RejectRateExceeded
-    from batchwatch.spec import SpecError
-
-    return (DuplicateEntity, RegistryError, NoChampion, RejectRateExceeded, SpecError)
 
 
 class BatchPredictOperator(BaseOperator):

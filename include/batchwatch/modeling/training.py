@@ -14,6 +14,7 @@ from sklearn.pipeline import Pipeline
 from sqlalchemy.engine import Engine
 
 from batchwatch import registry
+from batchwatch.errors import PermanentError
 from batchwatch.modeling.estimators import make_pipeline
 from batchwatch.monitoring.drift import ReferenceProfile, build_reference
 from batchwatch.data.features import build_features
@@ -23,6 +24,10 @@ from batchwatch.data.validation import validate
 from batchwatch.warehouse import read_frame, utc_timestamp
 
 LABEL = "__label__"
+
+
+class NotEnoughLabelledData(PermanentError, ValueError):
+    """The window holds too few valid labelled rows, or one class only: a retry reads the same rows; wait for labels or widen the window."""
 
 
 def labelled_query(spec: ModelSpec) -> tuple[str, list[str], list[str]]:
@@ -97,7 +102,7 @@ def train(spec: ModelSpec, labelled: pd.DataFrame) -> TrainedModel:
     labelled = labelled.reset_index(drop=True)
     valid = validate(labelled, spec).valid
     if len(valid) < 100 or valid[LABEL].nunique() < 2:
-        raise ValueError(f"not enough labelled data to train {spec.name}: {len(valid)} valid rows, labels {sorted(valid[LABEL].unique())}")
+        raise NotEnoughLabelledData(f"not enough labelled data to train {spec.name}: {len(valid)} valid rows, labels {sorted(valid[LABEL].unique())}")
     split = holdout_start(spec, valid)
     # Features are computed row by row: built once over every row, they serve both fit and reference.
     all_features = build_features(labelled, spec)

@@ -33,6 +33,7 @@ from batchwatch.stats.drift import (
     proportion_test,
 )
 from batchwatch.data.features import build_features
+from batchwatch.errors import InvalidArgument
 from batchwatch.scoring import load_champion, score, source_query
 from batchwatch.spec import ModelSpec, quote
 from batchwatch.data.validation import validate
@@ -310,7 +311,7 @@ def _by_check(results: list[TestResult]) -> dict[str, list[TestResult]]:
 
 def window_of(spec: ModelSpec, window_end: datetime) -> tuple[datetime, datetime]:
     if window_end.utcoffset() is None:
-        raise ValueError(f"window end must be timezone-aware, got {window_end!r}")
+        raise InvalidArgument(f"window end must be timezone-aware, got {window_end!r}")
     window_end = window_end.astimezone(timezone.utc)
     return window_end - timedelta(hours=spec.drift.window_hours), window_end
 

@@ -18,8 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from batchwatch import registry
-from batchwatch.promotion import gates
 from batchwatch.data.features import build_features
+from batchwatch.errors import InvalidArgument
+from batchwatch.promotion import gates
 from batchwatch.registry import RegistryError
 from batchwatch.scoring import score
 from batchwatch.spec import ModelSpec
@@ -58,7 +59,7 @@ class Candidate:
 def training_window(spec: ModelSpec, as_of: datetime, window_days: int | None) -> tuple[datetime, datetime]:
     days = spec.retrain.training_window_days if window_days is None else window_days
     if days < 1:
-        raise ValueError(f"training_window_days must be at least 1, got {days}")
+        raise InvalidArgument(f"training_window_days must be at least 1, got {days}")
     return as_of - timedelta(days=days), as_of
 
 

@@ -13,10 +13,12 @@ from urllib.request import url2pathname
 
 import joblib
 
+from batchwatch.errors import PermanentError
+
 DEFAULT_ARTIFACT_ROOT = Path(__file__).resolve().parents[3] / "var" / "artifacts"
 
 
-class RegistryError(RuntimeError):
+class RegistryError(PermanentError, RuntimeError):
     """A registry operation that cannot proceed; the message says what to do about it."""
 
 

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from batchwatch.data.features import build_features
+from batchwatch.errors import InvalidArgument, PermanentError
 from batchwatch.scoring.models import load_challenger, load_champion, score
 from batchwatch.scoring.routing import Route, plan_routes
 from batchwatch.spec import ModelSpec, quote
@@ -25,11 +26,11 @@ from batchwatch.warehouse import IntervalWriter, is_unique_violation, replace_in
 log = logging.getLogger(__name__)
 
 
-class RejectRateExceeded(RuntimeError):
+class RejectRateExceeded(PermanentError, RuntimeError):
     """Too many rows failed validation: something upstream is broken, so nothing is written."""
 
 
-class DuplicateEntity(RuntimeError):
+class DuplicateEntity(PermanentError, RuntimeError):
     """A key came twice while scoring, and a second read of the source disagrees on which keys repeat."""
 
 
@@ -160,7 +161,7 @@ def predict_interval(
     source's repeated keys change between reads (DuplicateEntity).
     """
     if end - start != timedelta(days=1):
-        raise ValueError(f"{spec.name}: the nightly job scores one day per run, got the interval [{start}, {end})")
+        raise InvalidArgument(f"{spec.name}: the nightly job scores one day per run, got the interval [{start}, {end})")
     started = time.perf_counter()
     champion = load_champion(engine, spec, f"; register one first (python -m batchwatch bootstrap {spec.name})")
     challenger, shadow_error = load_challenger(engine, spec)

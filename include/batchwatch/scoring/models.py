@@ -10,13 +10,14 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 
 from batchwatch import registry
+from batchwatch.errors import PermanentError
 from batchwatch.registry import LoadedModel
 from batchwatch.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
 
-class NoChampion(RuntimeError):
+class NoChampion(PermanentError, RuntimeError):
     """There is no model to score with yet."""
 
 

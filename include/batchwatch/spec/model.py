@@ -17,6 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from batchwatch.errors import PermanentError
+
 # Lower case only: generated SQL quotes every name, so keywords are safe and case never folds.
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 QUALIFIED_IDENTIFIER = re.compile(r"^([a-z_][a-z0-9_]*\.)?[a-z_][a-z0-9_]*$")
@@ -31,7 +33,7 @@ CRON_SHAPES = {
 DEFAULT_SPEC_DIR = Path(__file__).resolve().parents[2] / "models"
 
 
-class SpecError(ValueError):
+class SpecError(PermanentError, ValueError):
     """A model spec that cannot be used; the message names the file and the field."""
 
 
