@@ -4,14 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-export AIRFLOW_HOME := $(CURDIR)/.airflow
-export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
-export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
-export AIRFLOW__CORE__LOAD_EXAMPLES := False
-export PYTHONPATH := $(CURDIR)/include:$(CURDIR)/plugins:$(CURDIR)
-export BATCHWATCH_ARTIFACT_ROOT ?= $(CURDIR)/var/artifacts
-# The warehouse: an SQLite file unless AIRFLOW_CONN_WAREHOUSE names a postgresql:// database.
-export AIRFLOW_CONN_WAREHOUSE ?= sqlite:///$(CURDIR)/var/warehouse.db
+# The environment (AIRFLOW_HOME=.airflow, DAG and plugin folders, PYTHONPATH, artifacts, and the warehouse:
+# an SQLite file in var/ unless AIRFLOW_CONN_WAREHOUSE names a postgresql:// database) comes from bin/env,
+# the file bin/airflow and bin/batchwatch source, so make and the README's commands never disagree.
+$(foreach assignment,$(shell source "$(CURDIR)/bin/env" && batchwatch_env_for_make),$(eval export $(assignment)))
 
 .PHONY: demo test airflow bench clean
 
