@@ -65,13 +65,13 @@ def run_latest_interval(dag: DAG, until: datetime, conf: dict | None = None) -> 
 
 
 class _TaskLogRouter(io.RawIOBase):
-    """The stream Airflow's logging writes to in this process once the run helper has run a DAG.
+    """The stream Airflow's logging writes to while the run helper runs a DAG in this process.
 
     A worker writes each try's log, as JSON lines, to the file the API server reads
     (`[logging] base_log_folder` / `log_filename_template`); `dag.test()` runs the tasks in this process
-    and leaves their lines on the console, so the UI found no log. An Airflow listener points this
-    stream at a try's file while the try runs; other lines reach stderr from `[logging] logging_level` up.
-    One router serves the process: loggers Airflow caches on first use keep writing to it after a run.
+    and leaves their lines on the console, so the UI found no log. As an Airflow listener, the router
+    points itself at a try's file while the try runs; other lines reach stderr from `[logging] logging_level` up.
+    One router serves the process, because loggers Airflow caches on first use keep writing to it.
     """
 
     def __init__(self, console_level: int) -> None:
@@ -99,10 +99,12 @@ class _TaskLogRouter(io.RawIOBase):
                 event = json.loads(line)
             except json.JSONDecodeError:
                 event = {"event": line}
-            level = str(event.get("level", "info")).upper()
-            if logging.getLevelName(level) >= self.console_level:
-                errors = "".join(f"; {error.get('exc_type')}: {error.get('exc_value')}" for error in event.get("exception") or [])
-                sys.stderr.write(f"{event.get('timestamp', '')} [{level.lower()}] {event.get('event', '')}{errors} [{event.get('logger', '')}]\n")
+            level = str(event.get("level", "info"))
+            if logging.getLevelNamesMapping().get(level.upper(), logging.INFO) >= self.console_level:
+                exceptions = event.get("exception") if isinstance(event.get("exception"), list) else []
+                errors = "".join(f"; {error.get('exc_type')}: {error.get('exc_value')}" for error in exceptions)
+                stamp, logger = event.get("timestamp", ""), event.get("logger", "")
+                sys.stderr.write(f"{stamp} [{level}] {event.get('event', '')}{errors} [{logger}]\n")
 
     @hookimpl
     def on_task_instance_running(self, previous_state: Any, task_instance: Any) -> None:
@@ -146,8 +148,8 @@ _router: _TaskLogRouter | None = None
 
 @contextmanager
 def _task_logs_where_the_ui_reads_them() -> Iterator[None]:
-    """While DAGs run in this process, log as a task process does (JSON, secrets masked) into the router;
-    then give the process its own logging back.
+    """While a DAG runs in this process, log as a task process does (JSON lines, secrets masked) into the
+    router; then give the process its own logging back.
 
     Task logs keep INFO lines even when `[logging] logging_level` quiets the console (as `make demo` does).
     """
@@ -158,14 +160,16 @@ def _task_logs_where_the_ui_reads_them() -> Iterator[None]:
     from airflow.sdk.log import configure_logging as configure_task_logging
 
     if _router is None:
-        _router = _TaskLogRouter(logging.getLevelName(conf.get("logging", "logging_level", fallback="INFO").upper()))
+        configured = conf.get("logging", "logging_level", fallback="INFO").upper()
+        _router = _TaskLogRouter(logging.getLevelNamesMapping().get(configured, logging.INFO))
     listeners = get_listener_manager()
     listeners.add_listener(_router)
     excepthook = sys.excepthook
     # The task SDK's configure_logging is cached on its arguments (Airflow 3.3.2): clear it so this
     # applies again after the process's logging was given back.
     configure_task_logging.cache_clear()
-    configure_task_logging(json_output=True, log_level=logging.getLevelName(min(_router.console_level, logging.INFO)), output=_router)
+    task_level = logging.getLevelName(min(_router.console_level, logging.INFO))
+    configure_task_logging(json_output=True, log_level=task_level, output=_router)
     try:
         yield
     finally:

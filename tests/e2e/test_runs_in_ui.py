@@ -87,4 +87,5 @@ def test_a_failed_task_logs_its_error(fraud_world):
     run, instances = nightly_run(DAY)
     assert {instance.task_id: instance.state for instance in instances}["predict"] == "failed"
     _, lines = task_log("predict", run.run_id)
-    assert any("has sha256" in json.dumps(line) and "was recorded when it was written" in json.dumps(line) for line in lines), lines
+    refusals = [line for line in lines if "was recorded when it was written; refusing to unpickle it" in json.dumps(line)]
+    assert refusals and refusals[0]["level"] == "error", lines
