@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import os
+import re
 import struct
 import tempfile
 import threading
@@ -139,10 +141,15 @@ def stream_frames(
 
 
 def _stream_postgres(engine, query, params, columns, dtypes, chunk_size):
-    """COPY out in a thread (psycopg2 runs the per-row loop in C) into a pipe that pandas parses.
+    r"""COPY out in a thread (psycopg2 runs the per-row loop in C) into a pipe that pandas parses.
 
     The server's one-message-per-row COPY protocol costs ~2.5 us a row through psycopg 3's Python
     loop; psycopg2's C loop plus a pipe leaves the main thread free to parse, validate and score.
+
+    COPY's text format, not CSV: in CSV a NULL and a text spelling the NULL marker differ only by
+    quotes, which pandas drops before it looks for markers, so the text `\N` read as NULL. In the
+    text format a NULL is `\N` and a backslash in a text is escaped (`\\`), so the two never meet;
+    texts are unescaped only when the stream had an escape at all.
     """
     import psycopg2
 
@@ -150,10 +157,7 @@ def _stream_postgres(engine, query, params, columns, dtypes, chunk_size):
     connection = psycopg2.connect(dsn, options="-c TimeZone=UTC")
     try:
         cursor = connection.cursor()
-        # NULL as \N, so that an empty string stays an empty string, as it does on SQLite.
-        statement = cursor.mogrify(
-            f"COPY ({sa.text(query).compile(dialect=engine.dialect).string}) TO STDOUT (FORMAT csv, NULL '{NULL}')", params
-        ).decode()
+        statement = cursor.mogrify(f"COPY ({sa.text(query).compile(dialect=engine.dialect).string}) TO STDOUT (FORMAT text)", params).decode()
     except BaseException:
         connection.close()
         raise
@@ -176,19 +180,24 @@ def _stream_postgres(engine, query, params, columns, dtypes, chunk_size):
     producer = threading.Thread(target=produce, name="copy-out", daemon=True)
     producer.start()
     try:
-        with os.fdopen(read_end, "rb", buffering=1 << 20) as pipe:
+        with _EscapeWatch(io.FileIO(read_end, "rb"), buffer_size=1 << 20) as pipe:
             try:
-                yield from pd.read_csv(
+                chunks = pd.read_csv(
                     pipe,
+                    sep="\t",
+                    quoting=csv.QUOTE_NONE,  # the text format quotes nothing: a '"' is data
                     names=list(columns),
                     header=None,
                     dtype=dtypes,
                     keep_default_na=False,
                     # NULL comes as \N, and NaN as 'NaN' (only a number column can hold it).
                     na_values={name: [NULL] if name in dtypes else [NULL, "NaN"] for name in columns},
+                    skip_blank_lines=False,  # one empty text column is a row, not a blank line
                     chunksize=chunk_size,
                     low_memory=False,
                 )
+                for chunk in chunks:
+                    yield _unescaped(chunk) if pipe.escaped else chunk
             except pd.errors.EmptyDataError:
                 pass  # no rows: an empty interval, or a failed COPY, raised below
     except Exception as error:
@@ -200,6 +209,45 @@ def _stream_postgres(engine, query, params, columns, dtypes, chunk_size):
         stop()
     if failure:
         raise failure[0]
+
+
+class _EscapeWatch(io.BufferedReader):
+    r"""The COPY text stream, noting once any of it has held an escape: a backslash not starting a NULL's `\N`.
+
+    An escape is always a backslash followed by something other than N (`\\` before a text's N
+    included), so a block with as many backslashes as `\N`s has none. Counting costs a scan of
+    the bytes in C; a stream without escapes (almost all of them) is then never unescaped.
+    """
+
+    escaped = False
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        if not self.escaped and data.count(b"\\") != data.count(b"\\N"):
+            self.escaped = True
+        return data
+
+
+# COPY TO writes these escapes (never octal or hex ones); any other escaped character stands for itself.
+_COPY_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+
+
+def _unescape(text: str) -> str:
+    if "\\" not in text:
+        return text
+    return _ESCAPE.sub(lambda match: _COPY_ESCAPES.get(match.group(1), match.group(1)), text)
+
+
+def _unescaped(chunk: pd.DataFrame) -> pd.DataFrame:
+    """The chunk's texts as stored: every text value (categories, for a categorical) unescaped."""
+    for name in chunk.columns:
+        column = chunk[name]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            chunk[name] = column.cat.rename_categories([_unescape(category) for category in column.cat.categories])
+        elif pd.api.types.is_string_dtype(column.dtype):  # text, or a number column holding text
+            chunk[name] = column.map(_unescape, na_action="ignore")
+    return chunk
 
 
 def _stream_dbapi(engine, query, params, columns, dtypes, chunk_size):
