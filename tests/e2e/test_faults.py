@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime, timedelta, timezone
 
-from batchwatch import scoring
+import pandas as pd
+import pytest
+import sqlalchemy as sa
 
-from .conftest import DAY
+from batchwatch import scoring
+from batchwatch.spec import get_spec
+from batchwatch.training import bootstrap_champion
+from batchwatch.validation import MAX_KEY_LENGTH
+from batchwatch.warehouse import load_frame
+
+from . import test_second_model as churn
+from .conftest import DAY, ROWS_PER_DAY, predictions, run_day
 
 WEEK_END = datetime(2026, 9, 21, 3, tzinfo=timezone.utc)  # a Monday 03:00: the end of a weekly interval
 
@@ -55,3 +66,112 @@ def test_an_error_a_retry_may_fix_is_retried(engine, airflow_db, monkeypatch):
     state, tasks = run_with_retries("fraud_nightly_predict", DAY + timedelta(days=1))
     assert state == "failed"
     assert tasks["predict"] == ("failed", 2)
+
+
+# --- texts that spell a NULL marker (point 6) and over-long keys (point 7), through the nightly DAG --
+
+LOOKS_NULL = ["\\N", "NULL", ""]
+
+
+def insert_rows(engine, table: str, rows: list[dict]) -> None:
+    """Plain INSERTs with bound values: the rows arrive exactly as given, whatever a bulk loader would make of them."""
+    with engine.begin() as connection:
+        connection.execute(sa.Table(table, sa.MetaData(), autoload_with=connection).insert(), rows)
+
+
+def rejects(engine, model: str) -> pd.DataFrame:
+    with engine.connect() as connection:
+        frame = pd.read_sql(sa.text("SELECT entity_id, reason, payload FROM rejected_rows WHERE model_name = :m"), connection, params={"m": model})
+    frame["payload"] = frame["payload"].map(lambda payload: payload if isinstance(payload, dict) else json.loads(payload))  # JSONB or text
+    return frame.set_index("entity_id")
+
+
+def a_valid_transaction(transaction_id: int, **changes) -> dict:
+    row = {
+        "transaction_id": transaction_id, "card_id": 1, "event_time": DAY + timedelta(hours=12), "amount": 25.0, "hour": 12.0,
+        "day_of_week": 3.0, "txn_count_30d": 4.0, "avg_amount_7d": 30.0, "merchant_category": "grocery", "country": "US", "channel": "pos",
+    }  # fmt: skip
+    return {**row, **changes}
+
+
+def test_category_texts_that_spell_null_are_unknown_categories(fraud_world):
+    """`\\N`, 'NULL' and '' in a nullable (country) and a non-null (merchant_category) category column are
+    texts outside the category list: rejected as unknown, the value kept in the stored reject."""
+    engine = fraud_world["engine"]
+    first_id = 9_000_000_000
+    nullable = {first_id + n: text for n, text in enumerate(LOOKS_NULL)}
+    not_null = {first_id + 10 + n: text for n, text in enumerate(LOOKS_NULL)}
+    insert_rows(engine, "transactions", [a_valid_transaction(key, country=text) for key, text in nullable.items()]
+                + [a_valid_transaction(key, merchant_category=text) for key, text in not_null.items()])  # fmt: skip
+
+    state, results = run_day("fraud_nightly_predict", DAY)
+    assert state == "success"
+    assert results["predict"]["rows_read"] == ROWS_PER_DAY + 6
+    stored = rejects(engine, "fraud")
+    for key, text in nullable.items():
+        assert stored.loc[str(key), "reason"] == "country has an unknown category"
+        assert stored.loc[str(key), "payload"]["country"] == text
+    for key, text in not_null.items():
+        assert stored.loc[str(key), "reason"] == "merchant_category has an unknown category"
+        assert stored.loc[str(key), "payload"]["merchant_category"] == text
+    assert not predictions(engine, ds=DAY.date())["entity_id"].isin([str(key) for key in [*nullable, *not_null]]).any()
+
+
+@pytest.fixture
+def churn_world(engine, airflow_db):
+    """tests/specs/churn.yaml over its own tables (a text key, a nullable category), with a champion; dropped after."""
+    metadata = sa.MetaData()
+    churn.churn_tables(metadata)
+    metadata.drop_all(engine)
+    metadata.create_all(engine)
+    if engine.dialect.name == "postgresql":  # a source need not index its key, and one that does refuses a key over ~2.7 kB itself
+        with engine.begin() as connection:
+            connection.exec_driver_sql("ALTER TABLE subscriptions DROP CONSTRAINT subscriptions_pkey")
+    accounts, outcomes = churn.simulate_accounts(days=8, per_day=800)
+    load_frame(engine, "subscriptions", accounts[accounts["snapshot_at"] < churn.SCORING_DAY])
+    load_frame(engine, "churn_labels", outcomes[outcomes["known_at"] <= churn.SCORING_DAY])
+    bootstrap_champion(engine, get_spec("churn"), start=churn.START, end=churn.SCORING_DAY)
+    # The scoring day goes in with bound INSERTs: what is stored is exactly what the test says.
+    day = accounts[accounts["snapshot_at"] >= churn.SCORING_DAY].iloc[10:110]  # 100 valid rows: the first ten spend "n/a"
+    insert_rows(engine, "subscriptions", [{**row, "snapshot_at": row["snapshot_at"].to_pydatetime()} for row in day.to_dict(orient="records")])
+    yield engine
+    metadata.drop_all(engine)
+
+
+def a_valid_account(key: str, **changes) -> dict:
+    row = {"account_key": key, "snapshot_at": churn.SCORING_DAY + timedelta(hours=6), "tenure_months": 12.0, "monthly_spend": "30.5", "user": "plus"}
+    return {**row, **changes}
+
+
+def test_keys_that_spell_null_are_scored_as_keys(churn_world):
+    engine = churn_world
+    insert_rows(engine, "subscriptions", [a_valid_account(key) for key in LOOKS_NULL] + [a_valid_account("account-with-null-user", user=None)])
+    insert_rows(engine, "subscriptions", [a_valid_account(f"user-{n}", user=text) for n, text in enumerate(LOOKS_NULL)])
+
+    state, results = run_day("churn_nightly_predict", churn.SCORING_DAY)
+    assert state == "success"
+    scored = set(predictions(engine, model="churn")["entity_id"])
+    assert {*LOOKS_NULL, "account-with-null-user"} <= scored
+    stored = rejects(engine, "churn")
+    assert None not in set(stored.index) and not stored["reason"].str.contains("is null").any()
+    for n, text in enumerate(LOOKS_NULL):
+        assert stored.loc[f"user-{n}", "reason"] == "user has an unknown category"
+        assert stored.loc[f"user-{n}", "payload"]["user"] == text
+    assert results["predict"]["rows_scored"] == 100 + len(LOOKS_NULL) + 1
+
+
+def test_an_over_long_key_is_rejected_and_the_rest_of_the_day_scores(churn_world):
+    """A 3,000-character key once failed the whole day on PostgreSQL (`index row size … exceeds`)."""
+    engine = churn_world
+    # Hex digests, which PostgreSQL cannot compress into its index as it would "kkk…".
+    long_key = "".join(hashlib.sha256(str(n).encode()).hexdigest() for n in range(47))[:3_000]
+    longest = "".join(chr(0x1F600 + n % 80) for n in range(MAX_KEY_LENGTH))  # 4 bytes a character in UTF-8, the most there is
+    insert_rows(engine, "subscriptions", [a_valid_account(long_key), a_valid_account(longest)])
+
+    state, results = run_day("churn_nightly_predict", churn.SCORING_DAY)
+    assert state == "success"
+    assert results["predict"]["rows_scored"] == 101 and results["predict"]["rows_rejected"] == 1
+    assert results["predict"]["rejects_by_reason"] == {f"account_key longer than {MAX_KEY_LENGTH} characters": 1}
+    stored = rejects(engine, "churn")
+    assert stored.loc[long_key, "reason"] == "account_key longer than 256 characters"
+    assert longest in set(predictions(engine, model="churn")["entity_id"])
