@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import sqlite3
 import struct
 import tempfile
 import threading
@@ -29,6 +30,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from batchwatch.errors import PermanentError
 from batchwatch.spec import quote
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -124,6 +126,7 @@ def stream_frames(
     text_columns: Sequence[str],
     chunk_size: int,
     categorical_columns: Sequence[str] = (),
+    origin: str = "the query",
 ) -> Iterator[pd.DataFrame]:
     """Yield the result of `query` as DataFrames of at most `chunk_size` rows, in bounded memory.
 
@@ -131,13 +134,51 @@ def stream_frames(
     are parsed as numbers where they are numbers and left as text where they are not, so that
     validation can reject a wrong type row by row instead of the whole batch failing to parse.
     Text columns also in `categorical_columns` come back as pandas categoricals (few distinct
-    values: one Python string per category instead of one per row).
+    values: one Python string per category instead of one per row). A query the database refuses
+    raises QueryRefused naming `origin`, where the query came from (a spec field, say).
     """
     dtypes = {name: "category" if name in categorical_columns else str for name in text_columns}
-    if is_postgres(engine):
-        yield from _stream_postgres(engine, query, params, columns, dtypes, chunk_size)
-    else:
-        yield from _stream_dbapi(engine, query, params, columns, dtypes, chunk_size)
+    stream = _stream_postgres if is_postgres(engine) else _stream_dbapi
+    with refused_queries(origin):
+        yield from stream(engine, query, params, columns, dtypes, chunk_size)
+
+
+class QueryRefused(PermanentError):
+    """The database refused a query's text: a syntax error, a table or column it does not have, no permission."""
+
+
+# SQLite's messages for a query whose text is wrong (it has no SQLSTATE).
+_SQLITE_REFUSALS = re.compile(r"near .*: syntax error|incomplete input|no such (table|column|function)|unrecognized token")
+
+
+def refusal(error: BaseException) -> str | None:
+    """The database's message if `error` says the query's text is wrong, which no retry changes; else None.
+
+    PostgreSQL: SQLSTATE class 42 (syntax error or access rule violation: undefined table, column or
+    function, wrong types, no permission), from psycopg 3 or psycopg2, bare or wrapped by SQLAlchemy.
+    """
+    cause = getattr(error, "orig", None) or error
+    state = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    if state is not None:
+        if not state.startswith("42"):
+            return None
+        diagnostics = getattr(cause, "diag", None)
+        return getattr(diagnostics, "message_primary", None) or str(cause).strip()
+    if isinstance(cause, sqlite3.OperationalError) and _SQLITE_REFUSALS.match(str(cause)):
+        return str(cause)
+    return None
+
+
+@contextmanager
+def refused_queries(origin: str) -> Iterator[None]:
+    """Raise QueryRefused, naming `origin` and the database's message, for a query whose text the database refuses."""
+    try:
+        yield
+    except Exception as error:
+        message = refusal(error)
+        if message is None:
+            raise
+        raise QueryRefused(f"{origin}: the database refused the query: {message}. Correct the query; a retry would run it unchanged") from error
 
 
 def _stream_postgres(engine, query, params, columns, dtypes, chunk_size):
@@ -267,10 +308,16 @@ def _stream_dbapi(engine, query, params, columns, dtypes, chunk_size):
 
 
 def read_frame(
-    engine: Engine, query: str, params: dict[str, Any], columns: Sequence[str], text_columns: Sequence[str], categorical_columns: Sequence[str] = ()
+    engine: Engine,
+    query: str,
+    params: dict[str, Any],
+    columns: Sequence[str],
+    text_columns: Sequence[str],
+    categorical_columns: Sequence[str] = (),
+    origin: str = "the query",
 ) -> pd.DataFrame:
     """The whole result as one frame, for data that is bounded by design (training windows)."""
-    frames = list(stream_frames(engine, query, params, columns, text_columns, 250_000, categorical_columns))
+    frames = list(stream_frames(engine, query, params, columns, text_columns, 250_000, categorical_columns, origin))
     if not frames:
         return pd.DataFrame({name: pd.Series(dtype=object if name in text_columns else float) for name in columns})
     return pd.concat(frames, ignore_index=True)

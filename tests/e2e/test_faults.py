@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from batchwatch import scoring
+from batchwatch import drift, scoring, training
+from batchwatch.errors import PermanentError
 from batchwatch.spec import get_spec
 from batchwatch.training import bootstrap_champion
 from batchwatch.validation import MAX_KEY_LENGTH
-from batchwatch.warehouse import load_frame
+from batchwatch.warehouse import QueryRefused, load_frame
 
 from . import test_second_model as churn
-from .conftest import DAY, ROWS_PER_DAY, predictions, run_day
+from .conftest import DAY, HISTORY_START, ROWS_PER_DAY, predictions, run_day
 
 WEEK_END = datetime(2026, 9, 21, 3, tzinfo=timezone.utc)  # a Monday 03:00: the end of a weekly interval
 
@@ -175,3 +177,90 @@ def test_an_over_long_key_is_rejected_and_the_rest_of_the_day_scores(churn_world
     stored = rejects(engine, "churn")
     assert stored.loc[long_key, "reason"] == "account_key longer than 256 characters"
     assert longest in set(predictions(engine, model="churn")["entity_id"])
+
+
+# --- a damaged reference profile and a source query the database refuses (point 8) -------------------
+
+
+def reference_rows(engine, version: int) -> list[dict]:
+    query = sa.text("SELECT * FROM reference_profiles WHERE model_name = 'fraud' AND model_version = :v").columns(profile=sa.JSON)
+    with engine.connect() as connection:
+        return [dict(row) for row in connection.execute(query, {"v": version}).mappings()]
+
+
+def store_reference(engine, version: int, rows: list[dict]) -> None:
+    table = sa.Table("reference_profiles", sa.MetaData(), sa.Column("profile", sa.JSON), autoload_with=engine)
+    with engine.begin() as connection:
+        connection.execute(sa.text("DELETE FROM reference_profiles WHERE model_name = 'fraud' AND model_version = :v"), {"v": version})
+        connection.execute(table.insert(), rows)
+
+
+def without_field(rows: list[dict], column: str, name: str) -> list[dict]:
+    return [{**row, "profile": {key: value for key, value in row["profile"].items() if key != name}} if row["column_name"] == column else row for row in rows]
+
+
+def with_field(rows: list[dict], column: str, name: str, value) -> list[dict]:
+    return [{**row, "profile": {**row["profile"], name: value}} if row["column_name"] == column else row for row in rows]
+
+
+DAMAGES = {
+    "no profile of feature 'amount'": lambda rows: [row for row in rows if row["column_name"] != "amount"],
+    "no score row (__score__)": lambda rows: [row for row in rows if row["kind"] != "score"],
+    "no joint row (__joint__)": lambda rows: [row for row in rows if row["kind"] != "joint"],
+    "the categorical profile of 'country' has no 'rows'": lambda rows: without_field(rows, "country", "rows"),
+    "the score profile of '__score__' has no 'positives'": lambda rows: without_field(rows, "__score__", "positives"),
+    "a value cannot be read": lambda rows: with_field(rows, "hour", "sample", "not a list of numbers"),
+}
+
+
+def test_a_damaged_reference_profile_is_a_permanent_error_naming_the_version_and_what_is_missing(fraud_world):
+    """Each damage was a bare KeyError ('amount', 'score', 'joint', 'rows') that Airflow retried."""
+    engine, version = fraud_world["engine"], fraud_world["champion"]
+    intact = reference_rows(engine, version)
+    spec = get_spec("fraud")
+    for missing, damage in DAMAGES.items():
+        store_reference(engine, version, damage(intact))
+        with pytest.raises(drift.DamagedReference, match=rf"^fraud v{version}'s reference profile .* is damaged: .*{re.escape(missing)}") as raised:
+            drift.check_window(engine, spec, window_end=DAY + timedelta(days=1), run_id="damaged")
+        assert isinstance(raised.value, PermanentError) and "Register a new version" in str(raised.value)
+
+    store_reference(engine, version, DAMAGES["no profile of feature 'amount'"](intact))
+    state, tasks = run_with_retries("fraud_hourly_drift", DAY + timedelta(days=1))
+    assert (state, tasks["check_drift"]) == ("failed", ("failed", 1))
+
+    store_reference(engine, version, intact)
+    assert drift.check_window(engine, spec, window_end=DAY + timedelta(days=1), run_id="restored")["model_version"] == version
+
+
+BROKEN_QUERIES = {
+    "syntax error": "SELECT * FORM transactions",
+    "unknown table": "SELECT * FROM no_such_transactions",
+    "unknown column": "SELECT transaction_id, event_time, amount, hour, day_of_week, txn_count_30d, avg_amount_7d,"
+    " merchant_category, country, channel, no_such_column FROM transactions",
+}
+DATABASE_SAYS = {  # what each database says, in part
+    ("postgresql", "syntax error"): 'syntax error at or near "FORM"',
+    ("postgresql", "unknown table"): 'relation "no_such_transactions" does not exist',
+    ("postgresql", "unknown column"): 'column "no_such_column" does not exist',
+    ("sqlite", "syntax error"): 'near "FORM": syntax error',
+    ("sqlite", "unknown table"): "no such table: no_such_transactions",
+    ("sqlite", "unknown column"): "no such column: no_such_column",
+}
+
+
+@pytest.mark.parametrize("fault", list(BROKEN_QUERIES))
+def test_a_source_query_the_database_refuses_is_a_permanent_error_naming_source_query(fraud_world, fault: str):
+    """On every read of the source: nightly scoring, the drift check and training."""
+    engine = fraud_world["engine"]
+    fraud = get_spec("fraud")
+    spec = fraud.model_copy(update={"source": fraud.source.model_copy(update={"table": None, "query": BROKEN_QUERIES[fault]})})
+    says = re.escape(DATABASE_SAYS[(engine.dialect.name, fault)])
+    reads = {
+        "nightly": lambda: scoring.predict_interval(engine, spec, start=DAY, end=DAY + timedelta(days=1), run_id="broken"),
+        "drift": lambda: drift.check_window(engine, spec, window_end=DAY + timedelta(days=1), run_id="broken"),
+        "training": lambda: training.read_labelled(engine, spec, HISTORY_START, DAY, DAY),
+    }
+    for read in reads.values():
+        with pytest.raises(QueryRefused, match=rf"^model spec fraud: source\.query.*: the database refused the query: .*{says}") as raised:
+            read()
+        assert isinstance(raised.value, PermanentError)

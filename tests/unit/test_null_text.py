@@ -5,6 +5,7 @@ The PostgreSQL reader once exported CSV with NULL '\\N' and read the text `\\N` 
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from batchwatch.warehouse import make_engine, read_frame, stream_frames
@@ -34,7 +35,7 @@ def stored(n: int) -> str | None:
 
 
 def as_read(value: object) -> object:
-    return None if value != value else value  # a missing value reads as NaN, the one value unequal to itself
+    return None if pd.isna(value) else value
 
 
 @pytest.mark.parametrize("chunk_size", [1, 4, 100])
