@@ -436,8 +436,8 @@ class IntervalWriter:
         self.model_name, self.ds, self.run_id, self.written_at = model_name, ds, run_id, written_at
         self._copy_context: Any = None
         self._copy: Any = None
+        # COPY's text format: a NULL key (\N) and the text \N (escaped as \\N) stay apart, as CSV cannot keep them.
         self._rejects = tempfile.SpooledTemporaryFile(max_size=8 << 20, mode="w+", newline="")
-        self._reject_writer = csv.writer(self._rejects)
         if postgres:
             self.partition = partition_name(model_name, ds)
             self.stage = f"{self.partition}_next"
@@ -468,8 +468,8 @@ class IntervalWriter:
     def write_rejects(self, entity_ids: Sequence[str | None], reasons: Sequence[str], payloads: Sequence[dict[str, Any]]) -> None:
         written_at = self.written_at.isoformat()
         for entity, reason, payload in zip(entity_ids, reasons, payloads):
-            entity = NULL if entity is None else entity
-            self._reject_writer.writerow((self.model_name, self.ds.isoformat(), entity, reason, to_json(payload), self.run_id, written_at))
+            fields = (self.model_name, self.ds.isoformat(), entity, reason, to_json(payload), self.run_id, written_at)
+            self._rejects.write("\t".join(map(_copy_text_field, fields)) + "\n")
 
     def finish(self) -> None:
         """Close the predictions COPY and write the spooled rejects; the caller commits."""
@@ -479,18 +479,16 @@ class IntervalWriter:
             self._copy_context.__exit__(None, None, None)
         self._rejects.seek(0)
         if self._postgres:
-            statement = f"COPY rejected_rows ({', '.join(REJECT_COLUMNS)}) FROM STDIN (FORMAT csv, NULL '{NULL}')"
+            statement = f"COPY rejected_rows ({', '.join(REJECT_COLUMNS)}) FROM STDIN (FORMAT text)"
             with self._connection.cursor().copy(statement) as copy:
                 while block := self._rejects.read(1 << 20):
                     copy.write(block)
             self._swap_partition()
         else:
+            rows = ([None if field == NULL else _unescape(field) for field in line.rstrip("\n").split("\t")] for line in self._rejects)
             self._connection.executemany(
                 _sqlite_insert("rejected_rows", REJECT_COLUMNS),
-                [
-                    (model, ds, None if entity == NULL else entity, reason, payload, run_id, _sqlite_value(datetime.fromisoformat(at)))
-                    for model, ds, entity, reason, payload, run_id, at in csv.reader(self._rejects)
-                ],
+                [(model, ds, entity, reason, payload, run_id, _sqlite_value(datetime.fromisoformat(at))) for model, ds, entity, reason, payload, run_id, at in rows],
             )
         self._rejects.close()
 
@@ -531,6 +529,13 @@ class IntervalWriter:
             self._copy_context.__exit__(type(error), error, error.__traceback__)
             self._copy = None
         self._rejects.close()
+
+
+def _copy_text_field(value: str | None) -> str:
+    """A field of COPY's text format: NULL as \\N; a text's backslashes, tabs and line breaks escaped."""
+    if value is None:
+        return NULL
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def _sqlite_insert(table: str, columns: Sequence[str]) -> str:

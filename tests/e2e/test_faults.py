@@ -264,3 +264,15 @@ def test_a_source_query_the_database_refuses_is_a_permanent_error_naming_source_
         with pytest.raises(QueryRefused, match=rf"^model spec fraud: source\.query.*: the database refused the query: .*{says}") as raised:
             read()
         assert isinstance(raised.value, PermanentError)
+
+
+def test_a_rejected_row_keeps_a_key_that_spells_null(churn_world):
+    """The stored reject's entity_id is the key as it was, not NULL; tabs, line breaks and backslashes too."""
+    engine = churn_world
+    keys = [*LOOKS_NULL, "tab\there", "two\nlines\r", "back\\slash"]
+    insert_rows(engine, "subscriptions", [a_valid_account(key, user=f"enterprise\t{key}") for key in keys])
+    assert run_day("churn_nightly_predict", churn.SCORING_DAY)[0] == "success"
+    stored = rejects(engine, "churn")
+    assert sorted(stored.index) == sorted(keys)
+    assert set(stored["reason"]) == {"user has an unknown category"}
+    assert [stored.loc[key, "payload"]["user"] for key in keys] == [f"enterprise\t{key}" for key in keys]
