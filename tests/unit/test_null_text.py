@@ -5,6 +5,8 @@ The PostgreSQL reader once exported CSV with NULL '\\N' and read the text `\\N` 
 
 from __future__ import annotations
 
+import io
+
 import pandas as pd
 import pytest
 
@@ -66,3 +68,28 @@ def test_a_number_column_holding_the_text_backslash_n_reads_it_as_text(tricky) -
 def test_read_frame_binds_and_keeps_the_text_backslash_n(tricky) -> None:
     frame = read_frame(tricky, "SELECT n, k FROM tricky WHERE k = :k OR k IS NULL ORDER BY n", {"k": "\\N"}, ["n", "k"], ["k"])
     assert [as_read(value) for value in frame["k"]] == ["\\N", None]
+
+
+@pytest.mark.parametrize(
+    ("stream", "escaped"),
+    [
+        pytest.param(b"1\t\\N\n2\t\\N\n", False, id="nulls-only"),
+        pytest.param(b"1\t\\\\N\n2\t\\N\n", True, id="the-text-backslash-n"),
+        pytest.param(b"1\ta\\tb\n", True, id="a-tab"),
+    ],
+)
+@pytest.mark.parametrize("split", range(1, 8))
+def test_an_escape_is_noticed_wherever_the_reads_split_the_stream(stream: bytes, escaped: bool, split: int) -> None:
+    """PostgreSQL reads are unescaped only once the stream held an escape; one split over two reads counts."""
+    from batchwatch.warehouse import _EscapeWatch
+
+    watch = _EscapeWatch(io.BytesIO(stream))
+    assert watch.read(split) + watch.read() == stream
+    assert watch.escaped is escaped
+
+
+def test_a_one_column_row_holding_an_empty_text_is_a_row(warehouse_url) -> None:
+    engine = make_engine(warehouse_url)
+    frame = read_frame(engine, "SELECT CAST('' AS TEXT) AS t UNION ALL SELECT CAST(NULL AS TEXT)", {}, ["t"], ["t"])
+    assert [as_read(value) for value in frame["t"]] == ["", None]
+    engine.dispose()
