@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
+import re
 import sqlite3
 import struct
 import tempfile
@@ -26,6 +28,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from batchwatch.errors import PermanentError
 from batchwatch.serialization import to_json
 from batchwatch.spec import quote
 
@@ -122,6 +125,7 @@ def stream_frames(
     text_columns: Sequence[str],
     chunk_size: int,
     categorical_columns: Sequence[str] = (),
+    origin: str = "the query",
 ) -> Iterator[pd.DataFrame]:
     """Yield the result of `query` as DataFrames of at most `chunk_size` rows, in bounded memory.
 
@@ -129,20 +133,63 @@ def stream_frames(
     are parsed as numbers where they are numbers and left as text where they are not, so that
     validation can reject a wrong type row by row instead of the whole batch failing to parse.
     Text columns also in `categorical_columns` come back as pandas categoricals (few distinct
-    values: one Python string per category instead of one per row).
+    values: one Python string per category instead of one per row). A query the database refuses
+    raises QueryRefused naming `origin`, where the query came from (a spec field, say).
     """
     dtypes = {name: "category" if name in categorical_columns else str for name in text_columns}
-    if is_postgres(engine):
-        yield from _stream_postgres(engine, query, params, columns, dtypes, chunk_size)
-    else:
-        yield from _stream_dbapi(engine, query, params, columns, dtypes, chunk_size)
+    stream = _stream_postgres if is_postgres(engine) else _stream_dbapi
+    with refused_queries(origin):
+        yield from stream(engine, query, params, columns, dtypes, chunk_size)
+
+
+class QueryRefused(PermanentError):
+    """The database refused a query's text: a syntax error, a table or column it does not have, no permission."""
+
+
+# SQLite's messages for a query whose text is wrong (it has no SQLSTATE).
+_SQLITE_REFUSALS = re.compile(r"near .*: syntax error|incomplete input|no such (table|column|function)|unrecognized token")
+
+
+def refusal(error: BaseException) -> str | None:
+    """The database's message if `error` says the query's text is wrong, which no retry changes; else None.
+
+    PostgreSQL: SQLSTATE class 42 (syntax error or access rule violation: undefined table, column or
+    function, wrong types, no permission), from psycopg 3 or psycopg2, bare or wrapped by SQLAlchemy.
+    """
+    cause = getattr(error, "orig", None) or error
+    state = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    if state is not None:
+        if not state.startswith("42"):
+            return None
+        diagnostics = getattr(cause, "diag", None)
+        return getattr(diagnostics, "message_primary", None) or str(cause).strip()
+    if isinstance(cause, sqlite3.OperationalError) and _SQLITE_REFUSALS.match(str(cause)):
+        return str(cause)
+    return None
+
+
+@contextmanager
+def refused_queries(origin: str) -> Iterator[None]:
+    """Raise QueryRefused, naming `origin` and the database's message, for a query whose text the database refuses."""
+    try:
+        yield
+    except Exception as error:
+        message = refusal(error)
+        if message is None:
+            raise
+        raise QueryRefused(f"{origin}: the database refused the query: {message}. Correct the query; a retry would run it unchanged") from error
 
 
 def _stream_postgres(engine, query, params, columns, dtypes, chunk_size):
-    """COPY out in a thread (psycopg2 runs the per-row loop in C) into a pipe that pandas parses.
+    r"""COPY out in a thread (psycopg2 runs the per-row loop in C) into a pipe that pandas parses.
 
     The server's one-message-per-row COPY protocol costs ~2.5 us a row through psycopg 3's Python
     loop; psycopg2's C loop plus a pipe leaves the main thread free to parse, validate and score.
+
+    COPY's text format, not CSV: in CSV a NULL and a text spelling the NULL marker differ only by
+    quotes, which pandas drops before it looks for markers, so the text `\N` read as NULL. In the
+    text format a NULL is `\N` and a backslash in a text is escaped (`\\`), so the two never meet;
+    texts are unescaped only when the stream had an escape at all.
     """
     import psycopg2
 
@@ -150,10 +197,7 @@ def _stream_postgres(engine, query, params, columns, dtypes, chunk_size):
     connection = psycopg2.connect(dsn, options="-c TimeZone=UTC")
     try:
         cursor = connection.cursor()
-        # NULL as \N, so that an empty string stays an empty string, as it does on SQLite.
-        statement = cursor.mogrify(
-            f"COPY ({sa.text(query).compile(dialect=engine.dialect).string}) TO STDOUT (FORMAT csv, NULL '{NULL}')", params
-        ).decode()
+        statement = cursor.mogrify(f"COPY ({sa.text(query).compile(dialect=engine.dialect).string}) TO STDOUT (FORMAT text)", params).decode()
     except BaseException:
         connection.close()
         raise
@@ -176,19 +220,24 @@ def _stream_postgres(engine, query, params, columns, dtypes, chunk_size):
     producer = threading.Thread(target=produce, name="copy-out", daemon=True)
     producer.start()
     try:
-        with os.fdopen(read_end, "rb", buffering=1 << 20) as pipe:
+        with _EscapeWatch(io.FileIO(read_end, "rb"), buffer_size=1 << 20) as pipe:
             try:
-                yield from pd.read_csv(
+                chunks = pd.read_csv(
                     pipe,
+                    sep="\t",
+                    quoting=csv.QUOTE_NONE,  # the text format quotes nothing: a '"' is data
                     names=list(columns),
                     header=None,
                     dtype=dtypes,
                     keep_default_na=False,
                     # NULL comes as \N, and NaN as 'NaN' (only a number column can hold it).
                     na_values={name: [NULL] if name in dtypes else [NULL, "NaN"] for name in columns},
+                    skip_blank_lines=len(columns) > 1,  # a row of one empty text is a blank line
                     chunksize=chunk_size,
                     low_memory=False,
                 )
+                for chunk in chunks:
+                    yield _unescaped(chunk) if pipe.escaped else chunk
             except pd.errors.EmptyDataError:
                 pass  # no rows: an empty interval, or a failed COPY, raised below
     except Exception as error:
@@ -200,6 +249,50 @@ def _stream_postgres(engine, query, params, columns, dtypes, chunk_size):
         stop()
     if failure:
         raise failure[0]
+
+
+class _EscapeWatch(io.BufferedReader):
+    r"""The COPY text stream, noting once any of it has held an escape: a backslash not starting a NULL's `\N`.
+
+    An escape is a backslash followed by something other than N (`\\` before a text's N
+    included). Looking for one costs a regex scan in C of each block read, ~25 ms for 1M rows; a
+    stream without escapes (almost all of them) is then never unescaped.
+    """
+
+    escaped = False
+    _ends_in_backslash = False  # an escape or a NULL split over two blocks
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        if data and not self.escaped:
+            self.escaped = bool(_ESCAPE.search(data)) or (self._ends_in_backslash and not data.startswith(b"N"))
+            self._ends_in_backslash = data.endswith(b"\\")
+        return data
+
+
+_ESCAPE = re.compile(rb"\\[^N]")
+
+
+# COPY TO writes these escapes (never octal or hex ones); any other escaped character stands for itself.
+_COPY_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+_ESCAPE_SEQUENCE = re.compile(r"\\(.)", re.DOTALL)
+
+
+def _unescape(text: str) -> str:
+    if "\\" not in text:
+        return text
+    return _ESCAPE_SEQUENCE.sub(lambda match: _COPY_ESCAPES.get(match.group(1), match.group(1)), text)
+
+
+def _unescaped(chunk: pd.DataFrame) -> pd.DataFrame:
+    """The chunk's texts as stored: every text value (categories, for a categorical) unescaped."""
+    for name in chunk.columns:
+        column = chunk[name]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            chunk[name] = column.cat.rename_categories([_unescape(category) for category in column.cat.categories])
+        elif pd.api.types.is_string_dtype(column.dtype):  # text, or a number column holding text
+            chunk[name] = column.map(_unescape, na_action="ignore")
+    return chunk
 
 
 def _stream_dbapi(engine, query, params, columns, dtypes, chunk_size):
@@ -219,10 +312,16 @@ def _stream_dbapi(engine, query, params, columns, dtypes, chunk_size):
 
 
 def read_frame(
-    engine: Engine, query: str, params: dict[str, Any], columns: Sequence[str], text_columns: Sequence[str], categorical_columns: Sequence[str] = ()
+    engine: Engine,
+    query: str,
+    params: dict[str, Any],
+    columns: Sequence[str],
+    text_columns: Sequence[str],
+    categorical_columns: Sequence[str] = (),
+    origin: str = "the query",
 ) -> pd.DataFrame:
     """The whole result as one frame, for data that is bounded by design (training windows)."""
-    frames = list(stream_frames(engine, query, params, columns, text_columns, 250_000, categorical_columns))
+    frames = list(stream_frames(engine, query, params, columns, text_columns, 250_000, categorical_columns, origin))
     if not frames:
         return pd.DataFrame({name: pd.Series(dtype=object if name in text_columns else float) for name in columns})
     return pd.concat(frames, ignore_index=True)
@@ -311,8 +410,8 @@ class IntervalWriter:
         self.model_name, self.ds, self.run_id, self.written_at = model_name, ds, run_id, written_at
         self._copy_context: Any = None
         self._copy: Any = None
+        # COPY's text format: a NULL key (\N) and the text \N (escaped as \\N) stay apart, as CSV cannot keep them.
         self._rejects = tempfile.SpooledTemporaryFile(max_size=8 << 20, mode="w+", newline="")
-        self._reject_writer = csv.writer(self._rejects)
         if postgres:
             self.partition = partition_name(model_name, ds)
             self.stage = f"{self.partition}_next"
@@ -343,8 +442,8 @@ class IntervalWriter:
     def write_rejects(self, entity_ids: Sequence[str | None], reasons: Sequence[str], payloads: Sequence[dict[str, Any]]) -> None:
         written_at = self.written_at.isoformat()
         for entity, reason, payload in zip(entity_ids, reasons, payloads):
-            entity = NULL if entity is None else entity
-            self._reject_writer.writerow((self.model_name, self.ds.isoformat(), entity, reason, to_json(payload), self.run_id, written_at))
+            fields = (self.model_name, self.ds.isoformat(), entity, reason, to_json(payload), self.run_id, written_at)
+            self._rejects.write("\t".join(map(_copy_text_field, fields)) + "\n")
 
     def finish(self) -> None:
         """Close the predictions COPY and write the spooled rejects; the caller commits."""
@@ -354,18 +453,16 @@ class IntervalWriter:
             self._copy_context.__exit__(None, None, None)
         self._rejects.seek(0)
         if self._postgres:
-            statement = f"COPY rejected_rows ({', '.join(REJECT_COLUMNS)}) FROM STDIN (FORMAT csv, NULL '{NULL}')"
+            statement = f"COPY rejected_rows ({', '.join(REJECT_COLUMNS)}) FROM STDIN (FORMAT text)"
             with self._connection.cursor().copy(statement) as copy:
                 while block := self._rejects.read(1 << 20):
                     copy.write(block)
             self._swap_partition()
         else:
+            rows = ([None if field == NULL else _unescape(field) for field in line.rstrip("\n").split("\t")] for line in self._rejects)
             self._connection.executemany(
                 _sqlite_insert("rejected_rows", REJECT_COLUMNS),
-                [
-                    (model, ds, None if entity == NULL else entity, reason, payload, run_id, _sqlite_value(datetime.fromisoformat(at)))
-                    for model, ds, entity, reason, payload, run_id, at in csv.reader(self._rejects)
-                ],
+                [(model, ds, entity, reason, payload, run_id, _sqlite_value(datetime.fromisoformat(at))) for model, ds, entity, reason, payload, run_id, at in rows],
             )
         self._rejects.close()
 
@@ -406,6 +503,13 @@ class IntervalWriter:
             self._copy_context.__exit__(type(error), error, error.__traceback__)
             self._copy = None
         self._rejects.close()
+
+
+def _copy_text_field(value: str | None) -> str:
+    """A field of COPY's text format: NULL as \\N; a text's backslashes, tabs and line breaks escaped."""
+    if value is None:
+        return NULL
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def _sqlite_insert(table: str, columns: Sequence[str]) -> str:

@@ -15,6 +15,13 @@ from batchwatch.data.features import coerce_numeric
 from batchwatch.spec import ModelSpec
 
 
+# The longest entity key scored, in characters. The predictions' unique index keeps (model_name,
+# entity_id, ds, model_version) in one btree entry, which PostgreSQL caps at 2,704 bytes: one
+# longer key failed the whole day. 256 characters are at most 1,024 bytes of UTF-8, beside a model
+# name of at most 63 bytes (a PostgreSQL identifier), so a key of any script fits with room to spare.
+MAX_KEY_LENGTH = 256
+
+
 @dataclass(frozen=True)
 class Validated:
     valid: pd.DataFrame
@@ -35,9 +42,11 @@ def _checks(raw: pd.DataFrame, spec: ModelSpec, seen_before: np.ndarray | None) 
     duplicated = key.duplicated(keep="first").to_numpy()
     if seen_before is not None:
         duplicated = duplicated | seen_before
+    present = key.notna().to_numpy()
     checks = [
-        (f"{spec.source.entity_key} is null", key.isna().to_numpy()),
-        (f"{spec.source.entity_key} is duplicated in the batch", duplicated & key.notna().to_numpy()),
+        (f"{spec.source.entity_key} is null", ~present),
+        (f"{spec.source.entity_key} is duplicated in the batch", duplicated & present),
+        (f"{spec.source.entity_key} longer than {MAX_KEY_LENGTH} characters", present & (key.astype(str).str.len() > MAX_KEY_LENGTH).to_numpy()),
     ]
     for feature in spec.features:
         column = raw[feature.name]

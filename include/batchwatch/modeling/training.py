@@ -59,7 +59,7 @@ def read_labelled(engine: Engine, spec: ModelSpec, start: datetime, end: datetim
     """
     query, columns, text = labelled_query(spec)
     params = {"start": start, "end": matured_end(spec, end, as_of), "as_of": as_of}
-    return read_frame(engine, query, params, columns, text, spec.categorical_features)
+    return read_frame(engine, query, params, columns, text, spec.categorical_features, f"model spec {spec.name}: {spec.source.field} (joined with label.table)")
 
 
 def valid_rows(spec: ModelSpec, labelled: pd.DataFrame) -> pd.DataFrame:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -37,9 +37,9 @@ from batchwatch.errors import InvalidArgument
 from batchwatch.scoring import load_champion, score, source_query
 from batchwatch.spec import ModelSpec, quote
 from batchwatch.data.validation import validate
-from batchwatch.serialization import finite_or_none, json_safe
 from batchwatch.monitoring.incidents import update_incident
-from batchwatch.warehouse import lock_unit, read_frame, sample_predicate
+from batchwatch.serialization import finite_or_none, json_safe
+from batchwatch.warehouse import lock_unit, read_frame, refused_queries, sample_predicate
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,10 @@ DRIFTED, OK, INSUFFICIENT = "drifted", "ok", "insufficient_data"
 
 class NoReference(registry.RegistryError):
     """The version has no stored reference profile, so there is nothing to compare with."""
+
+
+class DamagedReference(NoReference):
+    """The version's stored reference profile lacks a part the check reads, or holds one it cannot read."""
 
 
 # --- the reference profile --------------------------------------------------------------------
@@ -105,18 +109,53 @@ def build_reference(spec: ModelSpec, features: pd.DataFrame, validation_scores: 
     )
 
 
+# The fields each kind of stored profile must have: what ReferenceProfile.from_rows reads.
+_PROFILE_FIELDS = {
+    "numeric": tuple(item.name for item in fields(NumericReference)),
+    "categorical": tuple(item.name for item in fields(CategoricalReference)),
+    "score": (*(item.name for item in fields(NumericReference)), "positives", "scored"),
+    "joint": ("columns",),
+}
+
+
 def load_reference(engine: Engine, model_name: str, version: int) -> ReferenceProfile:
+    """The version's stored reference profile: NoReference if it has none, DamagedReference naming what is
+    missing or unreadable if it cannot be used (a retry reads the same rows)."""
     query = sa.text("SELECT column_name, kind, profile FROM reference_profiles WHERE model_name = :m AND model_version = :v").columns(
         profile=sa.JSON
     )
+    registered = sa.text("SELECT features FROM model_versions WHERE model_name = :m AND version = :v").columns(features=sa.JSON)
     with engine.connect() as connection:
         rows = [dict(row) for row in connection.execute(query, {"m": model_name, "v": version}).mappings()]
+        features = connection.execute(registered, {"m": model_name, "v": version}).scalar() or []
     if not rows:
         raise NoReference(
             f"{model_name} v{version} has no reference profile; versions registered through batchwatch.training "
             "get one at registration. Register a new version to monitor this model."
         )
-    return ReferenceProfile.from_rows(rows)
+    damaged = f"{model_name} v{version}'s reference profile (table reference_profiles) is damaged"
+    remedy = f"Register a new version (the weekly retrain, or python -m batchwatch bootstrap {model_name}) to monitor this model."
+    missing = _missing_parts(rows, features)
+    if missing:
+        raise DamagedReference(f"{damaged}: {'; '.join(missing)}. {remedy}")
+    try:
+        return ReferenceProfile.from_rows(rows)
+    except (TypeError, ValueError) as error:
+        raise DamagedReference(f"{damaged}: a value cannot be read ({error}). {remedy}") from error
+
+
+def _missing_parts(rows: list[dict[str, Any]], features: list[str]) -> list[str]:
+    """What the drift check reads that the stored rows lack: a feature's profile, the scores, the joint sample, a field."""
+    columns = {(row["kind"], row["column_name"]) for row in rows}
+    profiled = {column for kind, column in columns if kind in ("numeric", "categorical")}
+    missing = [f"no profile of feature {name!r}" for name in features if name not in profiled]
+    missing += [f"no {kind} row ({column})" for kind, column in (("score", SCORES), ("joint", JOINT)) if (kind, column) not in columns]
+    for row in rows:
+        profile, wanted = row["profile"], _PROFILE_FIELDS.get(row["kind"], ())
+        absent = [name for name in wanted if name not in profile] if isinstance(profile, dict) else list(wanted)
+        if absent:
+            missing.append(f"the {row['kind']} profile of {row['column_name']!r} has no {', '.join(map(repr, absent))}")
+    return missing
 
 
 # --- evaluating one window --------------------------------------------------------------------
@@ -381,10 +420,11 @@ def read_window(engine: Engine, spec: ModelSpec, start: datetime, end: datetime)
     """
     query, columns, text = source_query(spec)
     params = {"start": start, "end": end}
-    with engine.connect() as connection:
+    origin = f"model spec {spec.name}: {spec.source.field}"
+    with engine.connect() as connection, refused_queries(origin):
         rows = connection.execute(sa.text(f"SELECT COUNT(*) FROM ({query}) w"), params).scalar_one()
     limit = spec.drift.max_rows
     fraction = 1.0 if limit is None or rows <= limit else limit / rows
     if fraction < 1:
         query += " AND " + sample_predicate(engine, f"s.{quote(spec.source.entity_key)}", fraction)
-    return read_frame(engine, query, params, columns, text, spec.categorical_features), rows, fraction
+    return read_frame(engine, query, params, columns, text, spec.categorical_features, origin), rows, fraction

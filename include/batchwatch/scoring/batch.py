@@ -111,11 +111,12 @@ def _score_interval(
 ) -> _Tally:
     """One pass over the interval inside one transaction; any exception leaves the interval as it was."""
     query, columns, text = source_query(spec)
+    origin = f"model spec {spec.name}: {spec.source.field}"
     tally = _Tally()
     with (
         replace_interval(engine, spec.name, start.date(), run_id, datetime.now(timezone.utc)) as writer,
         # closing(): on an exception the reader's connection ends now, not when garbage is collected.
-        closing(stream_frames(engine, query, {"start": start, "end": end}, columns, text, chunk_size, spec.categorical_features)) as chunks,
+        closing(stream_frames(engine, query, {"start": start, "end": end}, columns, text, chunk_size, spec.categorical_features, origin)) as chunks,
     ):
         for raw in chunks:
             _score_chunk(writer, spec, raw, routes, tally, repeated)

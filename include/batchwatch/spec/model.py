@@ -112,6 +112,11 @@ class Source(_Strict):
     def relation(self) -> str:
         return ".".join(map(quote, self.table.split("."))) if self.table else f"({self.query})"
 
+    @property
+    def field(self) -> str:
+        """The spec field the rows' SQL comes from: what to correct when the database refuses that SQL."""
+        return "source.query" if self.query is not None else "source.table"
+
 
 class Feature(_Strict):
     """A source column used as a model input, with what counts as a valid value."""
