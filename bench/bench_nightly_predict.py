@@ -93,7 +93,7 @@ def _bare_pipe(day: datetime, target: str) -> dict:
     import psycopg2
     from batchwatch.scoring import source_query
     from batchwatch.spec import get_spec
-    from batchwatch.warehouse import BINARY_SIGNATURE, BINARY_TRAILER, PREDICTION_COLUMNS, encode_prediction_rows
+    from batchwatch.warehouse.write import BINARY_SIGNATURE, BINARY_TRAILER, PREDICTION_COLUMNS, encode_prediction_rows
 
     query, _, _ = source_query(get_spec("fraud"))
     query = query.replace(":start", "%(start)s").replace(":end", "%(end)s")

@@ -81,7 +81,7 @@ def test_read_frame_binds_and_keeps_the_text_backslash_n(tricky) -> None:
 @pytest.mark.parametrize("split", range(1, 8))
 def test_an_escape_is_noticed_wherever_the_reads_split_the_stream(stream: bytes, escaped: bool, split: int) -> None:
     """PostgreSQL reads are unescaped only once the stream held an escape; one split over two reads counts."""
-    from batchwatch.warehouse import _EscapeWatch
+    from batchwatch.warehouse.read import _EscapeWatch
 
     watch = _EscapeWatch(io.BytesIO(stream))
     assert watch.read(split) + watch.read() == stream

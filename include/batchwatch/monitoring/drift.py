@@ -37,6 +37,7 @@ from batchwatch.errors import InvalidArgument
 from batchwatch.scoring import load_champion, score, source_query
 from batchwatch.spec import ModelSpec, quote
 from batchwatch.data.validation import validate
+from batchwatch.hashing import DRIFT_SAMPLE
 from batchwatch.monitoring.incidents import update_incident
 from batchwatch.serialization import finite_or_none, json_safe
 from batchwatch.warehouse import lock_unit, read_frame, refused_queries, sample_predicate
@@ -426,5 +427,5 @@ def read_window(engine: Engine, spec: ModelSpec, start: datetime, end: datetime)
     limit = spec.drift.max_rows
     fraction = 1.0 if limit is None or rows <= limit else limit / rows
     if fraction < 1:
-        query += " AND " + sample_predicate(engine, f"s.{quote(spec.source.entity_key)}", fraction)
+        query += " AND " + sample_predicate(engine, f"s.{quote(spec.source.entity_key)}", fraction, DRIFT_SAMPLE)
     return read_frame(engine, query, params, columns, text, spec.categorical_features, origin), rows, fraction

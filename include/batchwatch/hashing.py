@@ -1,0 +1,25 @@
+"""Salted key buckets: every split of entities by a hash of their key goes through here.
+
+The drift check's sample uses it today; canary arms and scoring shards will too. Each use has a salt
+of its own, so no split correlates with another: the entities in a canary arm are not the drift
+sample's, and a shard is not an arm. A key's bucket never changes, so a split is the same on every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+
+BUCKETS = 1 << 20
+
+DRIFT_SAMPLE = "drift-sample"
+
+
+def bucket(key: str | None, salt: str) -> int:
+    """The key's bucket in [0, BUCKETS) under `salt`, computed in Python (SQLite calls it as a function)."""
+    return zlib.crc32(f"{salt}\x00{key or ''}".encode()) & (BUCKETS - 1)
+
+
+def salt_seed(salt: str) -> int:
+    """The salt as a signed 64-bit seed, for PostgreSQL's hashtextextended(text, seed)."""
+    return int.from_bytes(hashlib.sha256(salt.encode()).digest()[:8], "big", signed=True)

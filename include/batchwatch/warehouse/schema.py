@@ -1,0 +1,156 @@
+"""The warehouse's tables as SQLAlchemy Core objects: one place that names every table and column.
+
+The migrations create the schema and stay frozen; these definitions describe what they created, so
+queries can be composed with SQLAlchemy instead of spelling column lists by hand. A test compares
+them with a migrated database on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+TIMESTAMP = sa.DateTime(timezone=True)
+
+metadata = sa.MetaData()
+
+transactions = sa.Table(
+    "transactions",
+    metadata,
+    sa.Column("transaction_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("card_id", sa.BigInteger, nullable=False),
+    sa.Column("event_time", TIMESTAMP, nullable=False),
+    sa.Column("amount", sa.Double),
+    sa.Column("hour", sa.Double),
+    sa.Column("day_of_week", sa.Double),
+    sa.Column("txn_count_30d", sa.Double),
+    sa.Column("avg_amount_7d", sa.Double),
+    sa.Column("merchant_category", sa.Text),
+    sa.Column("country", sa.Text),
+    sa.Column("channel", sa.Text),
+)
+
+outcomes = sa.Table(
+    "outcomes",
+    metadata,
+    sa.Column("entity_id", sa.Text, primary_key=True),
+    sa.Column("label", sa.SmallInteger, nullable=False),
+    sa.Column("observed_at", TIMESTAMP, nullable=False),
+)
+
+predictions = sa.Table(
+    "predictions",
+    metadata,
+    sa.Column("model_name", sa.Text, nullable=False),
+    sa.Column("model_version", sa.Integer, nullable=False),
+    sa.Column("role", sa.Text, nullable=False),
+    sa.Column("entity_id", sa.Text, nullable=False),
+    sa.Column("ds", sa.Date, nullable=False),
+    sa.Column("score", sa.Double, nullable=False),
+    sa.Column("predicted_label", sa.SmallInteger, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("scored_at", TIMESTAMP, nullable=False),
+)
+
+rejected_rows = sa.Table(
+    "rejected_rows",
+    metadata,
+    sa.Column("model_name", sa.Text, nullable=False),
+    sa.Column("ds", sa.Date, nullable=False),
+    sa.Column("entity_id", sa.Text),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("payload", JSON, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("rejected_at", TIMESTAMP, nullable=False),
+)
+
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    sa.Column("model_name", sa.Text, primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("artifact_uri", sa.Text, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("metrics", JSON, nullable=False),
+    sa.Column("params", JSON, nullable=False),
+    sa.Column("features", JSON, nullable=False),
+    sa.Column("pipeline_steps", JSON, nullable=False),
+    sa.Column("trained_on", JSON, nullable=False),
+    sa.Column("parent_version", sa.Integer),
+    sa.Column("created_at", TIMESTAMP, nullable=False),
+)
+
+model_aliases = sa.Table(
+    "model_aliases",
+    metadata,
+    sa.Column("model_name", sa.Text, primary_key=True),
+    sa.Column("alias", sa.Text, primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("updated_at", TIMESTAMP, nullable=False),
+)
+
+model_events = sa.Table(
+    "model_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_name", sa.Text, nullable=False),
+    sa.Column("event", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer),
+    sa.Column("previous_version", sa.Integer),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("details", JSON, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("created_at", TIMESTAMP, nullable=False),
+)
+
+reference_profiles = sa.Table(
+    "reference_profiles",
+    metadata,
+    sa.Column("model_name", sa.Text, primary_key=True),
+    sa.Column("model_version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("column_name", sa.Text, primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("profile", JSON, nullable=False),
+)
+
+drift_results = sa.Table(
+    "drift_results",
+    metadata,
+    sa.Column("model_name", sa.Text, primary_key=True),
+    sa.Column("window_start", TIMESTAMP, nullable=False),
+    sa.Column("window_end", TIMESTAMP, primary_key=True),
+    sa.Column("model_version", sa.Integer, nullable=False),
+    sa.Column("column_name", sa.Text, primary_key=True),
+    sa.Column("test", sa.Text, primary_key=True),
+    sa.Column("statistic", sa.Double),
+    sa.Column("p_value", sa.Double),
+    sa.Column("p_adjusted", sa.Double),
+    sa.Column("effect_size", sa.Double),
+    sa.Column("threshold", sa.Double),
+    sa.Column("n_reference", sa.BigInteger),
+    sa.Column("n_current", sa.BigInteger),
+    sa.Column("verdict", sa.Text, nullable=False),
+    sa.Column("details", JSON, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("checked_at", TIMESTAMP, nullable=False),
+)
+
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_name", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("opened_window_end", TIMESTAMP, nullable=False),
+    sa.Column("last_drifted_window_end", TIMESTAMP, nullable=False),
+    sa.Column("resolved_window_end", TIMESTAMP),
+    sa.Column("model_version", sa.Integer, nullable=False),
+    sa.Column("drifted", JSON, nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("opened_at", TIMESTAMP, nullable=False),
+    sa.Column("resolved_at", TIMESTAMP),
+    sa.Column("open_notified_at", TIMESTAMP),
+    sa.Column("resolved_notified_at", TIMESTAMP),
+    sa.Column("run_id", sa.Text, nullable=False),
+)

@@ -1,0 +1,275 @@
+"""Writing: one interval's predictions and rejects replaced in one transaction, so a failure leaves it as it was.
+
+PostgreSQL takes binary COPY into an unindexed stage table swapped in as the day's partition;
+SQLite takes plain DB-API batches.
+"""
+
+from __future__ import annotations
+
+import struct
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy.engine import Engine
+
+from batchwatch.serialization import to_json
+from batchwatch.spec import quote
+from batchwatch.warehouse import schema
+from batchwatch.warehouse.engine import NULL, copy_unescape, driver_transaction, is_postgres, lock_key, sqlite_value
+
+
+PREDICTION_COLUMNS = tuple(column.name for column in schema.predictions.columns)
+
+
+REJECT_COLUMNS = tuple(column.name for column in schema.rejected_rows.columns)
+
+
+PG_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
+
+
+BINARY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+
+
+BINARY_TRAILER = struct.pack(">h", -1)
+
+
+
+
+def _field(payload: bytes) -> bytes:
+    return struct.pack(">i", len(payload)) + payload
+
+
+def encode_prediction_rows(
+    model_name: str, version: int, role: str, entity_ids: np.ndarray, ds: date, scores: np.ndarray, labels: np.ndarray, run_id: str, scored_at: datetime
+) -> bytes:
+    """Rows of `predictions` in PostgreSQL's binary COPY format, built with numpy, not row by row.
+
+    Every field but the entity id has a fixed width, so rows whose ids have the same length form
+    one numpy structured array; a chunk is a handful of such arrays (row order does not matter).
+    """
+    head = struct.pack(">h", len(PREDICTION_COLUMNS)) + _field(model_name.encode()) + _field(struct.pack(">i", version)) + _field(role.encode())
+    middle = _field(struct.pack(">i", (ds - PG_EPOCH.date()).days))
+    tail = _field(run_id.encode()) + _field(struct.pack(">q", (scored_at - PG_EPOCH) // timedelta(microseconds=1)))
+    lengths = np.char.str_len(entity_ids)
+    blocks = []
+    for length in np.unique(lengths):
+        rows = lengths == length
+        block = np.empty(
+            int(rows.sum()),
+            dtype=[
+                ("head", f"V{len(head)}"), ("id_len", ">i4"), ("id", f"S{length}"), ("middle", f"V{len(middle)}"),
+                ("score_len", ">i4"), ("score", ">f8"), ("label_len", ">i4"), ("label", ">i2"), ("tail", f"V{len(tail)}"),
+            ],
+        )  # fmt: skip
+        block["head"], block["middle"], block["tail"] = np.void(head), np.void(middle), np.void(tail)
+        block["id_len"], block["id"] = length, entity_ids[rows]
+        block["score_len"], block["score"] = 8, scores[rows]
+        block["label_len"], block["label"] = 2, labels[rows]
+        blocks.append(block.tobytes())
+    return b"".join(blocks)
+
+
+def _predictions_definition(connection: Any) -> str:
+    """Columns and checks of `predictions`, read from the catalog.
+
+    Not `CREATE TABLE … (LIKE predictions)`: that holds a lock on `predictions` for the whole run,
+    and two runs swapping partitions would deadlock. Reading the catalog takes no such lock.
+    """
+    columns, checks = connection.execute(
+        """
+        SELECT
+            (SELECT string_agg(format('%I %s%s', attname, format_type(atttypid, atttypmod),
+                                      CASE WHEN attnotnull THEN ' NOT NULL' ELSE '' END), ', ' ORDER BY attnum)
+             FROM pg_attribute WHERE attrelid = 'predictions'::regclass AND attnum > 0 AND NOT attisdropped),
+            (SELECT string_agg(format('CONSTRAINT %I %s', conname, pg_get_constraintdef(oid)), ', ' ORDER BY conname)
+             FROM pg_constraint WHERE conrelid = 'predictions'::regclass AND contype = 'c')
+        """
+    ).fetchone()
+    return f"{columns}, {checks}" if checks else columns
+
+
+def partition_name(model_name: str, ds: date) -> str:
+    return f"predictions_{model_name}_{ds:%Y%m%d}"
+
+
+class IntervalWriter:
+    """Writes one (model, ds) interval's predictions and rejects inside the transaction that owns it.
+
+    On PostgreSQL predictions stream through one binary COPY into an unindexed stage table, so
+    the server stores chunk k while chunk k+1 is being scored; `finish` indexes the stage in one
+    sort and swaps it in as the interval's partition. Rejects are spooled to a temp file and
+    copied after it. Nothing is visible to readers until the caller commits.
+    """
+
+    def __init__(self, connection: Any, postgres: bool, model_name: str, ds: date, run_id: str, written_at: datetime) -> None:
+        self._connection = connection
+        self._postgres = postgres
+        self.model_name, self.ds, self.run_id, self.written_at = model_name, ds, run_id, written_at
+        self._copy_context: Any = None
+        self._copy: Any = None
+        # COPY's text format: a NULL key (\N) and the text \N (escaped as \\N) stay apart, as CSV cannot keep them.
+        self._rejects = tempfile.SpooledTemporaryFile(max_size=8 << 20, mode="w+", newline="")
+        if postgres:
+            self.partition = partition_name(model_name, ds)
+            self.stage = f"{self.partition}_next"
+            connection.execute(f"CREATE TABLE {self.stage} ({_predictions_definition(connection)})")
+
+    def write_predictions(self, version: int, role: str, entity_ids: Sequence[str], scores: np.ndarray, labels: np.ndarray) -> None:
+        if not self._postgres:
+            self._connection.executemany(
+                _sqlite_insert("predictions", PREDICTION_COLUMNS),
+                [
+                    (self.model_name, version, role, entity, self.ds.isoformat(), score, label, self.run_id, sqlite_value(self.written_at))
+                    for entity, score, label in zip(entity_ids, scores.tolist(), labels.tolist())
+                ],
+            )
+            return
+        if self._copy is None:
+            from psycopg.copy import QueuedLibpqWriter
+
+            cursor = self._connection.cursor()
+            statement = f"COPY {self.stage} ({', '.join(PREDICTION_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+            self._copy_context = cursor.copy(statement, writer=QueuedLibpqWriter(cursor))
+            self._copy = self._copy_context.__enter__()
+            self._copy.write(BINARY_SIGNATURE)
+        self._copy.write(
+            encode_prediction_rows(self.model_name, version, role, _as_bytes(entity_ids), self.ds, scores, labels, self.run_id, self.written_at)
+        )
+
+    def write_rejects(self, entity_ids: Sequence[str | None], reasons: Sequence[str], payloads: Sequence[dict[str, Any]]) -> None:
+        written_at = self.written_at.isoformat()
+        for entity, reason, payload in zip(entity_ids, reasons, payloads):
+            fields = (self.model_name, self.ds.isoformat(), entity, reason, to_json(payload), self.run_id, written_at)
+            self._rejects.write("\t".join(map(_copy_text_field, fields)) + "\n")
+
+    def finish(self) -> None:
+        """Close the predictions COPY and write the spooled rejects; the caller commits."""
+        if self._copy is not None:
+            self._copy.write(BINARY_TRAILER)
+            self._copy = None
+            self._copy_context.__exit__(None, None, None)
+        self._rejects.seek(0)
+        if self._postgres:
+            statement = f"COPY rejected_rows ({', '.join(REJECT_COLUMNS)}) FROM STDIN (FORMAT text)"
+            with self._connection.cursor().copy(statement) as copy:
+                while block := self._rejects.read(1 << 20):
+                    copy.write(block)
+            self._swap_partition()
+        else:
+            rows = ([None if field == NULL else copy_unescape(field) for field in line.rstrip("\n").split("\t")] for line in self._rejects)
+            self._connection.executemany(
+                _sqlite_insert("rejected_rows", REJECT_COLUMNS),
+                [(model, ds, entity, reason, payload, run_id, sqlite_value(datetime.fromisoformat(at))) for model, ds, entity, reason, payload, run_id, at in rows],
+            )
+        self._rejects.close()
+
+    def _swap_partition(self) -> None:
+        """Index the stage with one sort, then make it the interval's partition in place of the old one."""
+        from psycopg import sql
+
+        connection, stage, partition = self._connection, self.stage, self.partition
+        day, next_day = sql.Literal(self.ds), sql.Literal(self.ds + timedelta(days=1))
+        connection.execute("SET LOCAL maintenance_work_mem = '256MB'")
+        # The parent's unique constraint, built here with one sort; ATTACH adopts it as it is.
+        connection.execute(f"ALTER TABLE {stage} ADD CONSTRAINT {stage}_key UNIQUE (model_name, entity_id, ds, model_version)")
+        # Proves the partition bound, so ATTACH does not scan the rows to check it.
+        connection.execute(
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT stage_bounds CHECK (model_name = {} AND ds >= {} AND ds < {})").format(
+                sql.Identifier(stage), sql.Literal(self.model_name), day, next_day
+            )
+        )
+        # Swaps of all models and days go one at a time, and each takes its locks on `predictions`
+        # only now, so concurrent runs cannot deadlock. Detaching takes an exclusive lock on
+        # `predictions`: wait for running readers, not forever.
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("swap predictions partition"),))
+        connection.execute("SET LOCAL lock_timeout = '5min'")
+        if connection.execute("SELECT to_regclass(%s) IS NOT NULL", (partition,)).fetchone()[0]:
+            connection.execute(f"ALTER TABLE predictions DETACH PARTITION {partition}")
+            connection.execute(f"DROP TABLE {partition}")
+        connection.execute(
+            sql.SQL("ALTER TABLE predictions ATTACH PARTITION {} FOR VALUES FROM ({}, {}) TO ({}, {})").format(
+                sql.Identifier(stage), sql.Literal(self.model_name), day, sql.Literal(self.model_name), next_day
+            )
+        )
+        connection.execute(f"ALTER TABLE {stage} DROP CONSTRAINT stage_bounds")
+        connection.execute(f"ALTER TABLE {stage} RENAME CONSTRAINT {stage}_key TO {partition}_key")
+        connection.execute(f"ALTER TABLE {stage} RENAME TO {partition}")
+
+    def abort(self, error: BaseException) -> None:
+        if self._copy is not None:
+            self._copy_context.__exit__(type(error), error, error.__traceback__)
+            self._copy = None
+        self._rejects.close()
+
+
+def _copy_text_field(value: str | None) -> str:
+    """A field of COPY's text format: NULL as \\N; a text's backslashes, tabs and line breaks escaped."""
+    if value is None:
+        return NULL
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _sqlite_insert(table: str, columns: Sequence[str]) -> str:
+    return f"INSERT INTO {table} ({', '.join(map(quote, columns))}) VALUES ({', '.join('?' * len(columns))})"
+
+
+def _as_bytes(values: Sequence[str]) -> np.ndarray:
+    """Strings as a numpy bytes array: vectorised for ASCII keys, encoded one by one otherwise."""
+    try:
+        return np.asarray(values, dtype=bytes)
+    except UnicodeEncodeError:
+        return np.array([value.encode() for value in values], dtype=bytes)
+
+
+@contextmanager
+def replace_interval(engine: Engine, model_name: str, ds: date, run_id: str, written_at: datetime) -> Iterator[IntervalWriter]:
+    """Open one transaction that owns (model_name, ds): lock it, clear it, let the caller refill it.
+
+    Concurrent runs of the same interval wait on an advisory lock (PostgreSQL) or the database
+    write lock (SQLite). Readers see the old rows until commit; an exception rolls everything back.
+    """
+    postgres = is_postgres(engine)
+    with driver_transaction(engine) as connection:
+        if postgres:
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("predict", model_name, ds),))
+            connection.execute("DELETE FROM rejected_rows WHERE model_name = %s AND ds = %s", (model_name, ds))
+        else:
+            connection.execute("BEGIN IMMEDIATE")
+            for table in ("predictions", "rejected_rows"):
+                connection.execute(f"DELETE FROM {table} WHERE model_name = ? AND ds = ?", (model_name, ds.isoformat()))
+        writer = IntervalWriter(connection, postgres, model_name, ds, run_id, written_at)
+        try:
+            yield writer
+            writer.finish()
+        except BaseException as error:
+            writer.abort(error)
+            raise
+
+
+def load_frame(engine: Engine, table: str, frame: pd.DataFrame, chunk_size: int = 200_000) -> int:
+    """Append a frame to a table (simulated source rows, outcomes); CSV COPY on PostgreSQL."""
+    if frame.empty:
+        return 0
+    frame = frame.copy()
+    for name in frame.columns:
+        if isinstance(frame[name].dtype, pd.DatetimeTZDtype):
+            # Naive UTC text: a tz-aware column halves to_csv's speed.
+            frame[name] = frame[name].dt.tz_convert("UTC").dt.tz_localize(None)
+    with driver_transaction(engine) as connection:
+        if is_postgres(engine):
+            cursor = connection.cursor()
+            cursor.execute("SET LOCAL TIME ZONE 'UTC'")
+            columns = ", ".join(map(quote, frame.columns))
+            for start in range(0, len(frame), chunk_size):
+                buffer = frame.iloc[start : start + chunk_size].to_csv(index=False, header=False, na_rep=NULL)
+                with cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT csv, NULL '{NULL}')") as copy:
+                    copy.write(buffer)
+        else:
+            records = frame.astype(object).where(frame.notna(), None).itertuples(index=False, name=None)
+            connection.executemany(_sqlite_insert(table, frame.columns), (tuple(map(sqlite_value, row)) for row in records))
+    return len(frame)
