@@ -2,12 +2,15 @@
 
 An artifact is the whole fitted sklearn Pipeline dumped with joblib. Its sha256 is recorded at
 registration and checked before every load: a file that does not match is never unpickled.
+Registering the same artifact trained on the same window again returns the version it already
+has (and says so in model_events), so rerunning a job does not grow the registry.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -23,9 +26,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from batchwatch.spec import ModelSpec
-from batchwatch.warehouse import json_safe, lock_unit
+from batchwatch.warehouse import json_safe, lock_unit, utc_timestamp
+
+log = logging.getLogger(__name__)
 
 ALIASES = ("champion", "challenger")
+# The keys of `trained_on` that make two trainings the same: the window and when its labels were read.
+TRAINING_WINDOW_KEYS = ("start", "end", "labels_as_of")
 JSON_COLUMNS = ("metrics", "params", "features", "pipeline_steps", "trained_on")
 DEFAULT_ARTIFACT_ROOT = Path(__file__).resolve().parents[2] / "var" / "artifacts"
 
@@ -79,11 +86,23 @@ def register(
     """Dump the fitted pipeline, record it with its sha256 and metadata, return the new version.
 
     `reference` (a drift.ReferenceProfile) is stored with the version, in the same transaction.
+    When a version of the model already holds the same bytes trained on the same window, that
+    version is returned instead and a `registered_again` event records it.
     """
     root = root or artifact_root()
     blob, sha256 = dump_artifact(pipeline)
     with engine.begin() as connection:
         lock_model(connection, spec.name)
+        same = _same_training(connection, spec.name, sha256, trained_on)
+        if same is not None:
+            version, path = same
+            reason = f"artifact sha256 {sha256[:12]} trained on the same window as v{version}: no new version"
+            record_event(connection, spec.name, "registered_again", version=version, previous_version=None, reason=reason,
+                         actor="registry", details={"trained_on": json_safe(trained_on), "sha256": sha256})
+            if not path.exists():  # the registry's record outlived its file: the same bytes restore it
+                write_artifact(path, blob)
+            log.info("%s: %s", spec.name, reason)
+            return version
         version = 1 + (
             connection.execute(
                 sa.text("SELECT COALESCE(MAX(version), 0) FROM model_versions WHERE model_name = :m"), {"m": spec.name}
@@ -124,6 +143,18 @@ def register(
         if not path.exists():  # same path, same checksum: the bytes are already there
             write_artifact(path, blob)
     return version
+
+
+def _same_training(connection: Connection, model_name: str, sha256: str, trained_on: dict[str, Any]) -> tuple[int, Path] | None:
+    """The version (and its artifact path) holding these bytes trained on this window, if one is registered."""
+    query = sa.text("SELECT version, artifact_uri, trained_on FROM model_versions WHERE model_name = :m AND sha256 = :s ORDER BY version").columns(
+        trained_on=sa.JSON
+    )
+    window = [json_safe(trained_on.get(key)) for key in TRAINING_WINDOW_KEYS]
+    for row in connection.execute(query, {"m": model_name, "s": sha256}).mappings():
+        if [row["trained_on"].get(key) for key in TRAINING_WINDOW_KEYS] == window:
+            return row["version"], artifact_path(row["artifact_uri"])
+    return None
 
 
 def dump_artifact(pipeline: Any) -> tuple[bytes, str]:
@@ -227,7 +258,43 @@ def point_alias(
             sa.text("DELETE FROM model_aliases WHERE model_name = :m AND alias = 'challenger' AND version = :v"),
             {"m": model_name, "v": version},
         )
+        reinstated = _reinstate(connection, model_name, version)
+        if reinstated:
+            details = {**details, "reinstated": reinstated}
     record_event(connection, model_name, event, version=version, previous_version=previous, reason=reason, actor=actor, details=details)
+
+
+def _reinstate(connection: Connection, model_name: str, version: int) -> list[int]:
+    """Clear the rolled-back mark of `version` and of every version holding its bytes; return which were marked.
+
+    Only a deliberate act makes a rolled-back artifact champion again (the gates refuse it, a plain
+    rollback skips it), so that act lifts the mark; the event that records it lists these versions.
+    """
+    same_bytes = "model_name = :m AND rolled_back_at IS NOT NULL AND sha256 = (SELECT sha256 FROM model_versions WHERE model_name = :m AND version = :v)"
+    params = {"m": model_name, "v": version}
+    marked = connection.execute(sa.text(f"SELECT version FROM model_versions WHERE {same_bytes} ORDER BY version"), params).scalars().all()
+    if marked:
+        connection.execute(sa.text(f"UPDATE model_versions SET rolled_back_at = NULL, rolled_back_reason = NULL WHERE {same_bytes}"), params)
+    return list(marked)
+
+
+def mark_rolled_back(connection: Connection, model_name: str, version: int, *, reason: str) -> None:
+    """Record on the version that a rollback took it out of service, inside the rollback's locked transaction."""
+    connection.execute(
+        sa.text("UPDATE model_versions SET rolled_back_at = :t, rolled_back_reason = :r WHERE model_name = :m AND version = :v"),
+        {"t": _now(), "r": reason, "m": model_name, "v": version},
+    )
+
+
+def rolled_back_from(engine: Engine, model_name: str, *, version: int | None, sha256: str) -> list[dict[str, Any]]:
+    """Versions rolled back from (and not reinstated since) that are `version` or hold the same artifact bytes."""
+    query = sa.text(
+        "SELECT version, sha256, rolled_back_at, rolled_back_reason FROM model_versions WHERE model_name = :m"
+        " AND rolled_back_at IS NOT NULL AND (version = :v OR sha256 = :s) ORDER BY version"
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(query, {"m": model_name, "v": version, "s": sha256}).mappings().all()
+    return [{**row, "rolled_back_at": utc_timestamp(row["rolled_back_at"]).isoformat()} for row in rows]
 
 
 def record_event(
@@ -265,7 +332,7 @@ def load_alias(engine: Engine, model_name: str, alias: str) -> LoadedModel | Non
 def list_versions(engine: Engine, model_name: str) -> pd.DataFrame:
     """Every version with its holdout metrics, lineage and current aliases, newest first."""
     query = sa.text(
-        "SELECT v.version, v.created_at, v.parent_version, v.metrics, v.trained_on, v.sha256,"
+        "SELECT v.version, v.created_at, v.parent_version, v.metrics, v.trained_on, v.sha256, v.rolled_back_at,"
         " (SELECT a.alias FROM model_aliases a WHERE a.model_name = v.model_name AND a.version = v.version) AS alias"
         " FROM model_versions v WHERE v.model_name = :m ORDER BY v.version DESC"
     ).columns(metrics=sa.JSON, trained_on=sa.JSON)
@@ -283,10 +350,11 @@ def list_versions(engine: Engine, model_name: str) -> pd.DataFrame:
                 "rows": row["trained_on"].get("rows"),
                 "window": f"{row['trained_on'].get('start', '?')[:10]}..{row['trained_on'].get('end', '?')[:10]}",
                 "sha256": row["sha256"][:12],
+                "rolled_back": "" if row["rolled_back_at"] is None else f"{utc_timestamp(row['rolled_back_at']):%Y-%m-%d %H:%M}",
             }
             for row in rows
         ],
-        columns=["version", "alias", "created_at", "parent", "holdout_auc", "holdout_brier", "rows", "window", "sha256"],
+        columns=["version", "alias", "created_at", "parent", "holdout_auc", "holdout_brier", "rows", "window", "sha256", "rolled_back"],
     ).astype({"parent": "Int64"})
 
 
