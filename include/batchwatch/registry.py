@@ -2,8 +2,9 @@
 
 An artifact is the whole fitted sklearn Pipeline dumped with joblib. Its sha256 is recorded at
 registration and checked before every load: a file that does not match is never unpickled.
-Registering the same artifact trained on the same window again returns the version it already
-has (and says so in model_events), so rerunning a job does not grow the registry.
+Registering the same training again (same window and, by the bytes or by the training data's
+fingerprint and the estimator's parameters, the same model) returns the version it already has and
+says so in model_events, so rerunning a job does not grow the registry.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 ALIASES = ("champion", "challenger")
 # The keys of `trained_on` that make two trainings the same: the window and when its labels were read.
 TRAINING_WINDOW_KEYS = ("start", "end", "labels_as_of")
+# The key of `trained_on` holding a fingerprint of the training rows (retrain.data_fingerprint).
+DATA_FINGERPRINT = "data_sha256"
 JSON_COLUMNS = ("metrics", "params", "features", "pipeline_steps", "trained_on")
 DEFAULT_ARTIFACT_ROOT = Path(__file__).resolve().parents[2] / "var" / "artifacts"
 
@@ -86,20 +89,21 @@ def register(
     """Dump the fitted pipeline, record it with its sha256 and metadata, return the new version.
 
     `reference` (a drift.ReferenceProfile) is stored with the version, in the same transaction.
-    When a version of the model already holds the same bytes trained on the same window, that
-    version is returned instead and a `registered_again` event records it.
+    When a version of the model is the same training (see _same_training), that version is
+    returned instead and a `registered_again` event records it.
     """
     root = root or artifact_root()
     blob, sha256 = dump_artifact(pipeline)
+    params = {"factory": spec.estimator.factory, **_jsonable_params(pipeline)}
     with engine.begin() as connection:
         lock_model(connection, spec.name)
-        same = _same_training(connection, spec.name, sha256, trained_on)
+        same = _same_training(connection, spec, sha256, params, trained_on)
         if same is not None:
-            version, path = same
-            reason = f"artifact sha256 {sha256[:12]} trained on the same window as v{version}: no new version"
+            version, how, path = same
+            reason = f"the same training as v{version} ({how}): no new version"
             record_event(connection, spec.name, "registered_again", version=version, previous_version=None, reason=reason,
                          actor="registry", details={"trained_on": json_safe(trained_on), "sha256": sha256})
-            if not path.exists():  # the registry's record outlived its file: the same bytes restore it
+            if how == "same bytes" and not path.exists():  # the registry's record outlived its file: the same bytes restore it
                 write_artifact(path, blob)
             log.info("%s: %s", spec.name, reason)
             return version
@@ -123,7 +127,7 @@ def register(
                 "artifact_uri": path.as_uri(),
                 "sha256": sha256,
                 "metrics": json_safe(metrics),
-                "params": {"factory": spec.estimator.factory, **_jsonable_params(pipeline)},
+                "params": params,
                 "features": spec.model_features,
                 "pipeline_steps": pipeline_steps(pipeline),
                 "trained_on": trained_on,
@@ -145,15 +149,30 @@ def register(
     return version
 
 
-def _same_training(connection: Connection, model_name: str, sha256: str, trained_on: dict[str, Any]) -> tuple[int, Path] | None:
-    """The version (and its artifact path) holding these bytes trained on this window, if one is registered."""
-    query = sa.text("SELECT version, artifact_uri, trained_on FROM model_versions WHERE model_name = :m AND sha256 = :s ORDER BY version").columns(
-        trained_on=sa.JSON
-    )
+def _same_training(
+    connection: Connection, spec: ModelSpec, sha256: str, params: dict[str, Any], trained_on: dict[str, Any]
+) -> tuple[int, str, Path] | None:
+    """The version that is this training, how it matched, and its artifact path; None if there is none.
+
+    Same window, and either the same bytes or the same training rows (their fingerprint), estimator
+    parameters and features. Bytes alone do not suffice: joblib pickles shared objects by identity,
+    so one fit dumped in processes with different histories gives equal models with unequal bytes.
+    """
+    query = sa.text(
+        "SELECT version, sha256, artifact_uri, trained_on, params, features FROM model_versions WHERE model_name = :m ORDER BY version"
+    ).columns(trained_on=sa.JSON, params=sa.JSON, features=sa.JSON)
     window = [json_safe(trained_on.get(key)) for key in TRAINING_WINDOW_KEYS]
-    for row in connection.execute(query, {"m": model_name, "s": sha256}).mappings():
-        if [row["trained_on"].get(key) for key in TRAINING_WINDOW_KEYS] == window:
-            return row["version"], artifact_path(row["artifact_uri"])
+    fingerprint = trained_on.get(DATA_FINGERPRINT)
+    for row in connection.execute(query, {"m": spec.name}).mappings():
+        if [row["trained_on"].get(key) for key in TRAINING_WINDOW_KEYS] != window:
+            continue
+        if row["sha256"] == sha256:
+            return row["version"], "same bytes", artifact_path(row["artifact_uri"])
+        if (
+            fingerprint is not None and row["trained_on"].get(DATA_FINGERPRINT) == fingerprint
+            and row["params"] == json_safe(params) and row["features"] == spec.model_features
+        ):
+            return row["version"], f"same window, training rows {fingerprint[:12]}, estimator and features", artifact_path(row["artifact_uri"])
     return None
 
 

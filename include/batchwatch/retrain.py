@@ -8,6 +8,7 @@ one wins and the other is refused with the reason.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -74,7 +75,7 @@ def train_candidate(engine: Engine, spec: ModelSpec, *, as_of: datetime, window_
     labelled = read_labelled(engine, spec, start, end, as_of)
     trained = train(spec, labelled)
     trained_on = {"start": start.isoformat(), "end": end.isoformat(), "labels_as_of": as_of.isoformat(), "rows": len(labelled),
-                  "holdout_from": trained.holdout_from, "run_id": run_id}
+                  "holdout_from": trained.holdout_from, "run_id": run_id, registry.DATA_FINGERPRINT: data_fingerprint(labelled)}
     metrics = {**trained.metrics, "trained_on": trained_on}
     common = {"model_name": spec.name, "champion_version": champion, "window_start": start.isoformat(), "window_end": end.isoformat(),
               "labels_as_of": as_of.isoformat(), "dry_run": dry_run, "metrics": json_safe(metrics)}
@@ -86,6 +87,17 @@ def train_candidate(engine: Engine, spec: ModelSpec, *, as_of: datetime, window_
     )
     row = registry.get_version(engine, spec.name, version)
     return Candidate(version=version, artifact_uri=row["artifact_uri"], sha256=row["sha256"], **common)
+
+
+def data_fingerprint(frame: pd.DataFrame) -> str:
+    """sha256 of the rows as read, the same in every process (pandas hashes values with a fixed key).
+
+    With the estimator's parameters it identifies a training, so a rerun of the same week is
+    recognised as the version it already produced even when its pickled bytes differ.
+    """
+    digest = hashlib.sha256("\x1f".join(map(str, frame.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
 
 
 def existing_candidate(engine: Engine, spec: ModelSpec, version: int, *, as_of: datetime, window_days: int | None, dry_run: bool) -> Candidate:

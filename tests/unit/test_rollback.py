@@ -7,8 +7,11 @@ bytes differ by their random_state.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from sklearn.dummy import DummyClassifier
@@ -34,6 +37,11 @@ def estimator(seed: int) -> DummyClassifier:
 def register(engine, spec, seed: int, trained_on: dict | None = None) -> int:
     trained_on = {**WINDOW, "rows": 4} if trained_on is None else trained_on
     return registry.register(engine, spec, estimator(seed), metrics={}, trained_on=trained_on, parent_version=None)
+
+
+def prior(labels: list[int]) -> DummyClassifier:
+    """Same parameters, different fitted state: different bytes."""
+    return DummyClassifier(strategy="prior").fit(np.zeros((len(labels), 1)), labels)
 
 
 def rows(engine, query: str, **params) -> list[dict]:
@@ -65,7 +73,7 @@ def test_registering_the_same_bytes_and_window_again_returns_that_version_and_re
     assert [row["version"] for row in rows(engine, "SELECT version FROM model_versions")] == [1]
     (again,) = rows(engine, "SELECT event, version, reason, actor, details FROM model_events")
     assert (again["event"], again["version"], again["actor"]) == ("registered_again", 1, "registry")
-    assert "same window as v1: no new version" in again["reason"]
+    assert again["reason"] == "the same training as v1 (same bytes): no new version"
     details = again["details"] if isinstance(again["details"], dict) else json.loads(again["details"])
     assert details["trained_on"]["run_id"] == "second run"
 
@@ -78,6 +86,37 @@ def test_registering_the_same_bytes_and_window_again_returns_that_version_and_re
     # Another window or other bytes are another version.
     assert register(engine, fraud_spec, seed=1, trained_on={**WINDOW, "end": "2026-09-30T00:00:00+00:00"}) == 2
     assert register(engine, fraud_spec, seed=2) == 3
+
+
+def test_the_same_training_rows_and_estimator_are_the_same_version_even_when_the_bytes_differ(engine, fraud_spec):
+    """joblib pickles shared objects by identity: one fit dumped in two processes can differ in bytes."""
+    fingerprinted = {**WINDOW, registry.DATA_FINGERPRINT: "ab" * 32}
+    first = registry.register(engine, fraud_spec, prior([0, 1, 1]), metrics={}, trained_on=fingerprinted, parent_version=None)
+    again = registry.register(engine, fraud_spec, prior([0, 0, 1]), metrics={}, trained_on=fingerprinted, parent_version=None)
+    assert again == first == 1
+    (event,) = rows(engine, "SELECT reason FROM model_events WHERE event = 'registered_again'")
+    assert "training rows abababababab, estimator and features" in event["reason"]
+    assert registry.load_version(engine, "fraud", 1).pipeline.class_prior_.tolist() == pytest.approx([1 / 3, 2 / 3]), "the first artifact stays"
+
+    # Other rows, another estimator, or no fingerprint at all (bytes must then match) are another version.
+    other_rows = {**fingerprinted, registry.DATA_FINGERPRINT: "cd" * 32}
+    assert registry.register(engine, fraud_spec, prior([0, 0, 1]), metrics={}, trained_on=other_rows, parent_version=None) == 2
+    other_estimator = DummyClassifier(strategy="most_frequent").fit(np.zeros((3, 1)), [0, 1, 1])
+    assert registry.register(engine, fraud_spec, other_estimator, metrics={}, trained_on=fingerprinted, parent_version=None) == 3
+    assert registry.register(engine, fraud_spec, prior([0, 0, 0, 1]), metrics={}, trained_on=WINDOW, parent_version=None) == 4
+
+
+def test_the_data_fingerprint_is_the_same_in_a_fresh_process_and_follows_every_value():
+    frame = pd.DataFrame({"id": ["a", "b", None], "amount": [1.5, None, 3.0], "label": [0, 1, 0]})
+    code = (
+        "import pandas as pd; from batchwatch.retrain import data_fingerprint; "
+        "print(data_fingerprint(pd.DataFrame({'id': ['a', 'b', None], 'amount': [1.5, None, 3.0], 'label': [0, 1, 0]})))"
+    )
+    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert retrain.data_fingerprint(frame) == fresh
+    changed = frame.assign(amount=[1.5, None, 3.5])
+    assert retrain.data_fingerprint(changed) != fresh
+    assert retrain.data_fingerprint(frame.rename(columns={"amount": "amt"})) != fresh
 
 
 def test_each_rollback_goes_one_step_further_back_and_the_last_one_fails_clearly(three_champions, fraud_spec):
