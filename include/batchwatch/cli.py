@@ -91,7 +91,10 @@ def _cmd_rollback(args: argparse.Namespace) -> None:
     from batchwatch.promotion.retrain import rollback
 
     outcome = rollback(_engine(args), args.model, to_version=args.to, reason=args.reason, actor=f"cli by {getpass.getuser()}")
-    print(f"{args.model}: champion is v{outcome['version']} again (was v{outcome['previous_champion']})")
+    print(
+        f"{args.model}: champion is v{outcome['version']} again (was v{outcome['previous_champion']}); v{outcome['previous_champion']} "
+        "is marked rolled back from, so a retrain will not promote it (or an identical retrained model) unless forced"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     report.add_argument("model")
     report.set_defaults(run=_cmd_report)
 
-    versions = commands.add_parser("versions", help="registered versions with holdout metrics, lineage and aliases")
+    versions = commands.add_parser("versions", help="registered versions with holdout metrics, lineage, aliases and rollbacks")
     versions.add_argument("model")
     versions.set_defaults(run=_cmd_versions)
 
@@ -129,9 +132,20 @@ def main(argv: list[str] | None = None) -> None:
     history.add_argument("model")
     history.set_defaults(run=_cmd_history)
 
-    back = commands.add_parser("rollback", help="make the previous champion (or --to VERSION) champion again, audited")
+    back = commands.add_parser(
+        "rollback",
+        help="take the champion out of service and restore the previous one (or --to VERSION), audited",
+        description=(
+            "Take the champion out of service and restore an earlier champion, audited in model_events. The version rolled back "
+            "from is marked (see `versions`): the weekly retrain's gates refuse to promote it, or a retrained model with the same "
+            "artifact sha256, again unless forced (force_promote with a force_reason). Without --to, each rollback goes one step "
+            "further back in the champion history, skipping versions rolled back from: with v1 -> v2 -> v3 promoted, two rollbacks "
+            "give v2, then v1, and a third fails because nothing earlier is left. --to VERSION restores that version, even one "
+            "rolled back from before, and lifts its mark."
+        ),
+    )
     back.add_argument("model")
-    back.add_argument("--to", type=int, help="version to restore (default: the champion before the current one)")
+    back.add_argument("--to", type=int, metavar="VERSION", help="version to restore (default: the latest earlier champion not rolled back from)")
     back.add_argument("--reason", required=True, help="why; recorded in model_events")
     back.set_defaults(run=_cmd_rollback)
 

@@ -47,10 +47,15 @@ def artifacts(tmp_path, monkeypatch) -> Path:
     return root
 
 
-def register(engine, spec, pipeline, parent_version=None, **kwargs) -> int:
+def register(engine, spec, pipeline, parent_version=None, trained_on=TRAINED_ON, **kwargs) -> int:
     return registry.register(
-        engine, spec, pipeline, metrics=METRICS, trained_on=TRAINED_ON, parent_version=parent_version, **kwargs
+        engine, spec, pipeline, metrics=METRICS, trained_on=trained_on, parent_version=parent_version, **kwargs
     )
+
+
+def window(days: int) -> dict:
+    """TRAINED_ON with a window `days` longer: the same bytes trained on another window are another version."""
+    return {**TRAINED_ON, "end": (D1 + timedelta(days=1 + days)).isoformat()}
 
 
 def events(engine) -> list[dict]:
@@ -73,7 +78,7 @@ def aliases(engine, model_name: str = "fraud") -> dict[str, int]:
 
 def test_register_numbers_versions_and_records_metadata(sqlite_engine, fraud_spec, fitted, artifacts) -> None:
     assert register(sqlite_engine, fraud_spec, fitted) == 1
-    assert register(sqlite_engine, fraud_spec, fitted, parent_version=1) == 2
+    assert register(sqlite_engine, fraud_spec, fitted, parent_version=1, trained_on=window(1)) == 2
 
     row = registry.get_version(sqlite_engine, "fraud", 2)
     path = artifacts / "fraud" / f"v2-{row['sha256'][:16]}" / "pipeline.joblib"
@@ -90,12 +95,12 @@ def test_register_numbers_versions_and_records_metadata(sqlite_engine, fraud_spe
     assert (params["early_stopping"], params["random_state"]) == (False, 0)
     assert params["categorical_features"] == repr([True] * 3 + [False] * 8)
     assert row["metrics"] == METRICS
-    assert row["trained_on"] == TRAINED_ON
+    assert row["trained_on"] == window(1)
     assert row["parent_version"] == 1
     assert registry.get_version(sqlite_engine, "fraud", 1)["parent_version"] is None
     assert row["created_at"] is not None
 
-    # Same pipeline, same bytes: the two versions are separate files with the same checksum.
+    # Same pipeline, same bytes, another window: the two versions are separate files with the same checksum.
     first = registry.get_version(sqlite_engine, "fraud", 1)
     assert first["sha256"] == row["sha256"]
     assert sorted(p.relative_to(artifacts).as_posix() for p in artifacts.rglob("*") if p.is_file()) == [
@@ -111,7 +116,7 @@ def test_versions_are_numbered_per_model(sqlite_engine, fraud_spec, fitted, arti
     other = parse_spec(fraud_data)
     assert register(sqlite_engine, fraud_spec, fitted) == 1
     assert register(sqlite_engine, other, fitted) == 1
-    assert register(sqlite_engine, fraud_spec, fitted) == 2
+    assert register(sqlite_engine, fraud_spec, fitted, trained_on=window(1)) == 2
     assert artifact(sqlite_engine, 1, "fraud_eu").is_relative_to(artifacts / "fraud_eu")
     assert artifact(sqlite_engine, 1, "fraud_eu").is_file()
 
@@ -190,8 +195,8 @@ def test_unknown_version_raises_registry_error(sqlite_engine, fraud_spec, fitted
 
 
 def test_aliases_and_their_audit_events(sqlite_engine, fraud_spec, fitted, artifacts) -> None:
-    for _ in range(3):
-        register(sqlite_engine, fraud_spec, fitted)
+    for days in range(3):
+        register(sqlite_engine, fraud_spec, fitted, trained_on=window(days))
     assert registry.load_alias(sqlite_engine, "fraud", "champion") is None
 
     registry.set_alias(sqlite_engine, "fraud", "champion", 1, reason="bootstrap", actor="bootstrap")
@@ -231,8 +236,8 @@ def test_aliases_and_their_audit_events(sqlite_engine, fraud_spec, fitted, artif
 
 
 def test_promoting_a_non_challenger_keeps_the_challenger(sqlite_engine, fraud_spec, fitted, artifacts) -> None:
-    for _ in range(3):
-        register(sqlite_engine, fraud_spec, fitted)
+    for days in range(3):
+        register(sqlite_engine, fraud_spec, fitted, trained_on=window(days))
     registry.set_alias(sqlite_engine, "fraud", "champion", 1, reason="first", actor="a")
     registry.set_alias(sqlite_engine, "fraud", "challenger", 2, reason="shadow", actor="a")
     registry.set_alias(sqlite_engine, "fraud", "champion", 3, reason="manual", actor="a")

@@ -7,7 +7,8 @@ Feature drift is measured on every row of the window as it arrived (so a new cat
 of nulls shows even when validation would reject those rows); score drift on the rows the
 champion can score. A column is *drifted* only when its test is significant after
 Benjamini-Hochberg across every test of the check *and* its effect size passes the spec's
-threshold; with fewer than `drift.min_rows` values the verdict is `insufficient_data`.
+threshold; with fewer than `drift.min_rows` values the verdict is `insufficient_data`, and so is
+every verdict of a window whose rows span less than `drift.min_window_coverage` of it.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from batchwatch.data.validation import validate
 from batchwatch.hashing import DRIFT_SAMPLE
 from batchwatch.monitoring.incidents import update_incident
 from batchwatch.serialization import finite_or_none, json_safe
-from batchwatch.warehouse import lock_unit, read_frame, refused_queries, sample_predicate
+from batchwatch.warehouse import lock_unit, read_frame, refused_queries, sample_predicate, utc_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -367,16 +368,25 @@ def check_window(engine: Engine, spec: ModelSpec, *, window_end: datetime, run_i
     champion = load_champion(engine, spec, ", so there is no reference to check drift against")
     reference = load_reference(engine, spec.name, champion.version)
     raw, in_window, fraction = read_window(engine, spec, start, end)
+    first, last = window_span(engine, spec, start, end)
+    coverage = span_coverage(first, last, start, end)
     features = build_features(raw, spec)
     valid = validate(raw, spec).valid
     scored = features if len(valid) == len(raw) else features.loc[valid.index]
     scores = score(champion.pipeline, scored)
     seed = int(end.timestamp()) // 3600
     results = evaluate(spec, reference, features, scores, seed=seed)
+    partial = partial_window_reason(spec, coverage, first, last)
+    if partial is not None:
+        for result in results:
+            result.verdict = INSUFFICIENT
+            result.details["insufficient_data"] = partial
 
     checks = _by_check(results)
     verdicts = [members[0].verdict for members in checks.values()]
     status = DRIFTED if DRIFTED in verdicts else (INSUFFICIENT if all(v == INSUFFICIENT for v in verdicts) else OK)
+    if status == INSUFFICIENT and partial is None:
+        partial = f"{len(raw)} rows in the window, fewer than drift.min_rows ({spec.drift.min_rows}) for every check"
     drifted = describe(results)
     with engine.begin() as connection:
         lock_unit(connection, "drift", spec.name)  # two windows of one model cannot both open an incident
@@ -404,7 +414,9 @@ def check_window(engine: Engine, spec: ModelSpec, *, window_end: datetime, run_i
         "rows": len(raw),
         "sample_fraction": round(fraction, 6),
         "rows_scored": len(scores),
+        "coverage": round(coverage, 4),
         "status": status,
+        "reason": partial if status == INSUFFICIENT else None,
         "drifted": drifted,
         "checks": {verdict: verdicts.count(verdict) for verdict in (DRIFTED, OK, INSUFFICIENT)},
         "tests": len(results),
@@ -429,3 +441,38 @@ def read_window(engine: Engine, spec: ModelSpec, start: datetime, end: datetime)
     if fraction < 1:
         query += " AND " + sample_predicate(engine, f"s.{quote(spec.source.entity_key)}", fraction, DRIFT_SAMPLE)
     return read_frame(engine, query, params, columns, text, spec.categorical_features, origin), rows, fraction
+
+
+def window_span(engine: Engine, spec: ModelSpec, start: datetime, end: datetime) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+    """Event times of the window's first and last row (None, None when it holds none)."""
+    event = quote(spec.source.event_time)
+    query = sa.text(f"SELECT MIN(s.{event}), MAX(s.{event}) FROM {spec.source.relation} s WHERE s.{event} >= :start AND s.{event} < :end")
+    with engine.connect() as connection:
+        first, last = connection.execute(query, {"start": start, "end": end}).one()
+    if first is None or last is None:
+        return None, None
+    return utc_timestamp(first), utc_timestamp(last)
+
+
+def span_coverage(first: datetime | None, last: datetime | None, start: datetime, end: datetime) -> float:
+    """Share of [start, end) between the first and the last row: under 1 when data began late or stopped early."""
+    if first is None or last is None:
+        return 0.0
+    return min(1.0, (last - first) / (end - start))
+
+
+def partial_window_reason(spec: ModelSpec, coverage: float, first: datetime | None, last: datetime | None) -> str | None:
+    """Why the window cannot be judged, or None when its rows span enough of it.
+
+    A window holding only some of its hours compares a skewed time-of-day mix with a reference
+    built on whole days, and would flag that skew as drift. That the data stopped arriving is the
+    volume check's finding, not a drift verdict.
+    """
+    minimum = spec.drift.min_window_coverage
+    if first is None or last is None or coverage >= minimum:
+        return None  # an empty window is judged by drift.min_rows
+    return (
+        f"the window's rows, from {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC, span {coverage:.1%} of its "
+        f"{spec.drift.window_hours} h, under drift.min_window_coverage "
+        f"({minimum:.0%}): the data began late or stopped arriving, so no verdict"
+    )

@@ -163,6 +163,27 @@ def output_sanity(scores: ArrayLike, *, threshold: float, positive_rate_min: flo
     return results
 
 
+def not_rolled_back(rolled_back: list[dict[str, Any]], *, version: int | None, sha256: str) -> GateResult:
+    """A version someone rolled back from is not promoted again by a retrain, nor a byte-identical copy of it.
+
+    A retrain on the same data with the same seed reproduces the same bytes under a new version
+    number, so the artifact's sha256 is matched as well as the version. `rolled_back` holds the
+    registry's matching versions (registry.rolled_back_from); force_promote overrides this gate too.
+    """
+    name = "not_rolled_back"
+    candidate = "the dry-run candidate" if version is None else f"v{version}"
+    if not rolled_back:
+        return GateResult(name, True, 0.0, 0.0, f"{candidate} (sha256 {sha256[:12]}) was never rolled back from")
+    found = []
+    for row in rolled_back:
+        same = "" if row["version"] == version else f" (the same artifact as {candidate}, sha256 {sha256[:12]})"
+        found.append(f"v{row['version']}{same} was rolled back from at {row['rolled_back_at']}: {row['rolled_back_reason']!r}")
+    return GateResult(
+        name, False, float(len(rolled_back)), 0.0,
+        "; ".join(found) + ". A retrain does not undo a rollback: promote it with force_promote and a force_reason if it is wanted back",
+    )
+
+
 # --- slices and shadow scores -----------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ one wins and the other is refused with the reason.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -76,7 +77,7 @@ def train_candidate(engine: Engine, spec: ModelSpec, *, as_of: datetime, window_
     labelled = read_labelled(engine, spec, start, end, as_of)
     trained = train(spec, labelled)
     trained_on = {"start": start.isoformat(), "end": end.isoformat(), "labels_as_of": as_of.isoformat(), "rows": len(labelled),
-                  "holdout_from": trained.holdout_from, "run_id": run_id}
+                  "holdout_from": trained.holdout_from, "run_id": run_id, registry.DATA_FINGERPRINT: data_fingerprint(labelled)}
     metrics = {**trained.metrics, "trained_on": trained_on}
     common = {"model_name": spec.name, "champion_version": champion, "window_start": start.isoformat(), "window_end": end.isoformat(),
               "labels_as_of": as_of.isoformat(), "dry_run": dry_run, "metrics": json_safe(metrics)}
@@ -88,6 +89,17 @@ def train_candidate(engine: Engine, spec: ModelSpec, *, as_of: datetime, window_
     )
     row = registry.get_version(engine, spec.name, version)
     return Candidate(version=version, artifact_uri=row["artifact_uri"], sha256=row["sha256"], **common)
+
+
+def data_fingerprint(frame: pd.DataFrame) -> str:
+    """sha256 of the rows as read, the same in every process (pandas hashes values with a fixed key).
+
+    With the estimator's parameters it identifies a training, so a rerun of the same week is
+    recognised as the version it already produced even when its pickled bytes differ.
+    """
+    digest = hashlib.sha256("\x1f".join(map(str, frame.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
 
 
 def existing_candidate(engine: Engine, spec: ModelSpec, version: int, *, as_of: datetime, window_days: int | None, dry_run: bool) -> Candidate:
@@ -131,6 +143,8 @@ def validate_candidate(engine: Engine, spec: ModelSpec, candidate: Candidate) ->
     challenger_scores = score(_load_candidate(engine, candidate), features)
 
     results = [_unseen_holdout(spec, candidate, holdout)]
+    rolled_back = registry.rolled_back_from(engine, spec.name, version=candidate.version, sha256=candidate.sha256)
+    results.append(gates.not_rolled_back(rolled_back, version=candidate.version, sha256=candidate.sha256))
     results.append(gates.roc_auc_floor(labels, challenger_scores, settings.min_roc_auc))
     results.append(gates.brier_ceiling(labels, challenger_scores, settings.max_brier))
     results += gates.output_sanity(
@@ -200,7 +214,9 @@ def promote_candidate(
 ) -> dict[str, Any]:
     """Make the candidate champion if every gate passed (or the promotion is forced), else record the rejection.
 
-    Refused when the champion is no longer the one the candidate was validated against.
+    Refused when the champion is no longer the one the candidate was validated against. A retrain
+    that reproduced the champion itself (same bytes, same window: registry.register returned it)
+    changes nothing and says so (`unchanged`).
     """
     failed = gates.failed_gates(results)
     decision = "promoted" if not failed else ("forced" if force_reason else "rejected")
@@ -208,6 +224,8 @@ def promote_candidate(
                "decision": decision, "failed_gates": failed, "dry_run": candidate.dry_run}
     if candidate.dry_run:
         return {**outcome, "decision": f"would be {decision}"}
+    if candidate.version == candidate.champion_version:
+        return {**outcome, "decision": "unchanged", "reason": f"the retrain reproduced the champion v{candidate.version}; nothing to promote"}
     details = {"gates": [r.to_dict() for r in results], "failed_gates": failed, "forced": decision == "forced", "candidate": candidate.to_dict()}
     with engine.begin() as connection:
         registry.lock_model(connection, spec.name)
@@ -230,8 +248,18 @@ def promote_candidate(
     return {**outcome, "reason": reason}
 
 
+# Events that made a version champion: the champion history a rollback walks back through.
+CHAMPION_EVENTS = ("set_champion", "promoted", "forced", "rollback")
+
+
 def rollback(engine: Engine, model_name: str, *, to_version: int | None, reason: str, actor: str) -> dict[str, Any]:
-    """Make the previous champion (or `to_version`) champion again, audited. Returns what changed."""
+    """Take the champion out of service and restore an earlier one (or `to_version`), audited. Returns what changed.
+
+    The version rolled back from is marked on its row, so a retrain does not promote it (or the
+    same bytes under a new number) again, and a further rollback does not return to it: each one
+    goes one step further back in the champion history (v3 -> v2 -> v1). `to_version` restores a
+    named version, also one rolled back from earlier, which lifts its mark.
+    """
     if not (reason or "").strip():
         raise PromotionRefused("a rollback needs a reason; it is recorded in model_events")
     with engine.begin() as connection:
@@ -239,23 +267,48 @@ def rollback(engine: Engine, model_name: str, *, to_version: int | None, reason:
         current = registry.alias_version_in(connection, model_name, "champion")
         if current is None:
             raise PromotionRefused(f"{model_name} has no champion to roll back")
-        target = to_version if to_version is not None else _previous_champion(connection, model_name, current)
+        target = _previous_champion(connection, model_name, current) if to_version is None else to_version
         if target == current:
             raise PromotionRefused(f"{model_name} v{target} is already the champion")
+        if _sha256(connection, model_name, target) == _sha256(connection, model_name, current):
+            raise PromotionRefused(
+                f"{model_name} v{target} holds the same artifact as the champion v{current}; rolling back to it would change "
+                "nothing. Name another version."
+            )
+        registry.mark_rolled_back(connection, model_name, current, reason=reason)
         registry.point_alias(connection, model_name, "champion", target, event="rollback", reason=reason, actor=actor,
                              details={"from_version": current})
     return {"model_name": model_name, "version": target, "previous_champion": current, "reason": reason}
 
 
-def _previous_champion(connection: sa.Connection, model_name: str, current: int) -> int:
-    """The version that was champion just before `current` last became champion."""
-    previous = connection.execute(
-        sa.text(
-            "SELECT previous_version FROM model_events WHERE model_name = :m AND version = :v"
-            " AND event IN ('set_champion', 'promoted', 'forced', 'rollback') ORDER BY id DESC LIMIT 1"
-        ),
-        {"m": model_name, "v": current},
+def _sha256(connection: sa.Connection, model_name: str, version: int) -> str:
+    sha256 = connection.execute(
+        sa.text("SELECT sha256 FROM model_versions WHERE model_name = :m AND version = :v"), {"m": model_name, "v": version}
     ).scalar_one_or_none()
-    if previous is None:
-        raise PromotionRefused(f"{model_name} v{current} has no earlier champion to roll back to; name a version")
-    return previous
+    if sha256 is None:
+        raise PromotionRefused(f"model {model_name!r} has no version {version}; `python -m batchwatch versions {model_name}` lists them")
+    return sha256
+
+
+def _previous_champion(connection: sa.Connection, model_name: str, current: int) -> int:
+    """The latest earlier champion that was not rolled back from and does not hold the champion's bytes."""
+    history = connection.execute(
+        sa.text(
+            "SELECT e.version, v.sha256 FROM model_events e JOIN model_versions v ON v.model_name = e.model_name AND v.version = e.version"
+            f" WHERE e.model_name = :m AND e.event IN ({', '.join(repr(event) for event in CHAMPION_EVENTS)}) ORDER BY e.id DESC"
+        ),
+        {"m": model_name},
+    ).all()
+    excluded = set(
+        connection.execute(
+            sa.text("SELECT sha256 FROM model_versions WHERE model_name = :m AND rolled_back_at IS NOT NULL"), {"m": model_name}
+        ).scalars()
+    )
+    excluded.add(_sha256(connection, model_name, current))
+    for version, sha256 in history:
+        if sha256 not in excluded:
+            return version
+    raise PromotionRefused(
+        f"{model_name} v{current} has no earlier champion to roll back to: every earlier one was rolled back from or holds "
+        f"the same artifact. Name a version to restore (rollback --to VERSION); `python -m batchwatch versions {model_name}` lists them."
+    )

@@ -24,15 +24,17 @@ from batchwatch.registry.store import (
     load_alias,
     load_version,
     lock_model,
+    mark_rolled_back,
     pipeline_steps,
     point_alias,
     record_event,
     register,
+    rolled_back_from,
     set_alias,
 )
 
 __all__ = [
     "ALIASES", "ArtifactIntegrityError", "LoadedModel", "RegistryError", "alias_history", "alias_version", "alias_version_in",
-    "artifact_path", "artifact_root", "dump_artifact", "get_version", "list_versions", "load_alias", "load_version", "lock_model",
-    "pipeline_steps", "point_alias", "read_artifact", "record_event", "register", "set_alias", "write_artifact",
+    "artifact_path", "artifact_root", "dump_artifact", "get_version", "list_versions", "load_alias", "load_version", "lock_model", "mark_rolled_back",
+    "pipeline_steps", "point_alias", "read_artifact", "record_event", "register", "rolled_back_from", "set_alias", "write_artifact",
 ]

@@ -2,10 +2,14 @@
 
 An artifact is the whole fitted sklearn Pipeline dumped with joblib. Its sha256 is recorded at
 registration and checked before every load: a file that does not match is never unpickled.
+Registering the same training again (same window and, by the bytes or by the training data's
+fingerprint and the estimator's parameters, the same model) returns the version it already has and
+says so in model_events, so rerunning a job does not grow the registry.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,9 +22,15 @@ from sqlalchemy.engine import Connection, Engine
 from batchwatch.registry.artifacts import RegistryError, artifact_path, artifact_root, dump_artifact, read_artifact, write_artifact
 from batchwatch.spec import ModelSpec
 from batchwatch.serialization import json_safe
-from batchwatch.warehouse import lock_unit
+from batchwatch.warehouse import lock_unit, utc_timestamp
+
+log = logging.getLogger(__name__)
 
 ALIASES = ("champion", "challenger")
+# The keys of `trained_on` that make two trainings the same: the window and when its labels were read.
+TRAINING_WINDOW_KEYS = ("start", "end", "labels_as_of")
+# The key of `trained_on` holding a fingerprint of the training rows (retrain.data_fingerprint).
+DATA_FINGERPRINT = "data_sha256"
 JSON_COLUMNS = ("metrics", "params", "features", "pipeline_steps", "trained_on")
 
 
@@ -61,11 +71,24 @@ def register(
     """Dump the fitted pipeline, record it with its sha256 and metadata, return the new version.
 
     `reference` (a drift.ReferenceProfile) is stored with the version, in the same transaction.
+    When a version of the model is the same training (see _same_training), that version is
+    returned instead and a `registered_again` event records it.
     """
     root = root or artifact_root()
     blob, sha256 = dump_artifact(pipeline)
+    params = {"factory": spec.estimator.factory, **_jsonable_params(pipeline)}
     with engine.begin() as connection:
         lock_model(connection, spec.name)
+        same = _same_training(connection, spec, sha256, params, trained_on)
+        if same is not None:
+            version, how, path = same
+            reason = f"the same training as v{version} ({how}): no new version"
+            record_event(connection, spec.name, "registered_again", version=version, previous_version=None, reason=reason,
+                         actor="registry", details={"trained_on": json_safe(trained_on), "sha256": sha256})
+            if how == "same bytes" and not path.exists():  # the registry's record outlived its file: the same bytes restore it
+                write_artifact(path, blob)
+            log.info("%s: %s", spec.name, reason)
+            return version
         version = 1 + (
             connection.execute(
                 sa.text("SELECT COALESCE(MAX(version), 0) FROM model_versions WHERE model_name = :m"), {"m": spec.name}
@@ -86,7 +109,7 @@ def register(
                 "artifact_uri": path.as_uri(),
                 "sha256": sha256,
                 "metrics": json_safe(metrics),
-                "params": {"factory": spec.estimator.factory, **_jsonable_params(pipeline)},
+                "params": params,
                 "features": spec.model_features,
                 "pipeline_steps": pipeline_steps(pipeline),
                 "trained_on": trained_on,
@@ -106,6 +129,33 @@ def register(
         if not path.exists():  # same path, same checksum: the bytes are already there
             write_artifact(path, blob)
     return version
+
+
+def _same_training(
+    connection: Connection, spec: ModelSpec, sha256: str, params: dict[str, Any], trained_on: dict[str, Any]
+) -> tuple[int, str, Path] | None:
+    """The version that is this training, how it matched, and its artifact path; None if there is none.
+
+    Same window, and either the same bytes or the same training rows (their fingerprint), estimator
+    parameters and features. Bytes alone do not suffice: joblib pickles shared objects by identity,
+    so one fit dumped in processes with different histories gives equal models with unequal bytes.
+    """
+    query = sa.text(
+        "SELECT version, sha256, artifact_uri, trained_on, params, features FROM model_versions WHERE model_name = :m ORDER BY version"
+    ).columns(trained_on=sa.JSON, params=sa.JSON, features=sa.JSON)
+    window = [json_safe(trained_on.get(key)) for key in TRAINING_WINDOW_KEYS]
+    fingerprint = trained_on.get(DATA_FINGERPRINT)
+    for row in connection.execute(query, {"m": spec.name}).mappings():
+        if [row["trained_on"].get(key) for key in TRAINING_WINDOW_KEYS] != window:
+            continue
+        if row["sha256"] == sha256:
+            return row["version"], "same bytes", artifact_path(row["artifact_uri"])
+        if (
+            fingerprint is not None and row["trained_on"].get(DATA_FINGERPRINT) == fingerprint
+            and row["params"] == json_safe(params) and row["features"] == spec.model_features
+        ):
+            return row["version"], f"same window, training rows {fingerprint[:12]}, estimator and features", artifact_path(row["artifact_uri"])
+    return None
 
 
 def _jsonable_params(pipeline: Any) -> dict[str, Any]:
@@ -171,7 +221,43 @@ def point_alias(
             sa.text("DELETE FROM model_aliases WHERE model_name = :m AND alias = 'challenger' AND version = :v"),
             {"m": model_name, "v": version},
         )
+        reinstated = _reinstate(connection, model_name, version)
+        if reinstated:
+            details = {**details, "reinstated": reinstated}
     record_event(connection, model_name, event, version=version, previous_version=previous, reason=reason, actor=actor, details=details)
+
+
+def _reinstate(connection: Connection, model_name: str, version: int) -> list[int]:
+    """Clear the rolled-back mark of `version` and of every version holding its bytes; return which were marked.
+
+    Only a deliberate act makes a rolled-back artifact champion again (the gates refuse it, a plain
+    rollback skips it), so that act lifts the mark; the event that records it lists these versions.
+    """
+    same_bytes = "model_name = :m AND rolled_back_at IS NOT NULL AND sha256 = (SELECT sha256 FROM model_versions WHERE model_name = :m AND version = :v)"
+    params = {"m": model_name, "v": version}
+    marked = connection.execute(sa.text(f"SELECT version FROM model_versions WHERE {same_bytes} ORDER BY version"), params).scalars().all()
+    if marked:
+        connection.execute(sa.text(f"UPDATE model_versions SET rolled_back_at = NULL, rolled_back_reason = NULL WHERE {same_bytes}"), params)
+    return list(marked)
+
+
+def mark_rolled_back(connection: Connection, model_name: str, version: int, *, reason: str) -> None:
+    """Record on the version that a rollback took it out of service, inside the rollback's locked transaction."""
+    connection.execute(
+        sa.text("UPDATE model_versions SET rolled_back_at = :t, rolled_back_reason = :r WHERE model_name = :m AND version = :v"),
+        {"t": _now(), "r": reason, "m": model_name, "v": version},
+    )
+
+
+def rolled_back_from(engine: Engine, model_name: str, *, version: int | None, sha256: str) -> list[dict[str, Any]]:
+    """Versions rolled back from (and not reinstated since) that are `version` or hold the same artifact bytes."""
+    query = sa.text(
+        "SELECT version, sha256, rolled_back_at, rolled_back_reason FROM model_versions WHERE model_name = :m"
+        " AND rolled_back_at IS NOT NULL AND (version = :v OR sha256 = :s) ORDER BY version"
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(query, {"m": model_name, "v": version, "s": sha256}).mappings().all()
+    return [{**row, "rolled_back_at": utc_timestamp(row["rolled_back_at"]).isoformat()} for row in rows]
 
 
 def record_event(
@@ -209,7 +295,7 @@ def load_alias(engine: Engine, model_name: str, alias: str) -> LoadedModel | Non
 def list_versions(engine: Engine, model_name: str) -> pd.DataFrame:
     """Every version with its holdout metrics, lineage and current aliases, newest first."""
     query = sa.text(
-        "SELECT v.version, v.created_at, v.parent_version, v.metrics, v.trained_on, v.sha256,"
+        "SELECT v.version, v.created_at, v.parent_version, v.metrics, v.trained_on, v.sha256, v.rolled_back_at,"
         " (SELECT a.alias FROM model_aliases a WHERE a.model_name = v.model_name AND a.version = v.version) AS alias"
         " FROM model_versions v WHERE v.model_name = :m ORDER BY v.version DESC"
     ).columns(metrics=sa.JSON, trained_on=sa.JSON)
@@ -227,10 +313,11 @@ def list_versions(engine: Engine, model_name: str) -> pd.DataFrame:
                 "rows": row["trained_on"].get("rows"),
                 "window": f"{row['trained_on'].get('start', '?')[:10]}..{row['trained_on'].get('end', '?')[:10]}",
                 "sha256": row["sha256"][:12],
+                "rolled_back": "" if row["rolled_back_at"] is None else f"{utc_timestamp(row['rolled_back_at']):%Y-%m-%d %H:%M}",
             }
             for row in rows
         ],
-        columns=["version", "alias", "created_at", "parent", "holdout_auc", "holdout_brier", "rows", "window", "sha256"],
+        columns=["version", "alias", "created_at", "parent", "holdout_auc", "holdout_brier", "rows", "window", "sha256", "rolled_back"],
     ).astype({"parent": "Int64"})
 
 

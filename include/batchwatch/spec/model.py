@@ -259,6 +259,15 @@ class Drift(_Strict):
     # null: always every row.
     max_rows: int | None = Field(default=100_000, ge=1_000)
     min_rows: int = Field(default=500, ge=10)
+    min_window_coverage: float = Field(
+        default=0.95, ge=0, le=1,
+        description=(
+            "Share of the window that must lie between its first and last row, else the check reports insufficient_data. "
+            "A window whose data began late or stopped early has a skewed time-of-day mix that looks like drift "
+            "(in the simulator three missing night hours of 24 flag is_night); 0.95 tolerates about an hour of lag in 24 h. "
+            "Lower it for a source that is quiet for part of every window (e.g. business hours only); 0 turns it off."
+        ),
+    )
     fdr: float = Field(default=0.05, gt=0, lt=1)
     reference_sample_size: int = Field(default=10_000, ge=100)
     psi_threshold: float = Field(default=0.2, gt=0)

@@ -79,6 +79,9 @@ model_versions = sa.Table(
     sa.Column("trained_on", JSON, nullable=False),
     sa.Column("parent_version", sa.Integer),
     sa.Column("created_at", TIMESTAMP, nullable=False),
+    # Set by a rollback from this version, cleared when it is deliberately made champion again (0003).
+    sa.Column("rolled_back_at", TIMESTAMP),
+    sa.Column("rolled_back_reason", sa.Text),
 )
 
 model_aliases = sa.Table(
