@@ -67,7 +67,8 @@ def main() -> int:
     failed += retrain_state != "success"
     validated = retrain_results.get("validate", {})
     failed_gates = [gate["name"] for gate in validated.get("gates", []) if gate["passed"] is False]
-    decision = retrain_results.get("promote", {}).get("decision", "rejected (promote skipped)")
+    promote = retrain_results.get("promote", {})
+    decision = promote.get("decision") or promote.get("outcome", {}).get("decision", "?")
     candidate = retrain_results.get("train", {})
     print(
         f"\n{MODEL}_weekly_retrain for the week ending {week_end:%Y-%m-%d %H:%M}: {retrain_state}; trained v{candidate.get('version', '?')} "
@@ -81,6 +82,7 @@ def main() -> int:
     print(
         f"\n{MODEL}_hourly_drift for the {spec.drift.window_hours} h ending {window_end:%Y-%m-%d %H:%M}: {drift_state}, "
         f"{check.get('status', '?')} over {check.get('rows', '?')} rows; checks {check.get('checks', '?')}; drifted: {check.get('drifted') or 'none'}"
+        + (f"\n  no verdict: {check['reason']}" if check.get("reason") else "")
     )
     print(
         "\nQuery the predictions (sqlite3 var/warehouse.db, or psql for PostgreSQL):\n"
@@ -89,7 +91,7 @@ def main() -> int:
         f"  SELECT reason, COUNT(*) FROM rejected_rows WHERE model_name = '{MODEL}' GROUP BY reason;\n"
         f"  SELECT column_name, test, statistic, p_adjusted, effect_size, verdict FROM drift_results WHERE model_name = '{MODEL}';\n"
         f"  SELECT created_at, event, version, previous_version, actor, reason FROM model_events WHERE model_name = '{MODEL}';\n"
-        f"The registry from the command line: python -m batchwatch versions {MODEL} | history {MODEL} | rollback {MODEL} --reason ...\n"
+        f"The registry from the command line: bin/batchwatch versions {MODEL} | history {MODEL} | rollback {MODEL} --reason ...\n"
         "See the runs in the Airflow UI: make airflow (http://localhost:8080)."
     )
     return 1 if failed else 0

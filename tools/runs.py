@@ -59,8 +59,16 @@ def run_latest_interval(dag: DAG, until: datetime, conf: dict | None = None) -> 
         run = dag.test(logical_date=moment, run_after=moment, run_conf=conf)
     with create_session() as session:
         session.execute(update(DagRun).where(DagRun.id == run.id).values(start_date=DagRun.created_at))
-        rows = session.scalars(XComModel.get_many(run_id=run.run_id, key="return_value", dag_ids=dag.dag_id)).all()
-        results = {row.task_id: XComModel.deserialize_value(row) for row in rows}
+        rows = session.scalars(XComModel.get_many(run_id=run.run_id, dag_ids=dag.dag_id)).all()
+        values = {(row.task_id, row.key): XComModel.deserialize_value(row) for row in rows}
+    # A task's result is its return value; a task that returned none (one that skipped after recording
+    # what it decided, like promote) gives its other XComs by key.
+    results: dict[str, Any] = {}
+    for (task_id, key), value in values.items():
+        if key == "return_value":
+            results[task_id] = value
+        elif (task_id, "return_value") not in values:
+            results.setdefault(task_id, {})[key] = value
     return str(run.state), results, (run.data_interval_start, run.data_interval_end)
 
 

@@ -55,6 +55,9 @@ def _cmd_bootstrap(args: argparse.Namespace) -> None:
         print(f"{spec.name} already has a champion (v{current}); pass --force to train and promote a new one")
         return
     version = training.bootstrap_champion(engine, spec, start=day_start(args.start), end=day_start(args.end))
+    if version == current:
+        print(f"{spec.name} v{version} is the same training as the champion: nothing changed (train on another window for a new version)")
+        return
     metrics = registry.get_version(engine, spec.name, version)["metrics"]
     print(
         f"registered {spec.name} v{version} as champion: validation ROC AUC {metrics['validation']['roc_auc']:.3f}, "

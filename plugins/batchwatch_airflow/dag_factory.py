@@ -199,13 +199,13 @@ def rollback_dag(spec: ModelSpec) -> DAG:
         description=f"Roll {spec.name}'s champion back (manual)",
         doc_md=(
             f"### {spec.name}: roll back the champion\n\nTrigger with a `reason` (required, audited) and optionally "
-            "`to_version`; without it the version that was champion before the current one comes back. The next nightly "
+            "`to_version`; without it the latest earlier champion that was not itself rolled back from comes back, and the version rolled back from is marked so the weekly retrain does not promote it again. The next nightly "
             f"run scores with it. Same as `python -m batchwatch rollback {spec.name} --reason ...`."
         ),
         max_active_runs=1,
         params={
             "reason": Param(type="string", minLength=3, description="Why the champion is rolled back (audited)."),
-            "to_version": Param(None, type=["null", "integer"], minimum=1, description="Version to restore; default: the previous champion."),
+            "to_version": Param(None, type=["null", "integer"], minimum=1, description="Version to restore; default: the latest earlier champion not rolled back from."),
         },
     ) as dag:
         RollbackOperator(

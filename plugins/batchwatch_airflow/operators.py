@@ -125,14 +125,16 @@ class DriftCheckOperator(BaseOperator):
         from batchwatch.monitoring.incidents import announce
         from batchwatch.spec import get_spec
 
-        spec = get_spec(self.model_name)
         with _warehouse(self.warehouse_conn_id) as engine:
+            spec = get_spec(self.model_name)  # inside: a broken spec fails the task at once
             summary = check_window(engine, spec, window_end=_moment(self.window_end, context), run_id=context["run_id"])
             self.log.info(
                 "%s v%s, window [%s, %s): %d rows, %d scored; %s (%s)",
                 self.model_name, summary["model_version"], summary["window_start"], summary["window_end"],
                 summary["rows"], summary["rows_scored"], summary["status"], summary["checks"],
             )
+            if summary.get("reason"):
+                self.log.warning("No verdict: %s", summary["reason"])
             for line in summary["drifted"]:
                 self.log.warning("Drifted: %s", line)
             announce(engine, spec.name, lambda alert: self._notify(spec, context, alert))
@@ -214,10 +216,10 @@ class TrainModelOperator(BaseOperator):
         from batchwatch.spec import get_spec
 
         _force_reason(self.force_promote, self.force_reason)  # before any training: a forced run says why
-        spec = get_spec(self.model_name)
         window, version = _optional_int(self.training_window_days), _optional_int(self.candidate_version)
         as_of, dry_run = _moment(self.as_of, context), _flag(self.dry_run)
         with _warehouse(self.warehouse_conn_id) as engine:
+            spec = get_spec(self.model_name)  # inside: a broken spec fails the task at once
             if version is not None:
                 candidate = existing_candidate(engine, spec, version, as_of=as_of, window_days=window, dry_run=dry_run)
             else:

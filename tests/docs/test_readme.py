@@ -123,7 +123,7 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Scratch:
     )
     today = datetime.now(timezone.utc).date()
     scratch = Scratch(root, env, today)
-    day = {offset: (today - timedelta(days=offset)).isoformat() for offset in (1, 5, 14)}
+    day = {offset: (today - timedelta(days=offset)).isoformat() for offset in (1, 4, 5, 14)}
     # Airflow's metadata database migrates while the warehouse is filled: they are separate files.
     airflow_migrate = subprocess.Popen(["bin/airflow", "db", "migrate"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # The commands of bin/batchwatch, in one process to start Python once.
@@ -135,7 +135,7 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Scratch:
         f"main(['simulate', '--start', '{day[1]}', '--end', '{today}', '--rows-per-day', '2000', '--malformed-rate', '0.3'])\n"
         f"main(['bootstrap', 'fraud', '--start', '{day[14]}', '--end', '{day[5]}'])\n"
         # A second champion, so rollback has one before it to restore (the demo's weekly retrain makes one).
-        f"main(['bootstrap', 'fraud', '--start', '{day[14]}', '--end', '{day[5]}', '--force'])\n"
+        f"main(['bootstrap', 'fraud', '--start', '{day[14]}', '--end', '{day[4]}', '--force'])\n"
     )
     output, _ = airflow_migrate.communicate(timeout=300)
     assert airflow_migrate.returncode == 0, output

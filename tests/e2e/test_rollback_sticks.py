@@ -37,7 +37,7 @@ def test_a_rerun_of_the_week_registers_no_new_version_and_changes_nothing(stale_
     assert results["train"]["version"] == stale + 1 and count(engine, "model_versions") == versions
     (again,) = events(engine, "registered_again")
     assert again["version"] == stale + 1
-    assert results.get("promote") is None, "nothing changed: promote is skipped, no champion asset event"
+    assert results["promote"]["outcome"]["decision"] == "unchanged", "nothing changed: promote is skipped, no champion asset event"
     assert champion(engine) == stale + 1 and len(events(engine, "promoted")) == 1
 
 
@@ -54,7 +54,7 @@ def test_the_retrain_after_a_rollback_does_not_promote_the_version_rolled_back_f
     # The scheduled retrain of the same week reproduces the same bytes: it is the version rolled back from.
     state, results = run_week(WEEK)
     assert state == "success", "a refusal is a decision, not a failure"
-    assert results["train"]["version"] == promoted and results.get("promote") is None
+    assert results["train"]["version"] == promoted and results["promote"]["outcome"]["decision"] == "rejected"
     refused = gate(results, "not_rolled_back")
     assert refused["passed"] is False and f"v{promoted} was rolled back from" in refused["detail"]
     assert "new model flags too many grocery purchases" in refused["detail"] and "force_promote" in refused["detail"]
@@ -72,7 +72,7 @@ def test_the_retrain_after_a_rollback_does_not_promote_the_version_rolled_back_f
     )
     assert copy != promoted and registry.get_version(engine, "fraud", copy)["sha256"] == row["sha256"]
     state, results = run_week({**WEEK, "candidate_version": copy})
-    assert state == "success" and results.get("promote") is None and champion(engine) == stale
+    assert state == "success" and results["promote"]["outcome"]["decision"] == "rejected" and champion(engine) == stale
     assert f"the same artifact as v{copy}" in gate(results, "not_rolled_back")["detail"]
 
     # Someone says so: forced, audited, and the mark is lifted.

@@ -125,7 +125,8 @@ def test_a_challenger_trained_on_shuffled_labels_is_rejected_with_the_numbers(st
     assert state == "success", "a rejection is a decision, not a failure"
     assert champion_asset_events() == events_before, "no new champion, no asset event for work that follows it"
     assert champion(engine) == good
-    assert results.get("promote") is None, "promote is skipped: no champion asset event"
+    assert "decision" not in results["promote"], "promote is skipped: no champion asset event"
+    assert results["promote"]["outcome"]["decision"] == "rejected", "the skipped task records what it decided"
 
     rejected = events(engine, "rejected")
     assert len(rejected) == 1 and rejected[0]["version"] == version

@@ -126,7 +126,11 @@ def train(spec: ModelSpec, labelled: pd.DataFrame) -> TrainedModel:
 
 
 def bootstrap_champion(engine: Engine, spec: ModelSpec, *, start: datetime, end: datetime) -> int:
-    """Train the first champion on the labelled history of [start, end) and register it."""
+    """Train the first champion on the labelled history of [start, end) and register it.
+
+    Training the same window again registers no new version (the registry returns the one it has),
+    and a version that already is the champion is not pointed at again.
+    """
     as_of = end
     labelled = read_labelled(engine, spec, start, end, as_of)
     trained = train(spec, labelled)
@@ -139,5 +143,6 @@ def bootstrap_champion(engine: Engine, spec: ModelSpec, *, start: datetime, end:
         parent_version=None,
         reference=trained.reference,
     )
-    registry.set_alias(engine, spec.name, "champion", version, reason="bootstrap: first champion from labelled history", actor="bootstrap")
+    if registry.alias_version(engine, spec.name, "champion") != version:
+        registry.set_alias(engine, spec.name, "champion", version, reason="bootstrap: first champion from labelled history", actor="bootstrap")
     return version
