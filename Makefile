@@ -26,7 +26,9 @@ $(AIRFLOW_HOME)/.migrated: $(VENV)/.installed
 demo: $(AIRFLOW_HOME)/.migrated
 	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(BIN)/python -m tools.demo
 
+# Lint first: a finding fails the run before the slower tests start.
 test: $(VENV)/.installed
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 # standalone starts its components as `airflow ...` subprocesses, so the venv goes first on PATH.

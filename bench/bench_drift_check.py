@@ -236,8 +236,8 @@ def prepare(sizes: list[int], workdir: Path) -> dict:
     from bench_database import fresh_warehouse
 
     from batchwatch import registry
-    from batchwatch.spec import get_spec
     from batchwatch.modeling.training import LABEL, bootstrap_champion, holdout_start, read_labelled
+    from batchwatch.spec import get_spec
     from batchwatch.warehouse import load_frame
 
     started = time.perf_counter()
@@ -386,7 +386,7 @@ def worker_stages(index: int) -> None:
         # On the champion's own step objects: the domain classifier's estimators are not counted here.
         loaded = load_alias(*args, **kwargs)
         steps = loaded.pipeline.steps
-        for (label, _, _), (step, method) in zip(STAGES[5:7], ((steps[0][1], "transform"), (steps[-1][1], "predict_proba"))):
+        for (label, _, _), (step, method) in zip(STAGES[5:7], ((steps[0][1], "transform"), (steps[-1][1], "predict_proba")), strict=True):
             wrap_bound(label, step, method)
         return loaded
 
@@ -467,10 +467,10 @@ def scipy_agreement(engine, version: int, index: int, current) -> dict:
     import numpy as np
     from scipy import stats
 
-    from batchwatch.monitoring.drift import load_reference
-    from batchwatch.stats.drift import ks_method
     from batchwatch.data.features import build_features
+    from batchwatch.monitoring.drift import load_reference
     from batchwatch.spec import get_spec
+    from batchwatch.stats.drift import ks_method
 
     spec = get_spec(MODEL)
     reference = load_reference(engine, MODEL, version)

@@ -91,6 +91,7 @@ def _bare_pipe(day: datetime, target: str) -> dict:
     import numpy as np
     import psycopg
     import psycopg2
+
     from batchwatch.scoring import source_query
     from batchwatch.spec import get_spec
     from batchwatch.warehouse.write import BINARY_SIGNATURE, BINARY_TRAILER, PREDICTION_COLUMNS, encode_prediction_rows
@@ -133,6 +134,7 @@ def _pandas_path(day: datetime, url: str) -> dict:
     import numpy as np
     import pandas as pd
     import sqlalchemy as sa
+
     from batchwatch.scoring import source_query
     from batchwatch.spec import get_spec
 
@@ -193,9 +195,10 @@ def worker(mode: str, day_index: int) -> None:
 
 def prepare(sizes: list[int]) -> None:
     from bench_database import fresh_warehouse
+
     from batchwatch.demo.seed import simulate_into
-    from batchwatch.spec import get_spec
     from batchwatch.modeling.training import bootstrap_champion
+    from batchwatch.spec import get_spec
 
     engine = fresh_warehouse(SERVER, DATABASE)
     started = time.perf_counter()

@@ -35,13 +35,13 @@ DRIFT = AS_OF - timedelta(days=35)
 
 
 def compare_estimators(rows: int) -> None:
-    from batchwatch.demo.simulate import simulate
-    from batchwatch.spec import get_spec, parse_spec
     from batchwatch.data.features import build_features
-    from batchwatch.stats.auc import paired_bootstrap_auc_difference
-    from batchwatch.scoring import score
+    from batchwatch.demo.simulate import simulate
     from batchwatch.modeling.estimators import gradient_boosting, hist_gradient_boosting
     from batchwatch.modeling.training import LABEL, holdout_start, train, valid_rows
+    from batchwatch.scoring import score
+    from batchwatch.spec import get_spec, parse_spec
+    from batchwatch.stats.auc import paired_bootstrap_auc_difference
 
     spec = get_spec("fraud")
     days = 10
@@ -57,7 +57,10 @@ def compare_estimators(rows: int) -> None:
     print(f"training comparison on {len(labelled):,} labelled rows ({labelled[LABEL].mean():.2%} positive), 80/20 out of time", flush=True)
 
     results = {}
-    for name, factory in (("HistGradientBoosting (default)", hist_gradient_boosting), ("GradientBoosting(n_estimators=100) (seed)", gradient_boosting)):
+    for name, factory in (
+        ("HistGradientBoosting (default)", hist_gradient_boosting),
+        ("GradientBoosting(n_estimators=100) (seed)", gradient_boosting),
+    ):
         params = spec.estimator.params if factory is hist_gradient_boosting else {"n_estimators": 100}
         data = spec.model_dump(by_alias=True)
         data["estimator"] = {"factory": f"batchwatch.training.{factory.__name__}", "params": params}
@@ -78,10 +81,11 @@ def compare_estimators(rows: int) -> None:
 
 def prepare_warehouse(dag_rows: int, window_days: int, delay_days: float) -> None:
     from bench_database import fresh_warehouse
+
     from batchwatch.demo.seed import simulate_into
     from batchwatch.demo.simulate import Scenario
-    from batchwatch.spec import get_spec
     from batchwatch.modeling.training import bootstrap_champion
+    from batchwatch.spec import get_spec
 
     engine = fresh_warehouse(SERVER, DATABASE)
     started = time.perf_counter()
@@ -115,12 +119,17 @@ def run_weekly_dag(window_days: int) -> None:
     seconds = time.perf_counter() - started
     engine = make_engine(URL)
     with engine.connect() as connection:
-        rows = connection.execute(sa.text("SELECT trained_on FROM model_versions WHERE model_name = 'fraud' ORDER BY version DESC LIMIT 1").columns(trained_on=sa.JSON)).scalar_one()
+        rows = connection.execute(
+            sa.text("SELECT trained_on FROM model_versions WHERE model_name = 'fraud' ORDER BY version DESC LIMIT 1").columns(trained_on=sa.JSON)
+        ).scalar_one()
     print(f"fraud_weekly_retrain: {state} in {seconds:.1f} s   (target < 180 s)")
     print(f"  labelled rows assembled: {rows['rows']:,}; candidate holdout {results['train']['metrics']['validation']}")
     gates = results["validate"]["gates"]
     failed = [g["name"] for g in gates if g["passed"] is False]
-    print(f"  gates: {len(gates)} evaluated, failed {failed or 'none'}; decision {results.get('promote', {}).get('decision', 'rejected (promote skipped)')}")
+    print(
+        f"  gates: {len(gates)} evaluated, failed {failed or 'none'}; "
+        f"decision {results.get('promote', {}).get('decision', 'rejected (promote skipped)')}"
+    )
 
 
 def main() -> None:

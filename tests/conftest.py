@@ -59,7 +59,18 @@ def postgres_database():
     admin.close()
 
 
-WAREHOUSE_TABLES = ("alerts", "drift_results", "reference_profiles", "model_events", "model_aliases", "model_versions", "rejected_rows", "predictions", "outcomes", "transactions")
+WAREHOUSE_TABLES = (
+    "alerts",
+    "drift_results",
+    "reference_profiles",
+    "model_events",
+    "model_aliases",
+    "model_versions",
+    "rejected_rows",
+    "predictions",
+    "outcomes",
+    "transactions",
+)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

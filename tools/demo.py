@@ -13,9 +13,8 @@ from datetime import timedelta
 
 from batchwatch import registry, warehouse
 from batchwatch.demo.seed import default_demo_window, simulate_into
-from batchwatch.spec import get_spec
 from batchwatch.modeling.training import bootstrap_champion
-
+from batchwatch.spec import get_spec
 from tools.runs import load_dag, run_interval, run_latest_interval
 
 MODEL = "fraud"

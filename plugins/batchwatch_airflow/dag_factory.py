@@ -155,7 +155,8 @@ def weekly_retrain_dag(spec: ModelSpec) -> DAG:
             "rejection with the failed gates and is skipped.\n\n"
             "Trigger with `dry_run` to change nothing, `candidate_version` to validate a registered version (e.g. a "
             "shadowing challenger) instead of training, and `force_promote` with a `force_reason` to override failed gates.\n\n"
-            f"```sql\nSELECT created_at, event, version, previous_version, actor, reason FROM model_events\nWHERE model_name = '{spec.name}' ORDER BY id;\n```"
+            "```sql\nSELECT created_at, event, version, previous_version, actor, reason FROM model_events\n"
+            f"WHERE model_name = '{spec.name}' ORDER BY id;\n```"
         ),
         max_active_runs=1,
         params={
@@ -164,8 +165,12 @@ def weekly_retrain_dag(spec: ModelSpec) -> DAG:
             # Optional in the form (a null type is what the UI reads as not required), so a plain run is one
             # click; the train task fails at once when force_promote is on without it.
             "force_reason": Param(None, type=["null", "string"], description="Why the gates are overridden (audited); required with force_promote."),
-            "training_window_days": Param(spec.retrain.training_window_days, type="integer", minimum=1, description="Trailing days of labelled data."),
-            "candidate_version": Param(None, type=["null", "integer"], minimum=1, description="Validate this registered version instead of training one."),
+            "training_window_days": Param(
+                spec.retrain.training_window_days, type="integer", minimum=1, description="Trailing days of labelled data."
+            ),
+            "candidate_version": Param(
+                None, type=["null", "integer"], minimum=1, description="Validate this registered version instead of training one."
+            ),
         },
     ) as dag:
         train = TrainModelOperator(
@@ -199,13 +204,19 @@ def rollback_dag(spec: ModelSpec) -> DAG:
         description=f"Roll {spec.name}'s champion back (manual)",
         doc_md=(
             f"### {spec.name}: roll back the champion\n\nTrigger with a `reason` (required, audited) and optionally "
-            "`to_version`; without it the latest earlier champion that was not itself rolled back from comes back, and the version rolled back from is marked so the weekly retrain does not promote it again. The next nightly "
+            "`to_version`; without it the latest earlier champion that was not itself rolled back from comes back, and the version "
+            "rolled back from is marked so the weekly retrain does not promote it again. The next nightly "
             f"run scores with it. Same as `python -m batchwatch rollback {spec.name} --reason ...`."
         ),
         max_active_runs=1,
         params={
             "reason": Param(type="string", minLength=3, description="Why the champion is rolled back (audited)."),
-            "to_version": Param(None, type=["null", "integer"], minimum=1, description="Version to restore; default: the latest earlier champion not rolled back from."),
+            "to_version": Param(
+                None,
+                type=["null", "integer"],
+                minimum=1,
+                description="Version to restore; default: the latest earlier champion not rolled back from.",
+            ),
         },
     ) as dag:
         RollbackOperator(

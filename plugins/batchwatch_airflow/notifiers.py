@@ -20,7 +20,9 @@ class LogNotifier(BaseNotifier):
 
     template_fields: Sequence[str] = ("message",)
 
-    def __init__(self, message: str = "Drift incident {{ batchwatch_alert.status }} for {{ batchwatch_alert.model_name }}: {{ batchwatch_alert.summary }}") -> None:
+    def __init__(
+        self, message: str = "Drift incident {{ batchwatch_alert.status }} for {{ batchwatch_alert.model_name }}: {{ batchwatch_alert.summary }}"
+    ) -> None:
         super().__init__()
         self.message = message
 

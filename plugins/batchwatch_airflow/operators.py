@@ -300,7 +300,15 @@ class RollbackOperator(BaseOperator):
     template_fields: Sequence[str] = ("model_name", "to_version", "reason", "warehouse_conn_id")
     ui_color = "#f5b7b1"
 
-    def __init__(self, *, model_name: str, to_version: int | str | None = None, reason: str = "", warehouse_conn_id: str = "warehouse", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        to_version: int | str | None = None,
+        reason: str = "",
+        warehouse_conn_id: str = "warehouse",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.model_name, self.to_version, self.reason, self.warehouse_conn_id = model_name, to_version, reason, warehouse_conn_id
 

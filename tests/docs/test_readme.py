@@ -125,7 +125,9 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Scratch:
     scratch = Scratch(root, env, today)
     day = {offset: (today - timedelta(days=offset)).isoformat() for offset in (1, 4, 5, 14)}
     # Airflow's metadata database migrates while the warehouse is filled: they are separate files.
-    airflow_migrate = subprocess.Popen(["bin/airflow", "db", "migrate"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    airflow_migrate = subprocess.Popen(
+        ["bin/airflow", "db", "migrate"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     # The commands of bin/batchwatch, in one process to start Python once.
     scratch.python(
         "from batchwatch.cli import main\n"
@@ -234,7 +236,9 @@ def wrapper_environment(env: dict[str, str]) -> dict[str, str]:
 
 def make_environment(env: dict[str, str]) -> dict[str, str]:
     rule = "print-environment: ; @" + "; ".join(f"echo '{name}='\"$${name}\"" for name in ENVIRONMENT)
-    result = subprocess.run(["make", "--no-print-directory", "--eval", rule, "print-environment"], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        ["make", "--no-print-directory", "--eval", rule, "print-environment"], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
     return dict(line.split("=", 1) for line in result.stdout.splitlines())
 
 

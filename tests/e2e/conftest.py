@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 from batchwatch.demo.seed import simulate_into
-from batchwatch.spec import get_spec
 from batchwatch.modeling.training import bootstrap_champion
+from batchwatch.spec import get_spec
 from batchwatch.warehouse import make_engine
 
 HISTORY_START = datetime(2026, 10, 1, tzinfo=timezone.utc)

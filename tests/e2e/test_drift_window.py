@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from batchwatch.monitoring import drift
 from batchwatch.demo.seed import simulate_into
-from batchwatch.spec import get_spec, parse_spec
 from batchwatch.modeling.training import bootstrap_champion
+from batchwatch.monitoring import drift
+from batchwatch.spec import get_spec, parse_spec
 
 from .conftest import FIRST_DAY, count
 

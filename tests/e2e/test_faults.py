@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+
 from batchwatch import scoring
 from batchwatch.data.validation import MAX_KEY_LENGTH
 from batchwatch.errors import PermanentError
@@ -197,7 +198,10 @@ def store_reference(engine, version: int, rows: list[dict]) -> None:
 
 
 def without_field(rows: list[dict], column: str, name: str) -> list[dict]:
-    return [{**row, "profile": {key: value for key, value in row["profile"].items() if key != name}} if row["column_name"] == column else row for row in rows]
+    return [
+        {**row, "profile": {key: value for key, value in row["profile"].items() if key != name}} if row["column_name"] == column else row
+        for row in rows
+    ]
 
 
 def with_field(rows: list[dict], column: str, name: str, value) -> list[dict]:

@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from batchwatch.monitoring import drift, incidents
 from batchwatch.demo.seed import simulate_into
 from batchwatch.demo.simulate import Scenario
-from batchwatch.spec import get_spec, parse_spec
 from batchwatch.modeling.training import bootstrap_champion
+from batchwatch.monitoring import drift, incidents
+from batchwatch.spec import get_spec, parse_spec
 from batchwatch_airflow import notifiers
 
 from .conftest import FIRST_DAY, count
@@ -125,7 +125,11 @@ def test_an_incident_is_alerted_once_and_its_recovery_recorded(drifting_world, n
     summary = task_results["check_drift"]
     assert state == "success", "drift is a finding, not a failure"
     assert summary["status"] == drift.DRIFTED and summary["incident"]["status"] == "open"
-    flagged = set(results(engine, drifted_end).query("verdict == 'drifted'")["test"] + ":" + results(engine, drifted_end).query("verdict == 'drifted'")["column_name"])
+    flagged = set(
+        results(engine, drifted_end).query("verdict == 'drifted'")["test"]
+        + ":"
+        + results(engine, drifted_end).query("verdict == 'drifted'")["column_name"]
+    )
     assert {"null_rate:country", "unseen_share:merchant_category"} <= flagged
     assert [call["status"] for call in notified] == ["open"]
     assert "country" in notified[0]["message"]

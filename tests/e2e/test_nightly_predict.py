@@ -11,12 +11,12 @@ import pytest
 import sqlalchemy as sa
 
 from batchwatch import registry, scoring
+from batchwatch.data.features import build_features
+from batchwatch.data.validation import validate
 from batchwatch.demo import simulate
 from batchwatch.modeling import training
 from batchwatch.scoring import batch as batch_scoring
-from batchwatch.data.features import build_features
 from batchwatch.spec import get_spec
-from batchwatch.data.validation import validate
 
 from .conftest import DAY, FIRST_DAY, HISTORY_START, ROWS_PER_DAY, count, predictions, run_day
 
@@ -148,9 +148,11 @@ def test_each_malformed_kind_is_quarantined_with_its_reason(fraud_world):
     assert set(kinds) == set(simulate.MALFORMED_KINDS)
 
     with engine.connect() as connection:
-        rejects = pd.read_sql(sa.text("SELECT entity_id, reason, payload, run_id FROM rejected_rows WHERE ds = :ds"), connection, params={"ds": DAY.date()})
+        rejects = pd.read_sql(
+            sa.text("SELECT entity_id, reason, payload, run_id FROM rejected_rows WHERE ds = :ds"), connection, params={"ds": DAY.date()}
+        )
     assert set(rejects["entity_id"]) == set(kinds.index)
-    for entity_id, reason in zip(rejects["entity_id"], rejects["reason"]):
+    for entity_id, reason in zip(rejects["entity_id"], rejects["reason"], strict=True):
         assert REASON_OF_KIND[kinds[entity_id]] in reason, (kinds[entity_id], reason)
     hour_rows = rejects[rejects["reason"].str.contains("hour is above")]
     payload = hour_rows["payload"].iloc[0]

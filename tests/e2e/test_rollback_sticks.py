@@ -10,11 +10,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 from batchwatch import registry
-from batchwatch.spec import get_spec
 from batchwatch.modeling.training import read_labelled, train
+from batchwatch.spec import get_spec
 
-from .conftest import count
 from . import test_weekly_retrain
+from .conftest import count
 from .test_weekly_retrain import AS_OF, champion, events, run_rollback, run_week
 
 # The retrain tests' world: a champion from before a concept drift and three weeks of drifted traffic.

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from batchwatch.spec import get_spec
 from batchwatch.modeling.training import bootstrap_champion
+from batchwatch.spec import get_spec
 from batchwatch.warehouse import load_frame
 
 from .conftest import count, predictions, run_day
@@ -48,7 +48,11 @@ def simulate_accounts(days: int, per_day: int, seed: int = 3) -> tuple[pd.DataFr
     plan = rng.choice(PLANS, n, p=[0.5, 0.3, 0.2])
     churn_logit = -1.0 - 0.05 * tenure + 0.02 * spend + np.select([plan == "basic", plan == "pro"], [0.8, -0.8], 0.0)
     churned = (rng.random(n) < 1 / (1 + np.exp(-churn_logit))).astype(int)
-    snapshot = pd.to_datetime(START) + pd.to_timedelta(np.repeat(np.arange(days), per_day), unit="D") + pd.to_timedelta(rng.integers(0, 86_400, n), unit="s")
+    snapshot = (
+        pd.to_datetime(START)
+        + pd.to_timedelta(np.repeat(np.arange(days), per_day), unit="D")
+        + pd.to_timedelta(rng.integers(0, 86_400, n), unit="s")
+    )
     keys = [f"acct-{i:06d}" for i in range(n)]
     spend_text = spend.astype(str).astype(object)
     spend_text[-per_day:][:10] = "n/a"  # malformed text in the scoring day

@@ -10,11 +10,11 @@ import pytest
 import sqlalchemy as sa
 
 from batchwatch import cli, registry
-from batchwatch.promotion import retrain
 from batchwatch.demo.seed import simulate_into
 from batchwatch.demo.simulate import Scenario
-from batchwatch.spec import get_spec
 from batchwatch.modeling.training import LABEL, bootstrap_champion, read_labelled, train
+from batchwatch.promotion import retrain
+from batchwatch.spec import get_spec
 
 from .conftest import count, predictions, run_day
 
@@ -118,7 +118,8 @@ def test_a_challenger_trained_on_shuffled_labels_is_rejected_with_the_numbers(st
     labelled[LABEL] = np.random.default_rng(0).permutation(labelled[LABEL].to_numpy())
     bad = train(spec, labelled)
     version = registry.register(engine, spec, bad.pipeline, metrics=bad.metrics, parent_version=good, reference=bad.reference,
-                                trained_on={"start": CONCEPT_DRIFT.isoformat(), "end": (AS_OF - timedelta(days=7)).isoformat(), "rows": len(labelled)})
+                                trained_on={"start": CONCEPT_DRIFT.isoformat(), "end": (AS_OF - timedelta(days=7)).isoformat(),
+                                            "rows": len(labelled)})
 
     events_before = champion_asset_events()
     state, results = run_week({"candidate_version": version, "training_window_days": 14})
@@ -186,7 +187,9 @@ def test_rollback_restores_the_previous_champion_for_the_next_nightly_run(stale_
     assert state == "success" and results["predict"]["model_version"] == stale
 
     # The command does the same, to a named version, and refuses to run without a reason.
-    cli.main(["--warehouse", engine.url.render_as_string(hide_password=False), "rollback", "fraud", "--to", str(stale + 1), "--reason", "false alarm"])
+    cli.main(
+        ["--warehouse", engine.url.render_as_string(hide_password=False), "rollback", "fraud", "--to", str(stale + 1), "--reason", "false alarm"]
+    )
     assert champion(engine) == stale + 1
     with pytest.raises(SystemExit):
         cli.main(["--warehouse", engine.url.render_as_string(hide_password=False), "rollback", "fraud"])

@@ -60,8 +60,8 @@ def _operator(**kwargs) -> BatchPredictOperator:
 
 def test_execute_scores_the_interval_and_returns_the_summary(warehouse_url):
     from batchwatch.demo.seed import simulate_into
-    from batchwatch.spec import get_spec
     from batchwatch.modeling.training import bootstrap_champion
+    from batchwatch.spec import get_spec
     from batchwatch.warehouse import make_engine
 
     engine = make_engine(warehouse_url)
@@ -95,10 +95,9 @@ def test_a_drift_check_without_a_data_interval_ends_its_window_at_run_after(ware
     import sqlalchemy as sa
 
     from batchwatch.demo.seed import simulate_into
-    from batchwatch.spec import get_spec
     from batchwatch.modeling.training import bootstrap_champion
+    from batchwatch.spec import get_spec
     from batchwatch.warehouse import make_engine
-
     from batchwatch_airflow.operators import DriftCheckOperator
 
     engine = make_engine(warehouse_url)

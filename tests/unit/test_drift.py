@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batchwatch.monitoring import drift
 from batchwatch.data.features import build_features
-from batchwatch.scoring import score
-from batchwatch.demo.simulate import Scenario, simulate
-from batchwatch.spec import ModelSpec, parse_spec
-from batchwatch.modeling.training import LABEL, train
 from batchwatch.data.validation import validate
+from batchwatch.demo.simulate import Scenario, simulate
+from batchwatch.modeling.training import LABEL, train
+from batchwatch.monitoring import drift
+from batchwatch.scoring import score
+from batchwatch.spec import ModelSpec, parse_spec
 
 HISTORY_START = datetime(2026, 3, 1, tzinfo=timezone.utc)
 WATCH_START = datetime(2026, 3, 15, tzinfo=timezone.utc)  # first window end

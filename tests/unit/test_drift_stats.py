@@ -14,13 +14,13 @@ from scipy.spatial.distance import jensenshannon
 
 from batchwatch.stats.drift import (
     KS_EXACT_MAX_N,
-    ks_method,
     CategoricalReference,
     NumericReference,
     benjamini_hochberg,
     compare_categorical,
     compare_numeric,
     ks_2samp_fast,
+    ks_method,
     proportion_test,
     psi,
     wasserstein_sorted,
@@ -176,7 +176,7 @@ def test_reference_summary() -> None:
     np.testing.assert_array_equal(reference.edges, np.unique(np.quantile(finite, np.arange(1, 10) / 10)))
     lower = np.concatenate([[-np.inf], reference.edges])
     upper = np.concatenate([reference.edges, [np.inf]])
-    by_bin = [int(np.sum((finite > low) & (finite <= high))) for low, high in zip(lower, upper)]
+    by_bin = [int(np.sum((finite > low) & (finite <= high))) for low, high in zip(lower, upper, strict=True)]
     assert reference.counts.tolist() == by_bin
     assert reference.counts.sum() == finite.size
 

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from batchwatch import errors, registry, scoring, spec
+from batchwatch.errors import BatchwatchError, InvalidArgument, PermanentError
 from batchwatch.modeling import training
 from batchwatch.monitoring import drift
 from batchwatch.promotion import retrain
-from batchwatch.errors import BatchwatchError, InvalidArgument, PermanentError
 
 DAY = datetime(2026, 10, 11, tzinfo=timezone.utc)
 

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from batchwatch.data.features import build_features, coerce_categorical, coerce_numeric
-from batchwatch.scoring import source_query
-from batchwatch.demo.simulate import simulate
-from batchwatch.spec import SpecError, parse_spec
-from batchwatch.modeling.training import LABEL, read_labelled, valid_rows
 from batchwatch.data.validation import validate
+from batchwatch.demo.simulate import simulate
+from batchwatch.modeling.training import LABEL, read_labelled, valid_rows
+from batchwatch.scoring import source_query
+from batchwatch.spec import SpecError, parse_spec
 from batchwatch.warehouse import load_frame, stream_frames
 
 D1 = datetime(2024, 5, 6, tzinfo=timezone.utc)

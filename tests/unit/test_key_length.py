@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+
 from batchwatch.data.validation import MAX_KEY_LENGTH, validate
 from batchwatch.spec import parse_spec
 

@@ -14,10 +14,10 @@ import sqlalchemy as sa
 
 from batchwatch import registry
 from batchwatch.data.features import build_features
-from batchwatch.registry import ArtifactIntegrityError, RegistryError
 from batchwatch.demo.simulate import simulate
 from batchwatch.modeling.estimators import hist_gradient_boosting
 from batchwatch.modeling.training import LABEL
+from batchwatch.registry import ArtifactIntegrityError, RegistryError
 
 D1 = datetime(2024, 5, 6, tzinfo=timezone.utc)
 METRICS = {"validation": {"roc_auc": 0.91, "brier": 0.02, "rows": 400}, "fit_seconds": 0.1}

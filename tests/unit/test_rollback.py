@@ -55,7 +55,9 @@ def champion(engine) -> int | None:
 
 
 def marked(engine) -> dict[int, str | None]:
-    return {row["version"]: row["rolled_back_reason"] for row in rows(engine, "SELECT version, rolled_back_reason FROM model_versions ORDER BY version")}
+    return {
+        row["version"]: row["rolled_back_reason"] for row in rows(engine, "SELECT version, rolled_back_reason FROM model_versions ORDER BY version")
+    }
 
 
 @pytest.fixture
@@ -110,7 +112,7 @@ def test_the_same_training_rows_and_estimator_are_the_same_version_even_when_the
 def test_the_data_fingerprint_is_the_same_in_a_fresh_process_and_follows_every_value():
     frame = pd.DataFrame({"id": ["a", "b", None], "amount": [1.5, None, 3.0], "label": [0, 1, 0]})
     code = (
-        "import pandas as pd; from batchwatch.retrain import data_fingerprint; "
+        "import pandas as pd; from batchwatch.promotion.retrain import data_fingerprint; "
         "print(data_fingerprint(pd.DataFrame({'id': ['a', 'b', None], 'amount': [1.5, None, 3.0], 'label': [0, 1, 0]})))"
     )
     fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

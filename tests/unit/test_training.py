@@ -11,12 +11,12 @@ from sklearn.metrics import roc_auc_score
 
 from batchwatch import training
 from batchwatch.data.features import build_features
-from batchwatch.scoring import score
+from batchwatch.data.validation import validate
 from batchwatch.demo.simulate import simulate
-from batchwatch.spec import SpecError, parse_spec
 from batchwatch.modeling.estimators import make_pipeline
 from batchwatch.modeling.training import LABEL, read_labelled, train
-from batchwatch.data.validation import validate
+from batchwatch.scoring import score
+from batchwatch.spec import SpecError, parse_spec
 from batchwatch.warehouse import load_frame
 
 D1 = datetime(2024, 5, 6, tzinfo=timezone.utc)
@@ -296,6 +296,8 @@ def test_read_labelled_then_train_end_to_end(fraud_spec, sqlite_engine) -> None:
     result = train(fraud_spec, frame)
     valid = 12_000 - 120  # train learns from the valid rows only
     assert result.metrics["validation"]["rows"] == valid - int(valid * 0.8)
-    assert result.reference.numeric["amount"].rows + result.metrics["validation"]["rows"] < 12_000, "profiled: rows before the holdout, as they arrived"
+    assert result.reference.numeric["amount"].rows + result.metrics["validation"]["rows"] < 12_000, (
+        "profiled: rows before the holdout, as they arrived"
+    )
     assert result.reference.numeric["amount"].nulls > 0, "the malformed NaN amounts are part of the reference"
     assert result.metrics["validation"]["roc_auc"] > 0.8

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from batchwatch.data.validation import validate
 from batchwatch.demo.simulate import MALFORMED_KINDS, simulate
 from batchwatch.spec import parse_spec
-from batchwatch.data.validation import validate
 
 D1 = datetime(2024, 5, 6, tzinfo=timezone.utc)
 
@@ -45,7 +45,7 @@ def reasons_by_id(frame: pd.DataFrame) -> dict[str, str]:
     result = validate(frame, TOY)
     assert len(result.valid) + len(result.rejected) == len(frame)
     assert result.reasons.index.equals(result.rejected.index)
-    return dict(zip(result.rejected["id"], result.reasons))
+    return dict(zip(result.rejected["id"], result.reasons, strict=True))
 
 
 def test_clean_frame_passes_unchanged() -> None:

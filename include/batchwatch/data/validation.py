@@ -14,7 +14,6 @@ import pandas as pd
 from batchwatch.data.features import coerce_numeric
 from batchwatch.spec import ModelSpec
 
-
 # The longest entity key scored, in characters. The predictions' unique index keeps (model_name,
 # entity_id, ds, model_version) in one btree entry, which PostgreSQL caps at 2,704 bytes: one
 # longer key failed the whole day. 256 characters are at most 1,024 bytes of UTF-8, beside a model

@@ -72,7 +72,15 @@ def hist_gradient_boosting(spec: ModelSpec, **params: Any) -> Pipeline:
     """The default: fast on millions of rows, native missing values and categoricals."""
     n_categorical = len(spec.categorical_features)
     mask = [True] * n_categorical + [False] * (len(spec.model_features) - n_categorical)
-    params = {"max_iter": 40, "learning_rate": 0.2, "max_leaf_nodes": 8, "min_samples_leaf": 200, "early_stopping": False, "random_state": 0, **params}
+    params = {
+        "max_iter": 40,
+        "learning_rate": 0.2,
+        "max_leaf_nodes": 8,
+        "min_samples_leaf": 200,
+        "early_stopping": False,
+        "random_state": 0,
+        **params,
+    }
     return Pipeline(
         [("encode", _encoder(spec)), ("model", HistGradientBoostingClassifier(categorical_features=mask, **params))]
     )

@@ -14,13 +14,13 @@ from sklearn.pipeline import Pipeline
 from sqlalchemy.engine import Engine
 
 from batchwatch import registry
+from batchwatch.data.features import build_features
+from batchwatch.data.validation import validate
 from batchwatch.errors import PermanentError
 from batchwatch.modeling.estimators import make_pipeline
 from batchwatch.monitoring.drift import ReferenceProfile, build_reference
-from batchwatch.data.features import build_features
 from batchwatch.scoring import score
 from batchwatch.spec import ModelSpec, quote
-from batchwatch.data.validation import validate
 from batchwatch.warehouse import read_frame, utc_timestamp
 
 LABEL = "__label__"
@@ -59,7 +59,9 @@ def read_labelled(engine: Engine, spec: ModelSpec, start: datetime, end: datetim
     """
     query, columns, text = labelled_query(spec)
     params = {"start": start, "end": matured_end(spec, end, as_of), "as_of": as_of}
-    return read_frame(engine, query, params, columns, text, spec.categorical_features, f"model spec {spec.name}: {spec.source.field} (joined with label.table)")
+    return read_frame(
+        engine, query, params, columns, text, spec.categorical_features, f"model spec {spec.name}: {spec.source.field} (joined with label.table)"
+    )
 
 
 def valid_rows(spec: ModelSpec, labelled: pd.DataFrame) -> pd.DataFrame:

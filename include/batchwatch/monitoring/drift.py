@@ -25,6 +25,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from batchwatch import registry
+from batchwatch.data.features import build_features
+from batchwatch.data.validation import validate
+from batchwatch.errors import InvalidArgument
+from batchwatch.hashing import DRIFT_SAMPLE
+from batchwatch.monitoring.incidents import update_incident
+from batchwatch.scoring import load_champion, score, source_query
+from batchwatch.serialization import finite_or_none, json_safe
+from batchwatch.spec import ModelSpec, quote
 from batchwatch.stats.drift import (
     CategoricalReference,
     NumericReference,
@@ -33,14 +41,6 @@ from batchwatch.stats.drift import (
     compare_numeric,
     proportion_test,
 )
-from batchwatch.data.features import build_features
-from batchwatch.errors import InvalidArgument
-from batchwatch.scoring import load_champion, score, source_query
-from batchwatch.spec import ModelSpec, quote
-from batchwatch.data.validation import validate
-from batchwatch.hashing import DRIFT_SAMPLE
-from batchwatch.monitoring.incidents import update_incident
-from batchwatch.serialization import finite_or_none, json_safe
 from batchwatch.warehouse import lock_unit, read_frame, refused_queries, sample_predicate, utc_timestamp
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,9 @@ class ReferenceProfile:
     def to_rows(self) -> list[dict[str, Any]]:
         rows = [{"column_name": name, "kind": "numeric", "profile": ref.to_dict()} for name, ref in self.numeric.items()]
         rows += [{"column_name": name, "kind": "categorical", "profile": ref.to_dict()} for name, ref in self.categorical.items()]
-        rows.append({"column_name": SCORES, "kind": "score", "profile": {**self.scores.to_dict(), "positives": self.positives, "scored": self.scored}})
+        rows.append(
+            {"column_name": SCORES, "kind": "score", "profile": {**self.scores.to_dict(), "positives": self.positives, "scored": self.scored}}
+        )
         joint = {name: self.joint[name].astype(object).where(self.joint[name].notna(), None).tolist() for name in self.joint}
         rows.append({"column_name": JOINT, "kind": "joint", "profile": {"columns": json_safe(joint)}})
         return rows
@@ -102,7 +104,11 @@ def build_reference(spec: ModelSpec, features: pd.DataFrame, validation_scores: 
     categorical = set(spec.categorical_features)
     joint_rows = min(len(features), spec.drift.multivariate.sample_rows)
     return ReferenceProfile(
-        numeric={name: NumericReference.from_values(features[name].to_numpy(dtype=float), size, seed) for name in spec.model_features if name not in categorical},
+        numeric={
+            name: NumericReference.from_values(features[name].to_numpy(dtype=float), size, seed)
+            for name in spec.model_features
+            if name not in categorical
+        },
         categorical={name: CategoricalReference.from_values(features[name]) for name in spec.model_features if name in categorical},
         scores=NumericReference.from_values(np.asarray(validation_scores, dtype=float), size, seed),
         positives=int(np.sum(np.asarray(validation_scores) >= spec.scoring.threshold)),
@@ -198,7 +204,12 @@ def _numeric_tests(name: str, reference: NumericReference, values: np.ndarray, s
     compared = compare_numeric(reference, values)
     check = f"{test_prefix}distribution:{name}"
     sizes = {"n_reference": compared.n_reference, "n_current": compared.n_current}
-    details = {"reference_mean": reference.mean, "reference_std": reference.std, "current_mean": compared.current_mean, "current_std": compared.current_std}
+    details = {
+        "reference_mean": reference.mean,
+        "reference_std": reference.std,
+        "current_mean": compared.current_mean,
+        "current_std": compared.current_std,
+    }
     return [
         TestResult(name, f"{test_prefix}ks", check, compared.ks_statistic, p_value=compared.ks_pvalue, **sizes, details=details),
         TestResult(name, f"{test_prefix}psi", check, compared.psi, effect_size=compared.psi, threshold=spec.drift.psi_threshold, **sizes),
@@ -215,7 +226,10 @@ def _categorical_tests(name: str, reference: CategoricalReference, values: pd.Se
     sizes = {"n_reference": compared.n_reference, "n_current": compared.n_current}
     return [
         TestResult(name, "chi2", check, compared.chi2_statistic, p_value=compared.chi2_pvalue, **sizes, details={"dof": compared.dof}),
-        TestResult(name, "jensen_shannon", check, compared.jensen_shannon, effect_size=compared.jensen_shannon, threshold=spec.drift.jensen_shannon_threshold, **sizes),
+        TestResult(
+            name, "jensen_shannon", check, compared.jensen_shannon, effect_size=compared.jensen_shannon,
+            threshold=spec.drift.jensen_shannon_threshold, **sizes,
+        ),
         TestResult(
             name, "unseen_share", f"unseen:{name}", compared.unseen_share, effect_size=compared.unseen_share,
             threshold=spec.drift.unseen_share_threshold, **sizes, details={"unseen": compared.unseen},
@@ -249,9 +263,11 @@ def domain_classifier_auc(reference: pd.DataFrame, current: pd.DataFrame, spec: 
     columns = [name for name in spec.drift_columns if name in reference]
     both = pd.concat([reference[columns].sample(n=n, random_state=seed), current[columns].sample(n=n, random_state=seed)], ignore_index=True)
     categorical = [name in spec.categorical_features for name in columns]
-    encoded = pd.DataFrame({name: _codes(both[name]) if is_cat else both[name].to_numpy(dtype=float) for name, is_cat in zip(columns, categorical)})
+    encoded = pd.DataFrame(
+        {name: _codes(both[name]) if is_cat else both[name].to_numpy(dtype=float) for name, is_cat in zip(columns, categorical, strict=True)}
+    )
     # Over 255 categories HistGradientBoosting cannot split natively; such codes are used as numbers.
-    mask = [is_cat and encoded[name].nunique() < 255 for name, is_cat in zip(columns, categorical)]
+    mask = [is_cat and encoded[name].nunique() < 255 for name, is_cat in zip(columns, categorical, strict=True)]
     labels = np.repeat([0, 1], n)
     classifier = HistGradientBoostingClassifier(max_iter=50, max_leaf_nodes=15, early_stopping=False, categorical_features=mask, random_state=seed)
     folds = StratifiedKFold(settings.folds, shuffle=True, random_state=seed)
@@ -282,7 +298,9 @@ def evaluate(spec: ModelSpec, reference: ReferenceProfile, features: pd.DataFram
     scores = np.asarray(scores, dtype=float)
     results += _numeric_tests(SCORES, reference.scores, scores, spec, test_prefix="score_")
     positives = int(np.sum(scores >= spec.scoring.threshold))
-    results.append(_rate_test(SCORES, "positive_rate", reference.positives, reference.scored, positives, len(scores), settings.positive_rate_h_threshold))
+    results.append(
+        _rate_test(SCORES, "positive_rate", reference.positives, reference.scored, positives, len(scores), settings.positive_rate_h_threshold)
+    )
 
     if settings.multivariate.enabled and len(reference.joint):
         if min(len(reference.joint), rows) >= settings.min_rows:
@@ -303,7 +321,7 @@ def _decide(results: list[TestResult], min_rows: int, fdr: float) -> None:
     """Adjust p-values across the check (BH), then give each check one verdict for all its tests."""
     sufficient = [r for r in results if (r.n_current or 0) >= min_rows and (r.n_reference or 0) >= min_rows]
     tested = [r for r in sufficient if r.p_value is not None and not np.isnan(r.p_value)]
-    for result, adjusted in zip(tested, benjamini_hochberg([r.p_value for r in tested])):
+    for result, adjusted in zip(tested, benjamini_hochberg([r.p_value for r in tested]), strict=True):
         result.p_adjusted = float(adjusted)
     for members in _by_check(results).values():
         verdict = _verdict(members, min_rows, fdr)

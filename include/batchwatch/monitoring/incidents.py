@@ -51,7 +51,8 @@ def update_incident(
             return None
         connection.execute(
             sa.text(
-                "INSERT INTO alerts (model_name, status, opened_window_end, last_drifted_window_end, model_version, drifted, summary, opened_at, run_id)"
+                "INSERT INTO alerts (model_name, status, opened_window_end, last_drifted_window_end, model_version, drifted,"
+                " summary, opened_at, run_id)"
                 " VALUES (:m, 'open', :e, :e, :v, :d, :s, :t, :r)"
             ).bindparams(sa.bindparam("d", type_=sa.JSON)),
             {"m": model_name, "e": window_end, "v": version, "d": drifted, "s": summary, "t": now, "r": run_id},
@@ -64,7 +65,13 @@ def update_incident(
             {"e": window_end, "t": now, "id": open_alert["id"]},
         )
         log.info("Drift incident %s of %s resolved at window end %s", open_alert["id"], model_name, window_end)
-        return {"status": "resolved", "model_name": model_name, "window_end": window_end.isoformat(), "summary": "no drift in this window", "drifted": []}
+        return {
+            "status": "resolved",
+            "model_name": model_name,
+            "window_end": window_end.isoformat(),
+            "summary": "no drift in this window",
+            "drifted": [],
+        }
     return None
 
 

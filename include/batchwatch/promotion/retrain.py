@@ -21,12 +21,12 @@ from sqlalchemy.engine import Engine
 from batchwatch import registry
 from batchwatch.data.features import build_features
 from batchwatch.errors import InvalidArgument
+from batchwatch.modeling.training import LABEL, holdout_start, read_labelled, train, valid_rows
 from batchwatch.promotion import gates
 from batchwatch.registry import RegistryError
 from batchwatch.scoring import score
-from batchwatch.spec import ModelSpec
-from batchwatch.modeling.training import LABEL, holdout_start, read_labelled, train, valid_rows
 from batchwatch.serialization import json_safe
+from batchwatch.spec import ModelSpec
 from batchwatch.warehouse import read_frame, utc_timestamp
 
 
@@ -148,7 +148,10 @@ def validate_candidate(engine: Engine, spec: ModelSpec, candidate: Candidate) ->
     results.append(gates.roc_auc_floor(labels, challenger_scores, settings.min_roc_auc))
     results.append(gates.brier_ceiling(labels, challenger_scores, settings.max_brier))
     results += gates.output_sanity(
-        challenger_scores, threshold=spec.scoring.threshold, positive_rate_min=settings.positive_rate_min, positive_rate_max=settings.positive_rate_max
+        challenger_scores,
+        threshold=spec.scoring.threshold,
+        positive_rate_min=settings.positive_rate_min,
+        positive_rate_max=settings.positive_rate_max,
     )
     if candidate.champion_version is None:
         results.append(gates.GateResult("auc_non_inferiority", None, None, None, "no champion yet: nothing to be inferior to"))

@@ -15,6 +15,7 @@ from batchwatch.registry.artifacts import (
 )
 from batchwatch.registry.store import (
     ALIASES,
+    DATA_FINGERPRINT,
     LoadedModel,
     alias_history,
     alias_version,
@@ -34,7 +35,7 @@ from batchwatch.registry.store import (
 )
 
 __all__ = [
-    "ALIASES", "ArtifactIntegrityError", "LoadedModel", "RegistryError", "alias_history", "alias_version", "alias_version_in",
+    "ALIASES", "DATA_FINGERPRINT", "ArtifactIntegrityError", "LoadedModel", "RegistryError", "alias_history", "alias_version", "alias_version_in",
     "artifact_path", "artifact_root", "dump_artifact", "get_version", "list_versions", "load_alias", "load_version", "lock_model", "mark_rolled_back",
     "pipeline_steps", "point_alias", "read_artifact", "record_event", "register", "rolled_back_from", "set_alias", "write_artifact",
 ]

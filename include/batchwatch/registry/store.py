@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from batchwatch.registry.artifacts import RegistryError, artifact_path, artifact_root, dump_artifact, read_artifact, write_artifact
-from batchwatch.spec import ModelSpec
 from batchwatch.serialization import json_safe
+from batchwatch.spec import ModelSpec
 from batchwatch.warehouse import lock_unit, utc_timestamp
 
 log = logging.getLogger(__name__)
@@ -233,7 +233,10 @@ def _reinstate(connection: Connection, model_name: str, version: int) -> list[in
     Only a deliberate act makes a rolled-back artifact champion again (the gates refuse it, a plain
     rollback skips it), so that act lifts the mark; the event that records it lists these versions.
     """
-    same_bytes = "model_name = :m AND rolled_back_at IS NOT NULL AND sha256 = (SELECT sha256 FROM model_versions WHERE model_name = :m AND version = :v)"
+    same_bytes = (
+        "model_name = :m AND rolled_back_at IS NOT NULL"
+        " AND sha256 = (SELECT sha256 FROM model_versions WHERE model_name = :m AND version = :v)"
+    )
     params = {"m": model_name, "v": version}
     marked = connection.execute(sa.text(f"SELECT version FROM model_versions WHERE {same_bytes} ORDER BY version"), params).scalars().all()
     if marked:

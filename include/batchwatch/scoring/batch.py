@@ -16,11 +16,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from batchwatch.data.features import build_features
+from batchwatch.data.validation import validate
 from batchwatch.errors import InvalidArgument, PermanentError
 from batchwatch.scoring.models import load_challenger, load_champion, score
 from batchwatch.scoring.routing import Route, plan_routes
 from batchwatch.spec import ModelSpec, quote
-from batchwatch.data.validation import validate
 from batchwatch.warehouse import IntervalWriter, is_unique_violation, replace_interval, stream_frames
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,9 @@ def _score_chunk(
     if len(checked.rejected):
         tally.reasons.update(checked.reasons)
         keys = checked.rejected[spec.source.entity_key]
-        writer.write_rejects(keys.astype(object).where(keys.notna(), None).tolist(), checked.reasons.tolist(), checked.rejected.to_dict(orient="records"))
+        writer.write_rejects(
+            keys.astype(object).where(keys.notna(), None).tolist(), checked.reasons.tolist(), checked.rejected.to_dict(orient="records")
+        )
     if checked.valid.empty:
         return
     features = build_features(checked.valid, spec)

@@ -14,4 +14,16 @@ from batchwatch.spec.model import (
     spec_dirs,
 )
 
-__all__ = ["ModelSpec", "SpecError", "get_spec", "load_spec", "load_specs", "load_specs_and_errors", "missing_module", "parse_spec", "quote", "resolve", "spec_dirs"]
+__all__ = [
+    "ModelSpec",
+    "SpecError",
+    "get_spec",
+    "load_spec",
+    "load_specs",
+    "load_specs_and_errors",
+    "missing_module",
+    "parse_spec",
+    "quote",
+    "resolve",
+    "spec_dirs",
+]

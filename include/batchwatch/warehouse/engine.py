@@ -18,7 +18,6 @@ from sqlalchemy.engine import Connection, Engine
 from batchwatch.errors import PermanentError
 from batchwatch.hashing import bucket
 
-
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 

@@ -22,7 +22,6 @@ from batchwatch.spec import quote
 from batchwatch.warehouse import schema
 from batchwatch.warehouse.engine import NULL, copy_unescape, driver_transaction, is_postgres, lock_key, sqlite_value
 
-
 PREDICTION_COLUMNS = tuple(column.name for column in schema.predictions.columns)
 
 
@@ -45,7 +44,15 @@ def _field(payload: bytes) -> bytes:
 
 
 def encode_prediction_rows(
-    model_name: str, version: int, role: str, entity_ids: np.ndarray, ds: date, scores: np.ndarray, labels: np.ndarray, run_id: str, scored_at: datetime
+    model_name: str,
+    version: int,
+    role: str,
+    entity_ids: np.ndarray,
+    ds: date,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    run_id: str,
+    scored_at: datetime,
 ) -> bytes:
     """Rows of `predictions` in PostgreSQL's binary COPY format, built with numpy, not row by row.
 
@@ -125,7 +132,7 @@ class IntervalWriter:
                 _sqlite_insert("predictions", PREDICTION_COLUMNS),
                 [
                     (self.model_name, version, role, entity, self.ds.isoformat(), score, label, self.run_id, sqlite_value(self.written_at))
-                    for entity, score, label in zip(entity_ids, scores.tolist(), labels.tolist())
+                    for entity, score, label in zip(entity_ids, scores.tolist(), labels.tolist(), strict=True)
                 ],
             )
             return
@@ -143,7 +150,7 @@ class IntervalWriter:
 
     def write_rejects(self, entity_ids: Sequence[str | None], reasons: Sequence[str], payloads: Sequence[dict[str, Any]]) -> None:
         written_at = self.written_at.isoformat()
-        for entity, reason, payload in zip(entity_ids, reasons, payloads):
+        for entity, reason, payload in zip(entity_ids, reasons, payloads, strict=True):
             fields = (self.model_name, self.ds.isoformat(), entity, reason, to_json(payload), self.run_id, written_at)
             self._rejects.write("\t".join(map(_copy_text_field, fields)) + "\n")
 
@@ -164,7 +171,10 @@ class IntervalWriter:
             rows = ([None if field == NULL else copy_unescape(field) for field in line.rstrip("\n").split("\t")] for line in self._rejects)
             self._connection.executemany(
                 _sqlite_insert("rejected_rows", REJECT_COLUMNS),
-                [(model, ds, entity, reason, payload, run_id, sqlite_value(datetime.fromisoformat(at))) for model, ds, entity, reason, payload, run_id, at in rows],
+                [
+                    (model, ds, entity, reason, payload, run_id, sqlite_value(datetime.fromisoformat(at)))
+                    for model, ds, entity, reason, payload, run_id, at in rows
+                ],
             )
         self._rejects.close()
 
