@@ -4,7 +4,7 @@ demo's nightly runs show their real durations and a task log with the operator's
 Not collected by pytest (Playwright is not a project requirement yet). Run it with a Playwright venv
 and Debian's chromium, the server on `--base`:
 
-    /path/to/playwright-venv/bin/python tests/browser/check_demo_runs.py --base http://localhost:8080
+    /path/to/playwright-venv/bin/python tools/check_demo_runs.py --base http://localhost:8080
 
 Screenshots go to `--screens` (default var/screens/).
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect, sync_playwright
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DAG_ID = "fraud_nightly_predict"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
