@@ -101,7 +101,7 @@ def _cmd_rollback(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m batchwatch", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="bin/batchwatch", description=__doc__.splitlines()[0])
     parser.add_argument("--warehouse", help="SQLAlchemy URL (default: $AIRFLOW_CONN_WAREHOUSE)")
     commands = parser.add_subparsers(dest="command", required=True)
 

@@ -22,8 +22,9 @@ START_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)
 # Shown at the end of every model DAG's docs: what is paused when Airflow first sees it, and why.
 PAUSED_NOTE = (
     "\n\n**Paused when Airflow first sees it**: its schedule starts only when someone unpauses it (the toggle in "
-    "the DAG list). The Trigger dialog's *Unpause on trigger* box unpauses it too; untick the box to run once "
-    "without starting the schedule."
+    "the DAG list, or the Trigger dialog's *Unpause on trigger* box). A run triggered while it is paused waits in "
+    "the queue until it is unpaused, and unpausing also schedules its latest interval. To run it once without "
+    "starting the schedule: `bin/airflow dags test <dag_id>` runs it in the terminal, printing its logs there."
 )
 UNPAUSED_NOTE = "\n\n**Not paused**: it has no schedule, so it runs only when triggered, and a trigger runs at once."
 
@@ -206,7 +207,7 @@ def rollback_dag(spec: ModelSpec) -> DAG:
             f"### {spec.name}: roll back the champion\n\nTrigger with a `reason` (required, audited) and optionally "
             "`to_version`; without it the latest earlier champion that was not itself rolled back from comes back, and the version "
             "rolled back from is marked so the weekly retrain does not promote it again. The next nightly "
-            f"run scores with it. Same as `python -m batchwatch rollback {spec.name} --reason ...`."
+            f"run scores with it. Same as `bin/batchwatch rollback {spec.name} --reason ...`."
         ),
         max_active_runs=1,
         params={

@@ -101,6 +101,8 @@ class BatchPredictOperator(BaseOperator):
             summary["positive_rate"],
             summary,
         )
+        if summary["rows_read"] == 0:
+            self.log.warning("No source rows had an event time in [%s, %s): is the feed late or broken? Nothing was scored", start, end)
         return summary
 
 

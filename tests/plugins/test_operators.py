@@ -78,7 +78,7 @@ def test_execute_scores_the_interval_and_returns_the_summary(warehouse_url):
 
 def test_a_permanent_error_fails_without_retrying(warehouse_url):
     """No champion yet: retrying cannot help, so the task fails at once with what to do."""
-    with pytest.raises(AirflowFailException, match=r"no champion; register one first \(python -m batchwatch bootstrap fraud\)"):
+    with pytest.raises(AirflowFailException, match=r"no champion; register one first \(bin/batchwatch bootstrap fraud\)"):
         _operator().execute({"run_id": "operator-test"})
 
 

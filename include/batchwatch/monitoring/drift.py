@@ -142,7 +142,7 @@ def load_reference(engine: Engine, model_name: str, version: int) -> ReferencePr
             "get one at registration. Register a new version to monitor this model."
         )
     damaged = f"{model_name} v{version}'s reference profile (table reference_profiles) is damaged"
-    remedy = f"Register a new version (the weekly retrain, or python -m batchwatch bootstrap {model_name}) to monitor this model."
+    remedy = f"Register a new version (the weekly retrain, or bin/batchwatch bootstrap {model_name}) to monitor this model."
     missing = _missing_parts(rows, features)
     if missing:
         raise DamagedReference(f"{damaged}: {'; '.join(missing)}. {remedy}")

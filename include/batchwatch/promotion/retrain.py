@@ -289,7 +289,7 @@ def _sha256(connection: sa.Connection, model_name: str, version: int) -> str:
         sa.text("SELECT sha256 FROM model_versions WHERE model_name = :m AND version = :v"), {"m": model_name, "v": version}
     ).scalar_one_or_none()
     if sha256 is None:
-        raise PromotionRefused(f"model {model_name!r} has no version {version}; `python -m batchwatch versions {model_name}` lists them")
+        raise PromotionRefused(f"model {model_name!r} has no version {version}; `bin/batchwatch versions {model_name}` lists them")
     return sha256
 
 
@@ -313,5 +313,5 @@ def _previous_champion(connection: sa.Connection, model_name: str, current: int)
             return version
     raise PromotionRefused(
         f"{model_name} v{current} has no earlier champion to roll back to: every earlier one was rolled back from or holds "
-        f"the same artifact. Name a version to restore (rollback --to VERSION); `python -m batchwatch versions {model_name}` lists them."
+        f"the same artifact. Name a version to restore (rollback --to VERSION); `bin/batchwatch versions {model_name}` lists them."
     )

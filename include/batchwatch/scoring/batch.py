@@ -166,7 +166,7 @@ def predict_interval(
     if end - start != timedelta(days=1):
         raise InvalidArgument(f"{spec.name}: the nightly job scores one day per run, got the interval [{start}, {end})")
     started = time.perf_counter()
-    champion = load_champion(engine, spec, f"; register one first (python -m batchwatch bootstrap {spec.name})")
+    champion = load_champion(engine, spec, f"; register one first (bin/batchwatch bootstrap {spec.name})")
     challenger, shadow_error = load_challenger(engine, spec)
     routes = plan_routes(champion, challenger)
     ds: date = start.date()
