@@ -26,6 +26,8 @@ def client(world, airflow_db, tmp_path_factory):
         patch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "False")
         patch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords))
         patch.setenv("AIRFLOW_CONN_WAREHOUSE", world["url"])
+        # The API server signs its tokens with this; set here so no earlier test's configuration decides it.
+        patch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "batchwatch-tests-" + "s" * 64)
         from airflow.api_fastapi.app import create_app
 
         with TestClient(create_app(), base_url="http://localhost") as test_client:
