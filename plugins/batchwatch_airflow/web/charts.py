@@ -45,6 +45,9 @@ def line_chart(labels: Sequence[str], values: Sequence[float | None], *, title: 
 def density_chart(edges: Sequence[float], counts: Sequence[float], *, title: str, markers: Sequence[tuple[str, float]] = ()) -> Markup:
     """The reference histogram on its stored (decile) edges, bar area = share of rows, with vertical
     markers (reference and current means) where the current side is stored only as moments."""
+    if len(counts) == len(edges) + 1 and len(edges) >= 2:
+        # Cut points with open tails (how reference_profiles stores deciles): draw each tail one neighbour wide.
+        edges = [2 * edges[0] - edges[1], *edges, 2 * edges[-1] - edges[-2]]
     if len(edges) < 2 or len(counts) != len(edges) - 1:
         return Markup("")
     low, high = float(edges[0]), float(edges[-1])
