@@ -32,7 +32,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
 SCREENSHOTS = Path(__file__).parent / "screenshots"
-FIRST_DAY = datetime(2026, 10, 11, tzinfo=timezone.utc)
+# Recent days: the heatmap shows the windows of the last 30 days.
+FIRST_DAY = datetime.combine(datetime.now(timezone.utc).date(), datetime.min.time(), tzinfo=timezone.utc) - timedelta(days=3)
 HISTORY_START = FIRST_DAY - timedelta(days=14)
 DRIFT_DAY = FIRST_DAY + timedelta(days=1)
 ROWS_PER_DAY = 3_000
