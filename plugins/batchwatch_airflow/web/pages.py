@@ -124,10 +124,7 @@ def model_page(
     """Every panel of one model; `dag_id`/`run_id` name the run someone came from (the task's extra link)."""
     context = PanelContext(engine, model)
     panels = [(panel, panel.load(context)) for panel in PANELS]
-    came_from = None
-    if dag_id and run_id:
-        came_from = next((run for run in last_runs(model.name) if run.dag_id == dag_id), None)
-        came_from = {"dag_id": dag_id, "run_id": run_id, "latest": came_from}
+    came_from = {"dag_id": dag_id, "run_id": run_id} if dag_id and run_id else None
     return _render(request, "model.html", model=model, panels=panels, runs=last_runs(model.name), came_from=came_from)
 
 
