@@ -1,4 +1,4 @@
-"""`make demo`: simulate history, bootstrap a champion, score the last 7 days, retrain weekly, check drift.
+"""`make demo`: simulate history (two drifted days), bootstrap a champion, score the last 7 days, check drift each day, retrain weekly.
 
 The warehouse is $AIRFLOW_CONN_WAREHOUSE (the Makefile defaults it to an SQLite file in var/).
 """
@@ -9,10 +9,12 @@ import json
 import os
 import sys
 import warnings
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 
 from batchwatch import registry, warehouse
 from batchwatch.demo.seed import default_demo_window, simulate_into
+from batchwatch.demo.simulate import Scenario
 from batchwatch.modeling.training import bootstrap_champion
 from batchwatch.spec import get_spec
 from tools.runs import load_dag, run_interval, run_latest_interval
@@ -20,6 +22,13 @@ from tools.runs import load_dag, run_interval, run_latest_interval
 MODEL = "fraud"
 ROWS_PER_DAY = 20_000
 
+# Two days of the demo week drift (from its third day): half the countries go missing and amounts
+# grow by about 65%. Neither is a malformed row, so the nightly job scores them; the hourly monitor flags them.
+DRIFT_OFFSET_DAYS, DRIFT_DAYS = 2, 2
+DRIFT = (
+    Scenario("null_burst", datetime(2000, 1, 1, tzinfo=timezone.utc), "country", 0.4),
+    Scenario("mean_shift", datetime(2000, 1, 1, tzinfo=timezone.utc), "amount", 1.0),
+)
 
 # dag.test() runs tasks through Airflow's in-process API client, built on Starlette's TestClient,
 # which warns about its own httpx dependency on every demo run: nothing a user can act on.
@@ -27,6 +36,33 @@ warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testcli
 # Airflow 3.3.2 reads plugins/.airflowignore with pathspec's GitWildMatchPattern, which pathspec 1.x
 # deprecates each time a plugin loader reads the file: also nothing a user can act on.
 warnings.filterwarnings("ignore", message=r"GitWildMatchPattern \('gitwildmatch'\) is deprecated", category=DeprecationWarning)
+
+
+def _drift_stretch(first: datetime) -> tuple[datetime, datetime]:
+    """The drifted days [start, end) of the demo week."""
+    start = first + timedelta(days=DRIFT_OFFSET_DAYS)
+    return start, start + timedelta(days=DRIFT_DAYS)
+
+
+def _stretches(start: datetime, first: datetime, end: datetime) -> list[tuple[datetime, datetime, tuple[Scenario, ...]]]:
+    """The simulated history in parts: clean, drifted (the scenarios start with it), clean again.
+
+    A scenario applies from its start onwards, so the clean days after it are simulated without it.
+    """
+    drift_start, drift_end = _drift_stretch(first)
+    drifted = tuple(replace(scenario, start=drift_start) for scenario in DRIFT)
+    return [(start, drift_start, ()), (drift_start, drift_end, drifted), (drift_end, end, ())]
+
+
+def _describe(scenario: Scenario) -> str:
+    return f"{scenario.kind} of {scenario.feature} ({scenario.magnitude:g})"
+
+
+def _drift_windows(first: datetime, end: datetime) -> list[datetime]:
+    """The ends of the windows the demo checks: each midnight of the demo week, and midday as the drift begins."""
+    drift_start, _ = _drift_stretch(first)
+    days = [first + timedelta(days=n) for n in range(1, (end - first).days + 1)]
+    return sorted([*days, drift_start + timedelta(hours=12)])
 
 
 def main() -> int:
@@ -38,8 +74,16 @@ def main() -> int:
 
     warehouse.migrate(engine)
     if registry.alias_version(engine, MODEL, "champion") is None:
-        rows = simulate_into(engine, start=start, end=end, rows_per_day=ROWS_PER_DAY, malformed_rate=0.005, labels_as_of=end)
-        print(f"simulated {rows} transactions for {start:%Y-%m-%d} .. {end - timedelta(days=1):%Y-%m-%d} (0.5% malformed)")
+        rows = 0
+        for part_start, part_end, scenarios in _stretches(start, first, end):
+            rows += simulate_into(
+                engine, start=part_start, end=part_end, rows_per_day=ROWS_PER_DAY, malformed_rate=0.005, labels_as_of=end, scenarios=scenarios
+            )
+        drift_start, drift_end = _drift_stretch(first)
+        print(
+            f"simulated {rows} transactions for {start:%Y-%m-%d} .. {end - timedelta(days=1):%Y-%m-%d} (0.5% malformed); "
+            f"{drift_start:%Y-%m-%d} .. {drift_end - timedelta(days=1):%Y-%m-%d} drifted: {', '.join(_describe(s) for s in DRIFT)}"
+        )
         version = bootstrap_champion(engine, spec, start=start, end=first)
         metrics = registry.get_version(engine, MODEL, version)["metrics"]["validation"]
         print(f"champion: {MODEL} v{version}, out-of-time validation ROC AUC {metrics['roc_auc']:.3f}, Brier {metrics['brier']:.4f}")
@@ -61,7 +105,22 @@ def main() -> int:
         day += timedelta(days=1)
     print("\nlast run's summary:", json.dumps(summary, indent=2))
 
-    # The last weekly and hourly intervals that have ended by the demo's end, by the spec's schedules.
+    # The hourly monitor over the demo days: the drifted stretch opens an incident, the first clean
+    # 24-hour window after it resolves it. One window per day (and one as the drift starts) keeps the demo short.
+    drift_dag = load_dag(f"{MODEL}_hourly_drift")
+    print(f"\n{MODEL}_hourly_drift, {spec.drift.window_hours} h windows ending at:")
+    for window_end in _drift_windows(first, end):
+        drift_state, drift_results, _ = run_latest_interval(drift_dag, window_end)
+        failed += drift_state != "success"
+        check = drift_results.get("check_drift", {})
+        incident = check.get("incident") or {}
+        print(
+            f"  {window_end:%Y-%m-%d %H:%M}  {drift_state:<8} {check.get('status', '?'):<17} "
+            f"drifted: {', '.join(line.split(': ')[0] for line in check.get('drifted') or []) or 'none'}"
+            + (f"  -> incident {incident['status']}" if incident else "")
+        )
+
+    # The last weekly interval that has ended by the demo's end, by the spec's schedule.
     retrain_state, retrain_results, (_, week_end) = run_latest_interval(load_dag(f"{MODEL}_weekly_retrain"), end)
     failed += retrain_state != "success"
     validated = retrain_results.get("validate", {})
@@ -75,14 +134,6 @@ def main() -> int:
         f"{len(validated.get('gates', []))} gates, failed: {failed_gates or 'none'}; {decision}"
     )
 
-    drift_state, drift_results, (_, window_end) = run_latest_interval(load_dag(f"{MODEL}_hourly_drift"), end)
-    check = drift_results.get("check_drift", {})
-    failed += drift_state != "success"
-    print(
-        f"\n{MODEL}_hourly_drift for the {spec.drift.window_hours} h ending {window_end:%Y-%m-%d %H:%M}: {drift_state}, "
-        f"{check.get('status', '?')} over {check.get('rows', '?')} rows; checks {check.get('checks', '?')}; drifted: {check.get('drifted') or 'none'}"
-        + (f"\n  no verdict: {check['reason']}" if check.get("reason") else "")
-    )
     print(
         "\nQuery the predictions (sqlite3 var/warehouse.db, or psql for PostgreSQL):\n"
         f"  SELECT ds, COUNT(*), AVG(score) FROM predictions WHERE model_name = '{MODEL}' GROUP BY ds ORDER BY ds;\n"

@@ -12,6 +12,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from batchwatch.errors import PermanentError
 from batchwatch_airflow.connections import warehouse_engine
+from batchwatch_airflow.links import BatchwatchPageLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -53,6 +54,7 @@ class BatchPredictOperator(BaseOperator):
     Re-running replaces the interval's rows exactly; a failure leaves them as they were.
     """
 
+    operator_extra_links = (BatchwatchPageLink(),)
     template_fields: Sequence[str] = ("model_name", "data_interval_start", "data_interval_end", "chunk_size", "warehouse_conn_id")
     ui_color = "#d6eaf8"
 
@@ -113,6 +115,7 @@ class DriftCheckOperator(BaseOperator):
     logs every drifted check, and calls the spec's notifiers once per incident change.
     """
 
+    operator_extra_links = (BatchwatchPageLink(),)
     template_fields: Sequence[str] = ("model_name", "window_end", "warehouse_conn_id")
     ui_color = "#fdebd0"
 
@@ -190,6 +193,7 @@ class TrainModelOperator(BaseOperator):
     challenger) is the candidate. Returns the candidate for the validate and promote tasks.
     """
 
+    operator_extra_links = (BatchwatchPageLink(),)
     template_fields: Sequence[str] = (
         "model_name", "as_of", "training_window_days", "dry_run", "force_promote", "force_reason", "candidate_version", "warehouse_conn_id",
     )
@@ -234,6 +238,7 @@ class TrainModelOperator(BaseOperator):
 class ValidateModelOperator(BaseOperator):
     """Run every gate of the spec on the candidate from `train_task_id`; return the candidate and the gates."""
 
+    operator_extra_links = (BatchwatchPageLink(),)
     template_fields: Sequence[str] = ("model_name", "warehouse_conn_id")
     ui_color = "#fcf3cf"
 
@@ -261,6 +266,7 @@ class PromoteModelOperator(BaseOperator):
     A skipped task emits no asset event, so work following the champion asset only runs after a real change.
     """
 
+    operator_extra_links = (BatchwatchPageLink(),)
     template_fields: Sequence[str] = ("model_name", "force_promote", "force_reason", "warehouse_conn_id")
     ui_color = "#fadbd8"
 
@@ -299,6 +305,7 @@ class PromoteModelOperator(BaseOperator):
 class RollbackOperator(BaseOperator):
     """Make the previous champion (or `to_version`) champion again; audited with the reason given."""
 
+    operator_extra_links = (BatchwatchPageLink(),)
     template_fields: Sequence[str] = ("model_name", "to_version", "reason", "warehouse_conn_id")
     ui_color = "#f5b7b1"
 

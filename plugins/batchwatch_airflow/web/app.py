@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from batchwatch_airflow.web import api
+from batchwatch_airflow.web import api, pages
 
 
 def create_app() -> FastAPI:
     app = FastAPI(title="Batchwatch", description="Model health of the Batchwatch DAGs, behind Airflow's auth.")
     app.include_router(api.router)
+    app.include_router(pages.router)
     return app

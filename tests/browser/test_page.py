@@ -1,0 +1,170 @@
+"""The Batchwatch page in a real browser: Debian's chromium driven by Playwright, through Airflow's own login.
+
+The API server runs as `airflow api-server` on a free port, over a warehouse with a drifted day
+scored and checked through Airflow (dag.test), so the page shows what a user would find after a
+drift incident. Screenshots land in tests/browser/screenshots/ (kept by CI, ignored by git).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from batchwatch.demo.seed import simulate_into
+from batchwatch.demo.simulate import Scenario
+from batchwatch.modeling.training import bootstrap_champion
+from batchwatch.spec import get_spec
+from batchwatch.warehouse import make_engine, migrate
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+SCREENSHOTS = Path(__file__).parent / "screenshots"
+# Recent days: the heatmap shows the windows of the last 30 days.
+FIRST_DAY = datetime.combine(datetime.now(timezone.utc).date(), datetime.min.time(), tzinfo=timezone.utc) - timedelta(days=3)
+HISTORY_START = FIRST_DAY - timedelta(days=14)
+DRIFT_DAY = FIRST_DAY + timedelta(days=1)
+ROWS_PER_DAY = 3_000
+
+
+def ensure_chromium() -> None:
+    """Debian's chromium, installed with apt when missing (CI runs the tests as root); never `playwright install`."""
+    if CHROMIUM.exists():
+        return
+    assert os.geteuid() == 0, f"{CHROMIUM} is missing and installing it needs root: apt-get install -y chromium"
+    subprocess.run(["apt-get", "update"], check=True, capture_output=True)
+    subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"], check=True, capture_output=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def drifted_warehouse(tmp_path_factory, airflow_db) -> str:
+    """A clean scored day, then a drifted one, scored and checked through Airflow's dag.test(): an open incident."""
+    from tools.runs import load_dag, run_interval
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('browser') / 'warehouse.db'}"
+    os.environ["AIRFLOW_CONN_WAREHOUSE"] = url
+    engine = make_engine(url)
+    migrate(engine)
+    simulate_into(engine, start=HISTORY_START, end=FIRST_DAY, rows_per_day=ROWS_PER_DAY, labels_as_of=FIRST_DAY)
+    simulate_into(engine, start=FIRST_DAY, end=DRIFT_DAY, rows_per_day=ROWS_PER_DAY, malformed_rate=0.01)
+    drifted = (Scenario("null_burst", DRIFT_DAY, "country", 0.5), Scenario("mean_shift", DRIFT_DAY, "amount", 1.0))
+    simulate_into(engine, start=DRIFT_DAY, end=DRIFT_DAY + timedelta(days=1), rows_per_day=ROWS_PER_DAY, scenarios=drifted, seed=8)
+    bootstrap_champion(engine, get_spec("fraud"), start=HISTORY_START, end=FIRST_DAY)
+    engine.dispose()
+
+    for dag_id, days in (("fraud_nightly_predict", (FIRST_DAY, DRIFT_DAY)), ("fraud_hourly_drift", (FIRST_DAY, DRIFT_DAY))):
+        dag = load_dag(dag_id)
+        for task in dag.tasks:
+            task.retries = 0
+        for day in days:
+            end = day + timedelta(days=1)
+            start = end - timedelta(hours=1) if dag_id.endswith("drift") else day
+            assert run_interval(dag, start, end)[0] == "success", (dag_id, day)
+    return url
+
+
+@pytest.fixture(scope="module")
+def airflow_server(drifted_warehouse) -> Iterator[tuple[str, str]]:
+    """`airflow api-server` on a free port; yields its base URL and the generated admin password."""
+    port = free_port()
+    home = Path(os.environ["AIRFLOW_HOME"])
+    log = (home / "api-server.log").open("w")
+    env = {**os.environ, "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin", "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}"}
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None, (home / "api-server.log").read_text()[-4000:]
+            try:
+                with urllib.request.urlopen(f"{base}/api/v2/monitor/health", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the API server did not answer in 90 s:\n" + (home / "api-server.log").read_text()[-4000:]
+                time.sleep(1)
+        password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
+        yield base, password
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def test_the_page_shows_a_drift_incident_inside_airflow(airflow_server):
+    from playwright.sync_api import expect, sync_playwright
+
+    ensure_chromium()
+    base, password = airflow_server
+    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
+    SCREENSHOTS.mkdir(parents=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        page.set_default_timeout(20_000)
+
+        # Airflow's own login page.
+        page.goto(f"{base}/")
+        page.fill("input[name=username]", "admin")
+        page.fill("input[name=password]", password)
+        page.keyboard.press("Enter")
+        expect(page.get_by_text("Dags").first).to_be_visible()
+
+        # Batchwatch from Airflow's nav: the page renders in the external view's iframe.
+        page.get_by_role("link", name="Batchwatch").first.click()
+        frame = page.frame_locator("iframe").first
+        expect(frame.get_by_role("link", name="fraud")).to_be_visible()
+        page.screenshot(path=SCREENSHOTS / "01-models.png")
+
+        frame.get_by_role("link", name="fraud").click()
+        champion = frame.locator("[data-testid=champion]")
+        expect(champion).to_contain_text("v1")
+        expect(frame.locator("tr.version")).to_have_count(1)
+        expect(frame.locator("tr.version").first).to_contain_text("champion")
+        expect(frame.locator("tr.incident-open")).to_have_count(1)
+        expect(frame.locator("tr.incident-open")).to_contain_text("country")
+        expect(frame.locator("#aliases tr.alias-event").first).to_contain_text("set_champion")
+        drifted = frame.locator('a[data-verdict=drifted][data-check="country:null_rate"]')
+        expect(drifted).to_have_count(1)
+        expect(frame.locator("#overview")).to_contain_text("fraud_nightly_predict")
+        page.screenshot(path=SCREENSHOTS / "02-model.png", full_page=True)
+        frame.locator("body").screenshot(path=SCREENSHOTS / "03-model-frame.png")
+
+        # The drill-down of the drifted check.
+        drifted.click()
+        expect(frame.get_by_role("heading", name="country · null_rate: drifted")).to_be_visible()
+        expect(frame.locator("table.stats")).to_contain_text("p (Benjamini–Hochberg adjusted)")
+        expect(frame.get_by_text("null rate").first).to_be_visible()
+        frame.locator("body").screenshot(path=SCREENSHOTS / "04-drift-check.png")
+
+        # The page links back to Airflow's runs, in the whole window, not the iframe.
+        page.goto(f"{base}/batchwatch/models/fraud")
+        run_link = page.locator("#overview a[href*='/dags/fraud_hourly_drift/runs/']").first
+        expect(run_link).to_have_attribute("target", "_top")
+        run_link.click()
+        expect(page).to_have_url(re.compile(r"/dags/fraud_hourly_drift/runs/"))
+        page.screenshot(path=SCREENSHOTS / "05-airflow-run.png")
+        browser.close()
