@@ -171,8 +171,8 @@ def shows_queued_backfill_of_the_last_seven_days(scratch: Scratch, result: subpr
 
 
 def lists_versions_and_rolls_back_to_the_first(scratch: Scratch, result: subprocess.CompletedProcess[str]) -> None:
-    versions, _, history = result.stdout.partition(" id ")
-    assert re.search(r"^\s+1\s", versions, re.MULTILINE) and re.search(r"^\s+2\s+champion", versions, re.MULTILINE), versions
+    versions, _, history = result.stdout.partition("\nid ")
+    assert re.search(r"^\s*1\s", versions, re.MULTILINE) and re.search(r"^\s*2\s+champion", versions, re.MULTILINE), versions
     assert "set_champion" in history
     assert query(scratch.warehouse, "SELECT version FROM model_aliases WHERE model_name = 'fraud' AND alias = 'champion'") == [(1,)]
     reasons = query(scratch.warehouse, "SELECT reason FROM model_events WHERE model_name = 'fraud' ORDER BY id DESC LIMIT 1")
