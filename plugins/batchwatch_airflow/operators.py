@@ -141,12 +141,27 @@ class DriftCheckOperator(BaseOperator):
         return summary
 
     def _notify(self, spec: Any, context: Context, alert: dict[str, Any]) -> None:
-        """Call the spec's Airflow notifiers with the incident change in the context."""
-        from batchwatch.spec import resolve
+        """Call the spec's Airflow notifiers with the incident change and its message in the context.
 
+        Airflow's SMTP, Slack-webhook and HTTP notifiers send the core's rendering of the message
+        unless the spec's params say otherwise; their connections are the spec's or the providers' defaults.
+        """
+        from batchwatch.monitoring.messages import render_alert
+        from batchwatch.spec import resolve
+        from batchwatch_airflow.notifiers import message_params
+
+        alert = {**alert, **render_alert(alert, base_url=_page_base_url(spec))}
         self.log.warning("Drift incident %s %s: %s", alert["alert_id"], alert["status"], alert["summary"])
         for notifier in spec.drift.notifiers:
-            resolve(notifier.class_, "drift.notifiers.class")(**notifier.params)({**context, "batchwatch_alert": alert})
+            notifier_class = resolve(notifier.class_, "drift.notifiers.class")
+            notifier_class(**{**message_params(notifier_class), **notifier.params})({**context, "batchwatch_alert": alert})
+
+
+def _page_base_url(spec: Any) -> str:
+    """Where alerts link to: the spec's drift.alert_base_url, else Airflow's [api] base_url (its own fallback otherwise)."""
+    from airflow.sdk import conf
+
+    return spec.drift.alert_base_url or conf.get("api", "base_url", fallback=None) or "http://localhost:8080"
 
 
 def _actor(context: Context) -> str:

@@ -79,27 +79,56 @@ def update_incident(
 
 
 def pending_notifications(engine: Engine, model_name: str) -> list[dict[str, Any]]:
-    """Incident changes whose notifiers have not run yet (also after a failed or retried task)."""
+    """Incident changes whose notifiers have not run yet (also after a failed or retried task).
+
+    Each carries the checks with their numbers, so a message can say what drifted and by how much:
+    on open the drifted checks of the opening window; on recovery the same checks (those drifted in
+    the incident's last drifted window) as the resolving window measured them.
+    """
     query = sa.text(
-        "SELECT id, status, opened_window_end, resolved_window_end, summary, drifted FROM alerts WHERE model_name = :m AND "
-        "(open_notified_at IS NULL OR (status = 'resolved' AND resolved_notified_at IS NULL)) ORDER BY id"
+        "SELECT id, status, model_version, opened_window_end, last_drifted_window_end, resolved_window_end, summary, drifted"
+        " FROM alerts WHERE model_name = :m AND"
+        " (open_notified_at IS NULL OR (status = 'resolved' AND resolved_notified_at IS NULL)) ORDER BY id"
     ).columns(drifted=sa.JSON)
-    with engine.connect() as connection:
-        rows = connection.execute(query, {"m": model_name}).mappings().all()
     pending = []
-    for row in rows:
-        window_end = row["resolved_window_end"] if row["status"] == "resolved" else row["opened_window_end"]
-        pending.append(
-            {
-                "alert_id": row["id"],
-                "status": row["status"],
-                "model_name": model_name,
-                "window_end": utc_timestamp(window_end).isoformat(),
-                "summary": row["summary"] if row["status"] == "open" else f"recovered; it was: {row['summary']}",
-                "drifted": row["drifted"],
-            }
-        )
+    with engine.connect() as connection:
+        for row in connection.execute(query, {"m": model_name}).mappings().all():
+            resolved = row["status"] == "resolved"
+            stored_end = row["resolved_window_end"] if resolved else row["opened_window_end"]
+            # Window ends go back into the query as read, so they match however the warehouse stores them.
+            drifted = _results(connection, model_name, row["last_drifted_window_end"] if resolved else stored_end, drifted_only=True)
+            checks = drifted
+            if resolved:
+                pairs = {(check["column_name"], check["test"]) for check in drifted}
+                checks = [c for c in _results(connection, model_name, stored_end) if (c["column_name"], c["test"]) in pairs]
+            window_start = next((c["window_start"] for c in checks), None)
+            pending.append(
+                {
+                    "alert_id": row["id"],
+                    "status": row["status"],
+                    "model_name": model_name,
+                    "model_version": row["model_version"],
+                    "window_start": window_start,
+                    "window_end": utc_timestamp(stored_end).isoformat(),
+                    "summary": row["summary"] if not resolved else f"recovered; it was: {row['summary']}",
+                    "drifted": row["drifted"],
+                    "checks": [{k: v for k, v in c.items() if k != "window_start"} for c in checks],
+                }
+            )
     return pending
+
+
+def _results(connection: Connection, model_name: str, window_end: Any, *, drifted_only: bool = False) -> list[dict[str, Any]]:
+    """The stored drift results of one window, with the numbers an announcement quotes."""
+    rows = connection.execute(
+        sa.text(
+            "SELECT window_start, column_name, test, statistic, p_value, p_adjusted, effect_size, threshold, n_current, verdict"
+            " FROM drift_results WHERE model_name = :m AND window_end = :e" + (" AND verdict = 'drifted'" if drifted_only else "")
+            + " ORDER BY column_name, test"
+        ),
+        {"m": model_name, "e": window_end},
+    ).mappings().all()
+    return [{**row, "window_start": utc_timestamp(row["window_start"]).isoformat()} for row in rows]
 
 
 def announce(engine: Engine, model_name: str, send: Callable[[dict[str, Any]], None]) -> int:
