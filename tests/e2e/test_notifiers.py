@@ -184,7 +184,8 @@ def test_one_message_per_channel_on_open_and_on_recovery_with_the_numbers(drifti
     # The email: subject names the model and the change; the body every drifted check with its numbers, and the link.
     email = sink.messages[0]
     assert sink.recipients[0] == ["oncall@example.test"] and email["From"] == "batchwatch@example.test"
-    assert email["Subject"] == f"[Batchwatch] fraud: drift incident #1 opened, {len(drifted)} checks drifted"
+    columns = ", ".join(dict.fromkeys(r["column_name"] for r in drifted))
+    assert email["Subject"] == f"[Batchwatch] fraud: drift incident #1 opened, drifted: {columns}" and "country" in columns
     body = email.get_body(("html",)).get_content()
     assert f'href="{PAGE}"' in body and "fraud" in body
     null_rate = next(r for r in drifted if (r["column_name"], r["test"]) == ("country", "null_rate"))

@@ -63,7 +63,8 @@ def render_alert(alert: dict[str, Any], *, base_url: str) -> dict[str, str]:
     link = page_link(base_url, model)
     version = f" v{alert['model_version']}" if alert.get("model_version") is not None else ""
     if status == "open":
-        subject = f"[Batchwatch] {model}: drift incident #{alert['alert_id']} opened, {len(checks)} checks drifted"
+        columns = ", ".join(dict.fromkeys(check["column_name"] for check in checks)) or "see the page"
+        subject = f"[Batchwatch] {model}: drift incident #{alert['alert_id']} opened, drifted: {columns}"
         headline = f"Drift incident #{alert['alert_id']} opened for model {model} (champion{version})."
         heading = "Drifted checks (statistic, BH-adjusted p, effect size vs threshold):"
     else:
