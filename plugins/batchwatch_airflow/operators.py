@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -137,11 +137,11 @@ class DriftCheckOperator(BaseOperator):
                 self.log.warning("No verdict: %s", summary["reason"])
             for line in summary["drifted"]:
                 self.log.warning("Drifted: %s", line)
-            announce(engine, spec.name, lambda alert: self._notify(spec, context, alert))
+            announce(engine, spec.name, self._notifiers(spec, context), run_id=context["run_id"])
         return summary
 
-    def _notify(self, spec: Any, context: Context, alert: dict[str, Any]) -> None:
-        """Call the spec's Airflow notifiers with the incident change and its message in the context.
+    def _notifiers(self, spec: Any, context: Context) -> dict[str, Callable[[dict[str, Any]], None]]:
+        """The spec's Airflow notifiers, by their place in the spec, each sending an incident change and its message.
 
         Airflow's SMTP, Slack-webhook and HTTP notifiers send the core's rendering of the message
         unless the spec's params say otherwise; their connections are the spec's or the providers' defaults.
@@ -150,11 +150,20 @@ class DriftCheckOperator(BaseOperator):
         from batchwatch.spec import resolve
         from batchwatch_airflow.notifiers import message_params
 
-        alert = {**alert, **render_alert(alert, base_url=_page_base_url(spec))}
-        self.log.warning("Drift incident %s %s: %s", alert["alert_id"], alert["status"], alert["summary"])
-        for notifier in spec.drift.notifiers:
-            notifier_class = resolve(notifier.class_, "drift.notifiers.class")
-            notifier_class(**{**message_params(notifier_class), **notifier.params})({**context, "batchwatch_alert": alert})
+        base_url = _page_base_url(spec)
+
+        def sender(index: int, class_: str, params: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+            def send(alert: dict[str, Any]) -> None:
+                notifier_class = resolve(class_, f"drift.notifiers.{index}.class")
+                alert = {**alert, **render_alert(alert, base_url=base_url)}
+                notifier_class(**{**message_params(notifier_class), **params})({**context, "batchwatch_alert": alert})
+
+            return send
+
+        return {
+            f"{index}:{notifier.class_}": sender(index, notifier.class_, notifier.params)
+            for index, notifier in enumerate(spec.drift.notifiers)
+        }
 
 
 def _page_base_url(spec: Any) -> str:

@@ -63,6 +63,7 @@ class Posts:
     def __init__(self) -> None:
         self.received: list[tuple[str, dict[str, str], bytes]] = []
         self.lock = threading.Lock()
+        self.refuse: set[str] = set()  # paths answered with 503 (and not counted as received)
 
     def to(self, path: str) -> list[dict]:
         with self.lock:
@@ -95,11 +96,13 @@ def http_receiver() -> Iterator[tuple[Posts, int]]:
         def do_POST(self) -> None:  # noqa: N802 - http.server's hook name
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             with posts.lock:
-                posts.received.append((self.path, dict(self.headers), body))
-            self.send_response(200)
+                refused = self.path in posts.refuse
+                if not refused:
+                    posts.received.append((self.path, dict(self.headers), body))
+            self.send_response(503 if refused else 200)
             self.send_header("Content-Type", "text/plain")
             self.end_headers()
-            self.wfile.write(b"ok")  # what Slack's incoming webhooks answer
+            self.wfile.write(b"unavailable" if refused else b"ok")  # "ok": what Slack's incoming webhooks answer
 
         def log_message(self, *args) -> None:
             pass
@@ -238,10 +241,18 @@ def test_one_message_per_channel_on_open_and_on_recovery_with_the_numbers(drifti
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
-def test_a_refusing_receiver_leaves_the_change_pending_and_the_retry_sends_it(drifting_world, alerting_spec, smtp_sink, http_receiver, monkeypatch):
-    """The SMTP server refuses (451): the task fails, nothing is marked announced, and the retry delivers everywhere once.
-
-    With no base URL in the spec, the link is under Airflow's [api] base_url.
+@pytest.mark.parametrize(
+    ("refusing", "before_retry"),
+    [
+        pytest.param("smtp", (0, 0, 0), id="smtp-451-first-notifier"),
+        pytest.param("http", (1, 1, 0), id="http-503-last-notifier"),
+    ],
+)
+def test_a_refusing_receiver_leaves_the_change_pending_and_the_retry_sends_it_once(
+    drifting_world, alerting_spec, smtp_sink, http_receiver, monkeypatch, refusing, before_retry
+):
+    """A receiver refuses: the task fails and the change stays pending; the retry delivers to the notifiers that had
+    not delivered it, and only to them. With no base URL in the spec, the link is under Airflow's [api] base_url.
     """
     engine = drifting_world["engine"]
     sink, _ = smtp_sink
@@ -251,20 +262,32 @@ def test_a_refusing_receiver_leaves_the_change_pending_and_the_retry_sends_it(dr
     alerting_spec.write_text(yaml.safe_dump(data, sort_keys=False))
     monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://airflow.internal:8080/")
 
-    sink.refuse = True
+    if refusing == "smtp":
+        sink.refuse = True
+    else:
+        posts.refuse.add("/incidents")
     state, _ = run_hour(DRIFTED_END)
     assert state == "failed"
-    assert delivered(sink, posts) == (0, 0, 0)
+    assert delivered(sink, posts) == before_retry
     with engine.connect() as connection:
         alert = connection.execute(sa.text("SELECT status, open_notified_at FROM alerts WHERE model_name = 'fraud'")).mappings().one()
+        recorded = connection.execute(sa.text("SELECT notifier FROM alert_deliveries ORDER BY notifier")).scalars().all()
     assert alert["status"] == "open" and alert["open_notified_at"] is None, "the change stays pending for the retry"
+    assert len(recorded) == sum(before_retry)
 
     sink.refuse = False
+    posts.refuse.clear()
     state, _ = run_hour(DRIFTED_END)  # what the task's retry does
     assert state == "success"
-    assert delivered(sink, posts) == (1, 1, 1)
+    assert delivered(sink, posts) == (1, 1, 1), "each receiver has the open message once"
     assert posts.to("/incidents")[0]["link"] == "http://airflow.internal:8080/batchwatch/models/fraud"
     assert sink.messages[0]["Subject"].startswith("[Batchwatch] fraud: drift incident #1 opened")
+    with engine.connect() as connection:
+        recorded = connection.execute(sa.text("SELECT notifier FROM alert_deliveries WHERE status = 'open' ORDER BY notifier")).scalars().all()
+    assert recorded == [
+        "0:airflow.providers.smtp.notifications.smtp.SmtpNotifier",
+        "1:airflow.providers.slack.notifications.slack_webhook.SlackWebhookNotifier",
+        "2:airflow.providers.http.notifications.http.HttpNotifier",
+    ]
     run_hour(DRIFTED_END)
     assert delivered(sink, posts) == (1, 1, 1)
-

@@ -2,13 +2,14 @@
 resolved by the first clean window after them; each change announced once.
 
 Announcements are claimed in the warehouse before they are sent, so two runs or a retry never send
-one twice, and released when sending fails, so the retry sends it.
+one twice, and released when sending fails, so the retry sends it; each notifier's delivery is
+recorded (`alert_deliveries`), so the retry skips the notifiers that already delivered.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -131,23 +132,48 @@ def _results(connection: Connection, model_name: str, window_end: Any, *, drifte
     return [{**row, "window_start": utc_timestamp(row["window_start"]).isoformat()} for row in rows]
 
 
-def announce(engine: Engine, model_name: str, send: Callable[[dict[str, Any]], None]) -> int:
-    """`send` each incident change not yet announced, once; return how many were sent.
+def announce(engine: Engine, model_name: str, notifiers: Mapping[str, Callable[[dict[str, Any]], None]], *, run_id: str) -> int:
+    """Send each incident change not yet announced to each of `notifiers` (by name) once; return how many changes.
 
-    Each change is claimed before it is sent, so two runs or a retry never send it twice, and
-    released when `send` raises, so the task's retry sends it.
+    A change is claimed before it is sent, so two runs or a retry never announce it twice. Each
+    notifier's delivery is recorded as it succeeds; when one raises, the claim is released so the
+    task's retry announces the change again, to the notifiers that have not delivered it only.
     """
-    sent = 0
+    announced = 0
     for alert in pending_notifications(engine, model_name):
         if not claim_notification(engine, alert["alert_id"], alert["status"]):
             continue  # another run announced it first
+        log.warning("Announcing drift incident %s %s of %s: %s", alert["alert_id"], alert["status"], model_name, alert["summary"])
         try:
-            send(alert)
+            done = deliveries(engine, alert["alert_id"], alert["status"])
+            for name, send in notifiers.items():
+                if name in done:
+                    log.info("Incident %s %s already delivered by %s", alert["alert_id"], alert["status"], name)
+                    continue
+                send(alert)
+                record_delivery(engine, alert["alert_id"], alert["status"], name, run_id)
         except BaseException:
             release_notification(engine, alert["alert_id"], alert["status"])
             raise
-        sent += 1
-    return sent
+        announced += 1
+    return announced
+
+
+def deliveries(engine: Engine, alert_id: int, status: str) -> set[str]:
+    """The notifiers that have delivered this incident change."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.text("SELECT notifier FROM alert_deliveries WHERE alert_id = :id AND status = :s"), {"id": alert_id, "s": status}
+        )
+        return {row.notifier for row in rows}
+
+
+def record_delivery(engine: Engine, alert_id: int, status: str, notifier: str, run_id: str) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("INSERT INTO alert_deliveries (alert_id, status, notifier, delivered_at, run_id) VALUES (:id, :s, :n, :t, :r)"),
+            {"id": alert_id, "s": status, "n": notifier, "t": datetime.now(timezone.utc), "r": run_id},
+        )
 
 
 def _notified_column(status: str) -> str:
