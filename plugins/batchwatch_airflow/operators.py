@@ -147,7 +147,7 @@ class DriftCheckOperator(BaseOperator):
         unless the spec's params say otherwise; their connections are the spec's or the providers' defaults.
         """
         from batchwatch.monitoring.messages import render_alert
-        from batchwatch.spec import resolve
+        from batchwatch.spec import SpecError, resolve
         from batchwatch_airflow.notifiers import message_params
 
         base_url = _page_base_url(spec)
@@ -155,8 +155,13 @@ class DriftCheckOperator(BaseOperator):
         def sender(index: int, class_: str, params: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
             def send(alert: dict[str, Any]) -> None:
                 notifier_class = resolve(class_, f"drift.notifiers.{index}.class")
-                alert = {**alert, **render_alert(alert, base_url=base_url)}
-                notifier_class(**{**message_params(notifier_class), **params})({**context, "batchwatch_alert": alert})
+                try:
+                    notifier = notifier_class(**{**message_params(notifier_class), **params})
+                except TypeError as error:  # a missing or unknown param: no retry can fix it
+                    raise SpecError(
+                        f"model spec {spec.name}: drift.notifiers.{index}.params do not fit {class_}: {error}; fix the params in the spec"
+                    ) from error
+                notifier({**context, "batchwatch_alert": {**alert, **render_alert(alert, base_url=base_url)}})
 
             return send
 

@@ -9,6 +9,7 @@ drift DAG runs through Airflow (tools/runs.py) on a drifted window, then a clean
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -291,3 +292,29 @@ def test_a_refusing_receiver_leaves_the_change_pending_and_the_retry_sends_it_on
     ]
     run_hour(DRIFTED_END)
     assert delivered(sink, posts) == (1, 1, 1)
+
+
+def task_log(window_end) -> str:
+    """The drift task's log of the run for `window_end`, where a worker writes it and the UI reads it."""
+    run_id = f"manual__{(window_end + timedelta(minutes=1)).isoformat()}"
+    folder = Path(os.environ["AIRFLOW_HOME"]) / "logs" / "dag_id=fraud_hourly_drift" / f"run_id={run_id}" / "task_id=check_drift"
+    return max(folder.glob("attempt=*.log"), key=lambda path: path.stat().st_mtime).read_text()
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_notifier_params_that_do_not_fit_fail_the_task_naming_the_spec_field(drifting_world, alerting_spec, smtp_sink, http_receiver):
+    """An SmtpNotifier without `to`: the task fails at once (no retry can fix it) and says which params to fix."""
+    data = yaml.safe_load(alerting_spec.read_text())
+    del data["drift"]["notifiers"][0]["params"]["to"]
+    alerting_spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    sink, _ = smtp_sink
+    posts, _ = http_receiver
+
+    state, _ = run_hour(DRIFTED_END)
+    assert state == "failed"
+    log = task_log(DRIFTED_END)
+    assert "drift.notifiers.0.params do not fit airflow.providers.smtp.notifications.smtp.SmtpNotifier" in log
+    assert "missing 1 required positional argument: 'to'; fix the params in the spec" in log
+    assert delivered(sink, posts) == (0, 0, 0)
+    with drifting_world["engine"].connect() as connection:
+        assert connection.execute(sa.text("SELECT open_notified_at FROM alerts")).scalar_one() is None
