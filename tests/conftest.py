@@ -60,6 +60,7 @@ def postgres_database():
 
 
 WAREHOUSE_TABLES = (
+    "alert_deliveries",
     "alerts",
     "drift_results",
     "reference_profiles",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -142,16 +142,45 @@ class DriftCheckOperator(BaseOperator):
                 self.log.warning("No verdict: %s", summary["reason"])
             for line in summary["drifted"]:
                 self.log.warning("Drifted: %s", line)
-            announce(engine, spec.name, lambda alert: self._notify(spec, context, alert))
+            announce(engine, spec.name, self._notifiers(spec, context), run_id=context["run_id"])
         return summary
 
-    def _notify(self, spec: Any, context: Context, alert: dict[str, Any]) -> None:
-        """Call the spec's Airflow notifiers with the incident change in the context."""
-        from batchwatch.spec import resolve
+    def _notifiers(self, spec: Any, context: Context) -> dict[str, Callable[[dict[str, Any]], None]]:
+        """The spec's Airflow notifiers, by their place in the spec, each sending an incident change and its message.
 
-        self.log.warning("Drift incident %s %s: %s", alert["alert_id"], alert["status"], alert["summary"])
-        for notifier in spec.drift.notifiers:
-            resolve(notifier.class_, "drift.notifiers.class")(**notifier.params)({**context, "batchwatch_alert": alert})
+        Airflow's SMTP, Slack-webhook and HTTP notifiers send the core's rendering of the message
+        unless the spec's params say otherwise; their connections are the spec's or the providers' defaults.
+        """
+        from batchwatch.monitoring.messages import render_alert
+        from batchwatch.spec import SpecError, resolve
+        from batchwatch_airflow.notifiers import message_params
+
+        base_url = _page_base_url(spec)
+
+        def sender(index: int, class_: str, params: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+            def send(alert: dict[str, Any]) -> None:
+                notifier_class = resolve(class_, f"drift.notifiers.{index}.class")
+                try:
+                    notifier = notifier_class(**{**message_params(notifier_class), **params})
+                except TypeError as error:  # a missing or unknown param: no retry can fix it
+                    raise SpecError(
+                        f"model spec {spec.name}: drift.notifiers.{index}.params do not fit {class_}: {error}; fix the params in the spec"
+                    ) from error
+                notifier({**context, "batchwatch_alert": {**alert, **render_alert(alert, base_url=base_url)}})
+
+            return send
+
+        return {
+            f"{index}:{notifier.class_}": sender(index, notifier.class_, notifier.params)
+            for index, notifier in enumerate(spec.drift.notifiers)
+        }
+
+
+def _page_base_url(spec: Any) -> str:
+    """Where alerts link to: the spec's drift.alert_base_url, else Airflow's [api] base_url (its own fallback otherwise)."""
+    from airflow.sdk import conf
+
+    return spec.drift.alert_base_url or conf.get("api", "base_url", fallback=None) or "http://localhost:8080"
 
 
 def _actor(context: Context) -> str:

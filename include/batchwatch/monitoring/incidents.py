@@ -2,13 +2,14 @@
 resolved by the first clean window after them; each change announced once.
 
 Announcements are claimed in the warehouse before they are sent, so two runs or a retry never send
-one twice, and released when sending fails, so the retry sends it.
+one twice, and released when sending fails, so the retry sends it; each notifier's delivery is
+recorded (`alert_deliveries`), so the retry skips the notifiers that already delivered.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -79,46 +80,100 @@ def update_incident(
 
 
 def pending_notifications(engine: Engine, model_name: str) -> list[dict[str, Any]]:
-    """Incident changes whose notifiers have not run yet (also after a failed or retried task)."""
+    """Incident changes whose notifiers have not run yet (also after a failed or retried task).
+
+    Each carries the checks with their numbers, so a message can say what drifted and by how much:
+    on open the drifted checks of the opening window; on recovery the same checks (those drifted in
+    the incident's last drifted window) as the resolving window measured them.
+    """
     query = sa.text(
-        "SELECT id, status, opened_window_end, resolved_window_end, summary, drifted FROM alerts WHERE model_name = :m AND "
-        "(open_notified_at IS NULL OR (status = 'resolved' AND resolved_notified_at IS NULL)) ORDER BY id"
+        "SELECT id, status, model_version, opened_window_end, last_drifted_window_end, resolved_window_end, summary, drifted"
+        " FROM alerts WHERE model_name = :m AND"
+        " (open_notified_at IS NULL OR (status = 'resolved' AND resolved_notified_at IS NULL)) ORDER BY id"
     ).columns(drifted=sa.JSON)
-    with engine.connect() as connection:
-        rows = connection.execute(query, {"m": model_name}).mappings().all()
     pending = []
-    for row in rows:
-        window_end = row["resolved_window_end"] if row["status"] == "resolved" else row["opened_window_end"]
-        pending.append(
-            {
-                "alert_id": row["id"],
-                "status": row["status"],
-                "model_name": model_name,
-                "window_end": utc_timestamp(window_end).isoformat(),
-                "summary": row["summary"] if row["status"] == "open" else f"recovered; it was: {row['summary']}",
-                "drifted": row["drifted"],
-            }
-        )
+    with engine.connect() as connection:
+        for row in connection.execute(query, {"m": model_name}).mappings().all():
+            resolved = row["status"] == "resolved"
+            stored_end = row["resolved_window_end"] if resolved else row["opened_window_end"]
+            # Window ends go back into the query as read, so they match however the warehouse stores them.
+            drifted = _results(connection, model_name, row["last_drifted_window_end"] if resolved else stored_end, drifted_only=True)
+            checks = drifted
+            if resolved:
+                pairs = {(check["column_name"], check["test"]) for check in drifted}
+                checks = [c for c in _results(connection, model_name, stored_end) if (c["column_name"], c["test"]) in pairs]
+            window_start = next((c["window_start"] for c in checks), None)
+            pending.append(
+                {
+                    "alert_id": row["id"],
+                    "status": row["status"],
+                    "model_name": model_name,
+                    "model_version": row["model_version"],
+                    "window_start": window_start,
+                    "window_end": utc_timestamp(stored_end).isoformat(),
+                    "summary": row["summary"] if not resolved else f"recovered; it was: {row['summary']}",
+                    "drifted": row["drifted"],
+                    "checks": [{k: v for k, v in c.items() if k != "window_start"} for c in checks],
+                }
+            )
     return pending
 
 
-def announce(engine: Engine, model_name: str, send: Callable[[dict[str, Any]], None]) -> int:
-    """`send` each incident change not yet announced, once; return how many were sent.
+def _results(connection: Connection, model_name: str, window_end: Any, *, drifted_only: bool = False) -> list[dict[str, Any]]:
+    """The stored drift results of one window, with the numbers an announcement quotes."""
+    rows = connection.execute(
+        sa.text(
+            "SELECT window_start, column_name, test, statistic, p_value, p_adjusted, effect_size, threshold, n_current, verdict"
+            " FROM drift_results WHERE model_name = :m AND window_end = :e" + (" AND verdict = 'drifted'" if drifted_only else "")
+            + " ORDER BY column_name, test"
+        ),
+        {"m": model_name, "e": window_end},
+    ).mappings().all()
+    return [{**row, "window_start": utc_timestamp(row["window_start"]).isoformat()} for row in rows]
 
-    Each change is claimed before it is sent, so two runs or a retry never send it twice, and
-    released when `send` raises, so the task's retry sends it.
+
+def announce(engine: Engine, model_name: str, notifiers: Mapping[str, Callable[[dict[str, Any]], None]], *, run_id: str) -> int:
+    """Send each incident change not yet announced to each of `notifiers` (by name) once; return how many changes.
+
+    A change is claimed before it is sent, so two runs or a retry never announce it twice. Each
+    notifier's delivery is recorded as it succeeds; when one raises, the claim is released so the
+    task's retry announces the change again, to the notifiers that have not delivered it only.
     """
-    sent = 0
+    announced = 0
     for alert in pending_notifications(engine, model_name):
         if not claim_notification(engine, alert["alert_id"], alert["status"]):
             continue  # another run announced it first
+        log.warning("Announcing drift incident %s %s of %s: %s", alert["alert_id"], alert["status"], model_name, alert["summary"])
         try:
-            send(alert)
+            done = deliveries(engine, alert["alert_id"], alert["status"])
+            for name, send in notifiers.items():
+                if name in done:
+                    log.info("Incident %s %s already delivered by %s", alert["alert_id"], alert["status"], name)
+                    continue
+                send(alert)
+                record_delivery(engine, alert["alert_id"], alert["status"], name, run_id)
         except BaseException:
             release_notification(engine, alert["alert_id"], alert["status"])
             raise
-        sent += 1
-    return sent
+        announced += 1
+    return announced
+
+
+def deliveries(engine: Engine, alert_id: int, status: str) -> set[str]:
+    """The notifiers that have delivered this incident change."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.text("SELECT notifier FROM alert_deliveries WHERE alert_id = :id AND status = :s"), {"id": alert_id, "s": status}
+        )
+        return {row.notifier for row in rows}
+
+
+def record_delivery(engine: Engine, alert_id: int, status: str, notifier: str, run_id: str) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("INSERT INTO alert_deliveries (alert_id, status, notifier, delivered_at, run_id) VALUES (:id, :s, :n, :t, :r)"),
+            {"id": alert_id, "s": status, "n": notifier, "t": datetime.now(timezone.utc), "r": run_id},
+        )
 
 
 def _notified_column(status: str) -> str:

@@ -280,6 +280,9 @@ class Drift(_Strict):
     multivariate: Multivariate = Multivariate()
     # Called when an incident opens and when it recovers; with none, the task log and `alerts` hold it.
     notifiers: tuple[Notifier, ...] = ()
+    # The Airflow UI's address that alerts link to (`<this>/batchwatch/models/<model>`); unset, Airflow's
+    # [api] base_url. Set it when the address people open differs from the one Airflow is configured with.
+    alert_base_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/\S*)?$")
 
     @model_validator(mode="after")
     def _multivariate_can_decide(self) -> Drift:

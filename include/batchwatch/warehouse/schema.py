@@ -157,3 +157,13 @@ alerts = sa.Table(
     sa.Column("resolved_notified_at", TIMESTAMP),
     sa.Column("run_id", sa.Text, nullable=False),
 )
+
+alert_deliveries = sa.Table(
+    "alert_deliveries",
+    metadata,
+    sa.Column("alert_id", sa.Integer, sa.ForeignKey("alerts.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("status", sa.Text, primary_key=True),
+    sa.Column("notifier", sa.Text, primary_key=True),
+    sa.Column("delivered_at", TIMESTAMP, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=False),
+)

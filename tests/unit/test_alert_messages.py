@@ -1,0 +1,71 @@
+"""The incident message every notifier sends: rendered once by the core, from the alert announce hands over."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from batchwatch.monitoring.messages import check_line, page_link, render_alert
+from batchwatch.spec.model import Drift
+
+NULL_RATE = {
+    "column_name": "country", "test": "null_rate", "statistic": 41.23, "p_value": 1e-30, "p_adjusted": 3.1e-29,
+    "effect_size": 0.5234, "threshold": 0.1, "n_current": 4000, "verdict": "drifted",
+}
+JS = {
+    "column_name": "merchant_category", "test": "jensen_shannon", "statistic": 0.3243, "p_value": None, "p_adjusted": None,
+    "effect_size": 0.3243, "threshold": 0.1, "n_current": 4000, "verdict": "drifted",
+}
+OPEN = {
+    "alert_id": 7, "status": "open", "model_name": "fraud", "model_version": 3, "window_start": "2026-10-13T00:00:00+00:00",
+    "window_end": "2026-10-14T00:00:00+00:00", "summary": "null_rate:country: null_rate 0.523", "checks": [NULL_RATE, JS],
+}
+
+
+def test_the_open_message_names_the_model_window_checks_numbers_and_page() -> None:
+    message = render_alert(OPEN, base_url="https://airflow.example.test/")
+    assert message["link"] == "https://airflow.example.test/batchwatch/models/fraud"
+    assert message["subject"] == "[Batchwatch] fraud: drift incident #7 opened, drifted: country, merchant_category"
+    assert message["text"].splitlines() == [
+        "Drift incident #7 opened for model fraud (champion v3).",
+        "Window: 2026-10-13T00:00:00+00:00 to 2026-10-14T00:00:00+00:00 (UTC)",
+        "Drifted checks (statistic, BH-adjusted p, effect size vs threshold):",
+        "- country null_rate: statistic 41.2, p_adj 3.1e-29, effect 0.523 >= threshold 0.1",
+        "- merchant_category jensen_shannon: statistic 0.324, p_adj n/a, effect 0.324 >= threshold 0.1",
+        "Batchwatch page: https://airflow.example.test/batchwatch/models/fraud",
+    ]
+    assert "<td>3.1e-29</td>" in message["html"] and 'href="https://airflow.example.test/batchwatch/models/fraud"' in message["html"]
+    document = json.loads(message["json"])
+    assert document["event"] == "batchwatch.drift_incident.open" and document["checks"] == [NULL_RATE, JS]
+    assert document["text"] == message["text"]
+
+
+def test_the_recovery_message_quotes_the_checks_within_their_thresholds() -> None:
+    recovered = {**NULL_RATE, "statistic": -0.05, "p_adjusted": 1.0, "effect_size": 0.001, "verdict": "ok"}
+    message = render_alert({**OPEN, "status": "resolved", "checks": [recovered]}, base_url="http://localhost:8080")
+    assert message["subject"] == "[Batchwatch] fraud: drift incident #7 resolved"
+    assert "- country null_rate: statistic -0.05, p_adj 1, effect 0.001 < threshold 0.1" in message["text"]
+    assert json.loads(message["json"])["event"] == "batchwatch.drift_incident.resolved"
+
+
+def test_text_from_the_warehouse_is_escaped_in_html_and_the_link_keeps_a_path() -> None:
+    odd = {**OPEN, "model_name": "a<b>", "checks": [{**NULL_RATE, "column_name": "<script>"}]}
+    message = render_alert(odd, base_url="https://host.example/airflow")
+    assert "<script>" not in message["html"] and "&lt;script&gt;" in message["html"]
+    assert page_link("https://host.example/airflow/", "a<b>") == "https://host.example/airflow/batchwatch/models/a%3Cb%3E"
+    assert message["link"] == "https://host.example/airflow/batchwatch/models/a%3Cb%3E"
+
+
+def test_an_infinite_effect_size_renders_and_stays_valid_json() -> None:
+    line = check_line({**NULL_RATE, "effect_size": float("inf")})
+    assert line.endswith("effect inf >= threshold 0.1")
+    message = render_alert({**OPEN, "checks": [{**NULL_RATE, "effect_size": float("inf")}]}, base_url="http://x")
+    assert json.loads(message["json"])["checks"][0]["effect_size"] == "Infinity"
+
+
+@pytest.mark.parametrize("url", ["airflow.example.test", "ftp://airflow.example.test", "https://"])
+def test_the_spec_refuses_an_alert_base_url_that_is_not_http(url: str) -> None:
+    with pytest.raises(ValidationError, match="alert_base_url"):
+        Drift(alert_base_url=url)
