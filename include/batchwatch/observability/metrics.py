@@ -102,11 +102,12 @@ def _drift(connection: Connection, model: str, families: _Families) -> None:
     if latest is None:
         return
     families.window_end.add_metric([model], _seconds(latest))
+    # The window is compared in SQL: SQLite hands timestamps back as text that would not bind again.
     rows = connection.execute(
         sa.select(
             drift_results.c.column_name, drift_results.c.test, drift_results.c.verdict, drift_results.c.effect_size,
             drift_results.c.threshold, drift_results.c.p_adjusted,
-        )# The window compared in SQL: SQLite hands timestamps back as text that would not bind again.
+        )
         .where(drift_results.c.model_name == model, drift_results.c.window_end == newest)
         .order_by(drift_results.c.column_name, drift_results.c.test)
     )
