@@ -44,3 +44,14 @@ def served_world(engine):
         runs.append(predict_interval(engine, spec, start=day, end=day + timedelta(days=1), run_id=f"scheduled__{day.date()}"))
     drift = check_window(engine, spec, window_end=DRIFT_DAY + timedelta(days=1), run_id="scheduled__drift")
     return {"engine": engine, "spec": spec, "champion": champion, "runs": runs, "drift": drift}
+
+
+@pytest.fixture
+def sqlite_engine_only(tmp_path):
+    """An empty migrated SQLite warehouse, for checks that never reach the data."""
+    from batchwatch.warehouse import migrate
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    migrate(engine)
+    yield engine
+    engine.dispose()
