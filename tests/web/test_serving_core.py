@@ -66,7 +66,7 @@ def test_a_batch_answers_the_ids_that_have_a_prediction_in_their_order(served_wo
     ("ids", "message"),
     [
         pytest.param([], "no entity ids given", id="empty"),
-        pytest.param([str(n) for n in range(MAX_BATCH + 1)], f"{MAX_BATCH + 1} distinct entity ids given; a batch lookup takes at most {MAX_BATCH}",
+        pytest.param([str(n) for n in range(MAX_BATCH + 1)], f"{MAX_BATCH + 1} entity ids given; a batch lookup takes at most {MAX_BATCH}",
                      id="too-many"),
         pytest.param(["1", " "], "entity id #2: the entity id is empty", id="blank"),
         pytest.param(["k" * (MAX_KEY_LENGTH + 1)], f"at most {MAX_KEY_LENGTH}", id="too-long"),
@@ -77,5 +77,7 @@ def test_an_impossible_batch_is_refused_with_the_reason(sqlite_engine_only, ids,
         latest_predictions(sqlite_engine_only, "fraud", ids)
 
 
-def test_a_hundred_repeats_of_one_id_are_one_id(sqlite_engine_only):
-    assert latest_predictions(sqlite_engine_only, "fraud", ["42"] * (MAX_BATCH + 5)) == {}
+def test_repeated_ids_are_looked_up_once(sqlite_engine_only):
+    assert latest_predictions(sqlite_engine_only, "fraud", ["42"] * MAX_BATCH) == {}
+    with pytest.raises(InvalidLookup, match=f"{MAX_BATCH + 1} entity ids given"):
+        latest_predictions(sqlite_engine_only, "fraud", ["42"] * (MAX_BATCH + 1))
