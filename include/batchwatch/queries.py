@@ -1,0 +1,512 @@
+"""Typed read models over the warehouse: the one read layer of the web app, its JSON API and the CLI.
+
+Every function takes an engine and a model name and returns frozen dataclasses of JSON types (dates
+and datetimes aside), so FastAPI can serve them as they are and the CLI can print them. Reductions
+happen in SQL: the predictions table holds a million rows a day per model, and only per-day
+aggregates leave the database. Imports stay light (SQLAlchemy, no pandas) because the Airflow API
+server imports this module with the plugin.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from batchwatch.errors import PermanentError
+
+# Events that move an alias, and the alias each one moves (registry.point_alias, promotion.retrain).
+ALIAS_OF_EVENT = {"set_champion": "champion", "promoted": "champion", "forced": "champion", "rollback": "champion",
+                  "set_challenger": "challenger"}
+# Decisions of the weekly retrain's promote step, as model_events records them.
+DECISION_EVENTS = ("promoted", "forced", "rejected")
+# Score quantiles reported per day; PostgreSQL's percentile_cont and the SQLite path interpolate alike.
+SCORE_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+# Where drift.py stores the champion's scores in reference_profiles and drift_results.
+SCORE_COLUMN = "__score__"
+TIMESTAMP = sa.DateTime(timezone=True)
+
+
+class NotFound(PermanentError, LookupError):
+    """What was asked for is not in the warehouse; the message says what to ask for instead."""
+
+
+# --- read models ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VersionSummary:
+    version: int
+    created_at: datetime
+    holdout_auc: float | None
+    holdout_brier: float | None
+
+
+@dataclass(frozen=True)
+class DayVolume:
+    ds: date
+    rows_scored: int  # rows the champion scored (shadow rows are counted apart)
+    rows_rejected: int
+    reject_rate: float | None  # rejected / (scored + rejected)
+    positive_rate: float | None  # of the champion's rows
+
+
+@dataclass(frozen=True)
+class ModelOverview:
+    model_name: str
+    champion: VersionSummary | None
+    challenger: VersionSummary | None
+    open_incidents: int
+    latest_day: DayVolume | None
+
+
+@dataclass(frozen=True)
+class DriftCell:
+    verdict: str
+    effect_size: float | None
+
+
+@dataclass(frozen=True)
+class DriftCheckKey:
+    column: str
+    test: str
+
+
+@dataclass(frozen=True)
+class DriftHeatmap:
+    model_name: str
+    since: datetime
+    windows: list[datetime]  # window ends, oldest first: the columns
+    checks: list[DriftCheckKey]  # the rows
+    cells: list[list[DriftCell | None]]  # cells[check][window]; None where that window has no such test
+
+
+@dataclass(frozen=True)
+class SiblingTest:
+    """Another test of the same column in the same window: its details hold the current side's numbers."""
+
+    test: str
+    statistic: float | None
+    effect_size: float | None
+    threshold: float | None
+    verdict: str
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DriftCheckDetail:
+    model_name: str
+    model_version: int
+    window_start: datetime
+    window_end: datetime
+    column: str
+    test: str
+    statistic: float | None
+    p_value: float | None
+    p_adjusted: float | None
+    effect_size: float | None
+    threshold: float | None
+    n_reference: int | None
+    n_current: int | None
+    verdict: str
+    details: dict[str, Any]
+    run_id: str
+    checked_at: datetime
+    # The champion's training reference for the column (reference_profiles): for numeric columns and
+    # scores `edges` and `counts` (deciles of every training row), mean, std, rows, nulls; for
+    # categorical ones `frequencies`, rows, nulls. The sample itself is left out (10,000 values).
+    reference: dict[str, Any] | None
+    siblings: list[SiblingTest] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DailyVolume:
+    ds: date
+    rows_by_role: dict[str, int]
+    rows_scored: int  # champion rows
+    rows_rejected: int
+    reject_rate: float | None
+    positive_rate: float | None  # champion rows
+    score_quantiles: dict[str, float]  # champion scores, "0.5" -> median
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    version: int
+    created_at: datetime
+    parent_version: int | None
+    aliases: list[str]
+    holdout_auc: float | None
+    holdout_brier: float | None
+    metrics: dict[str, Any]
+    trained_on: dict[str, Any]
+    sha256: str
+    rolled_back_at: datetime | None
+    rolled_back_reason: str | None
+
+
+@dataclass(frozen=True)
+class AliasEvent:
+    id: int
+    created_at: datetime
+    event: str
+    alias: str | None  # the alias the event moved; None for events that move none (rejected, registered_again)
+    version: int | None
+    previous_version: int | None
+    actor: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str
+    passed: bool | None  # None: not applicable
+    value: float | None
+    threshold: float | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    id: int
+    created_at: datetime
+    decision: str  # promoted, forced or rejected
+    version: int | None
+    champion_version: int | None  # the champion it was validated against
+    actor: str
+    reason: str
+    failed_gates: list[str]
+    gates: list[Gate]
+
+
+@dataclass(frozen=True)
+class Incident:
+    id: int
+    status: str
+    model_version: int
+    drifted: list[str]  # the drifted checks of the window that opened it
+    summary: str
+    opened_window_end: datetime
+    last_drifted_window_end: datetime
+    resolved_window_end: datetime | None
+    opened_at: datetime
+    resolved_at: datetime | None
+    open_notified_at: datetime | None
+    resolved_notified_at: datetime | None
+    run_id: str
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _utc(value: Any) -> datetime | None:
+    """Timestamps as aware UTC: SQLite gives naive UTC datetimes (or text through raw SQL), PostgreSQL aware ones."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _day(value: Any) -> date:
+    return date.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _number(value: Any) -> float | None:
+    """A float JSON can carry: NaN and infinities (an effect size over a zero std) become None."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+# --- the overview -----------------------------------------------------------------------------
+
+
+def _version_summaries(engine: Engine, model_name: str) -> dict[str, VersionSummary]:
+    query = sa.text(
+        "SELECT a.alias, v.version, v.created_at, v.metrics FROM model_aliases a"
+        " JOIN model_versions v ON v.model_name = a.model_name AND v.version = a.version WHERE a.model_name = :m"
+    ).columns(created_at=TIMESTAMP, metrics=sa.JSON)
+    with engine.connect() as connection:
+        rows = connection.execute(query, {"m": model_name}).mappings().all()
+    summaries = {}
+    for row in rows:
+        validation = row["metrics"].get("validation") or {}
+        summaries[row["alias"]] = VersionSummary(
+            row["version"], _utc(row["created_at"]), _number(validation.get("roc_auc")), _number(validation.get("brier"))
+        )
+    return summaries
+
+
+def _days(engine: Engine, model_name: str, since: date | None) -> list[DailyVolume]:
+    """Per-day counts by role, rejects, positive rate and champion score quantiles, newest last."""
+    bound = "" if since is None else " AND ds >= :since"
+    params = {"m": model_name, "since": since}
+    with engine.connect() as connection:
+        counts = connection.execute(
+            sa.text(
+                "SELECT ds, role, COUNT(*) AS n, SUM(predicted_label) AS positives FROM predictions"
+                f" WHERE model_name = :m{bound} GROUP BY ds, role"
+            ),
+            params,
+        ).all()
+        rejects = connection.execute(
+            sa.text(f"SELECT ds, COUNT(*) AS n FROM rejected_rows WHERE model_name = :m{bound} GROUP BY ds"), params
+        ).all()
+        quantiles = _score_quantiles(connection, model_name, since)
+    by_day: dict[date, dict[str, tuple[int, int]]] = {}
+    for ds, role, n, positives in counts:
+        by_day.setdefault(_day(ds), {})[role] = (int(n), int(positives or 0))
+    rejected = {_day(ds): int(n) for ds, n in rejects}
+    volumes = []
+    for ds in sorted(set(by_day) | set(rejected)):
+        roles = by_day.get(ds, {})
+        scored, positives = roles.get("champion", (0, 0))
+        volumes.append(
+            DailyVolume(
+                ds=ds,
+                rows_by_role={role: n for role, (n, _) in sorted(roles.items())},
+                rows_scored=scored,
+                rows_rejected=rejected.get(ds, 0),
+                reject_rate=_rate(rejected.get(ds, 0), scored + rejected.get(ds, 0)),
+                positive_rate=_rate(positives, scored),
+                score_quantiles=quantiles.get(ds, {}),
+            )
+        )
+    return volumes
+
+
+def _score_quantiles(connection: sa.Connection, model_name: str, since: date | None) -> dict[date, dict[str, float]]:
+    """Champion score quantiles per day with linear interpolation (PostgreSQL's percentile_cont, numpy's default)."""
+    bound = "" if since is None else " AND ds >= :since"
+    params = {"m": model_name, "since": since}
+    if connection.dialect.name == "postgresql":
+        rows = connection.execute(
+            sa.text(
+                "SELECT ds, percentile_cont(CAST(:q AS double precision[])) WITHIN GROUP (ORDER BY score) FROM predictions"
+                f" WHERE model_name = :m AND role = 'champion'{bound} GROUP BY ds"
+            ),
+            {**params, "q": list(SCORE_QUANTILES)},
+        ).all()
+        return {_day(ds): {str(q): float(v) for q, v in zip(SCORE_QUANTILES, values, strict=True)} for ds, values in rows}
+    # SQLite has no percentile_cont: rank each day's scores and keep the two neighbours of each quantile's position.
+    wanted = " OR ".join(f"i = CAST((n - 1) * {q} AS INTEGER) OR i = CAST((n - 1) * {q} AS INTEGER) + 1" for q in SCORE_QUANTILES)
+    rows = connection.execute(
+        sa.text(
+            "SELECT ds, i, n, score FROM (SELECT ds, score, ROW_NUMBER() OVER (PARTITION BY ds ORDER BY score) - 1 AS i,"
+            f" COUNT(*) OVER (PARTITION BY ds) AS n FROM predictions WHERE model_name = :m AND role = 'champion'{bound})"
+            f" WHERE {wanted}"
+        ),
+        params,
+    ).all()
+    ranked: dict[date, tuple[int, dict[int, float]]] = {}
+    for ds, i, n, score in rows:
+        ranked.setdefault(_day(ds), (int(n), {}))[1][int(i)] = float(score)
+    result = {}
+    for ds, (n, scores) in ranked.items():
+        values = {}
+        for q in SCORE_QUANTILES:
+            position = (n - 1) * q
+            low = math.floor(position)
+            upper = scores.get(low + 1, scores[low])
+            values[str(q)] = scores[low] + (position - low) * (upper - scores[low])
+        result[ds] = values
+    return result
+
+
+def model_overview(engine: Engine, model_name: str) -> ModelOverview:
+    """Champion and challenger with their holdout metrics, open incidents, and the latest scored day."""
+    summaries = _version_summaries(engine, model_name)
+    with engine.connect() as connection:
+        open_incidents = connection.execute(
+            sa.text("SELECT COUNT(*) FROM alerts WHERE model_name = :m AND status = 'open'"), {"m": model_name}
+        ).scalar_one()
+        latest = connection.execute(sa.text("SELECT MAX(ds) FROM predictions WHERE model_name = :m"), {"m": model_name}).scalar_one()
+    latest_day = None
+    if latest is not None:
+        [day] = [volume for volume in _days(engine, model_name, _day(latest)) if volume.ds == _day(latest)]
+        latest_day = DayVolume(day.ds, day.rows_scored, day.rows_rejected, day.reject_rate, day.positive_rate)
+    return ModelOverview(model_name, summaries.get("champion"), summaries.get("challenger"), int(open_incidents), latest_day)
+
+
+def prediction_volume(engine: Engine, model_name: str, *, days: int = 30) -> list[DailyVolume]:
+    """The last `days` scored days (counted back from the latest), oldest first."""
+    with engine.connect() as connection:
+        latest = connection.execute(sa.text("SELECT MAX(ds) FROM predictions WHERE model_name = :m"), {"m": model_name}).scalar_one()
+    if latest is None:
+        return []
+    return _days(engine, model_name, _day(latest) - timedelta(days=days - 1))
+
+
+# --- drift ------------------------------------------------------------------------------------
+
+
+def drift_heatmap(engine: Engine, model_name: str, *, days: int = 30, now: datetime | None = None) -> DriftHeatmap:
+    """Every check (column x test) against every window that ended in the last `days` days before `now`."""
+    since = (now or datetime.now(timezone.utc)).astimezone(timezone.utc) - timedelta(days=days)
+    query = sa.text(
+        "SELECT window_end, column_name, test, verdict, effect_size FROM drift_results"
+        " WHERE model_name = :m AND window_end >= :since ORDER BY window_end"
+    ).columns(window_end=TIMESTAMP)
+    with engine.connect() as connection:
+        rows = connection.execute(query, {"m": model_name, "since": since}).all()
+    windows = sorted({_utc(row.window_end) for row in rows})
+    checks = sorted({DriftCheckKey(row.column_name, row.test) for row in rows}, key=lambda key: (key.column == SCORE_COLUMN, key.column, key.test))
+    column_of = {window: i for i, window in enumerate(windows)}
+    row_of = {check: i for i, check in enumerate(checks)}
+    cells: list[list[DriftCell | None]] = [[None] * len(windows) for _ in checks]
+    for row in rows:
+        cells[row_of[DriftCheckKey(row.column_name, row.test)]][column_of[_utc(row.window_end)]] = DriftCell(row.verdict, _number(row.effect_size))
+    return DriftHeatmap(model_name, _utc(since), windows, checks, cells)
+
+
+def drift_check(engine: Engine, model_name: str, *, window_end: datetime, column: str, test: str) -> DriftCheckDetail:
+    """One stored test with the training reference of its column and the other tests of the column in that window."""
+    query = sa.text(
+        "SELECT * FROM drift_results WHERE model_name = :m AND window_end = :e AND column_name = :c ORDER BY test"
+    ).columns(window_start=TIMESTAMP, window_end=TIMESTAMP, checked_at=TIMESTAMP, details=sa.JSON)
+    with engine.connect() as connection:
+        rows = connection.execute(query, {"m": model_name, "e": window_end.astimezone(timezone.utc), "c": column}).mappings().all()
+        [row] = [row for row in rows if row["test"] == test] or [None]
+        if row is None:
+            raise NotFound(
+                f"{model_name} has no drift test {test!r} of column {column!r} in the window ending {window_end.isoformat()}; "
+                "the heatmap lists the stored checks and windows"
+            )
+        reference = connection.execute(
+            sa.text(
+                "SELECT profile FROM reference_profiles WHERE model_name = :m AND model_version = :v AND column_name = :c"
+            ).columns(profile=sa.JSON),
+            {"m": model_name, "v": row["model_version"], "c": column},
+        ).scalar_one_or_none()
+    siblings = [
+        SiblingTest(other["test"], _number(other["statistic"]), _number(other["effect_size"]), _number(other["threshold"]), other["verdict"],
+                    other["details"])
+        for other in rows if other["test"] != test
+    ]
+    return DriftCheckDetail(
+        model_name=model_name,
+        model_version=row["model_version"],
+        window_start=_utc(row["window_start"]),
+        window_end=_utc(row["window_end"]),
+        column=column,
+        test=test,
+        statistic=_number(row["statistic"]),
+        p_value=_number(row["p_value"]),
+        p_adjusted=_number(row["p_adjusted"]),
+        effect_size=_number(row["effect_size"]),
+        threshold=_number(row["threshold"]),
+        n_reference=row["n_reference"],
+        n_current=row["n_current"],
+        verdict=row["verdict"],
+        details=row["details"],
+        run_id=row["run_id"],
+        checked_at=_utc(row["checked_at"]),
+        reference=None if reference is None else {key: value for key, value in reference.items() if key != "sample"},
+        siblings=siblings,
+    )
+
+
+# --- the registry -----------------------------------------------------------------------------
+
+
+def versions(engine: Engine, model_name: str) -> list[VersionRow]:
+    """Every version with its holdout metrics, lineage, current aliases and rollback mark, newest first."""
+    query = sa.text(
+        "SELECT version, created_at, parent_version, metrics, trained_on, sha256, rolled_back_at, rolled_back_reason"
+        " FROM model_versions WHERE model_name = :m ORDER BY version DESC"
+    ).columns(created_at=TIMESTAMP, rolled_back_at=TIMESTAMP, metrics=sa.JSON, trained_on=sa.JSON)
+    with engine.connect() as connection:
+        rows = connection.execute(query, {"m": model_name}).mappings().all()
+        aliases = connection.execute(sa.text("SELECT version, alias FROM model_aliases WHERE model_name = :m ORDER BY alias"),
+                                     {"m": model_name}).all()
+    by_version: dict[int, list[str]] = {}
+    for version, alias in aliases:
+        by_version.setdefault(version, []).append(alias)
+    return [
+        VersionRow(
+            version=row["version"],
+            created_at=_utc(row["created_at"]),
+            parent_version=row["parent_version"],
+            aliases=by_version.get(row["version"], []),
+            holdout_auc=_number((row["metrics"].get("validation") or {}).get("roc_auc")),
+            holdout_brier=_number((row["metrics"].get("validation") or {}).get("brier")),
+            metrics=row["metrics"],
+            trained_on=row["trained_on"],
+            sha256=row["sha256"],
+            rolled_back_at=_utc(row["rolled_back_at"]),
+            rolled_back_reason=row["rolled_back_reason"],
+        )
+        for row in rows
+    ]
+
+
+def _events(engine: Engine, model_name: str, kinds: tuple[str, ...] | None = None) -> list[Any]:
+    where = "" if kinds is None else " AND event IN :kinds"
+    query = sa.text(
+        "SELECT id, created_at, event, version, previous_version, actor, reason, details FROM model_events"
+        f" WHERE model_name = :m{where} ORDER BY id"
+    ).columns(created_at=TIMESTAMP, details=sa.JSON)
+    if kinds is not None:
+        query = query.bindparams(sa.bindparam("kinds", expanding=True))
+    with engine.connect() as connection:
+        return list(connection.execute(query, {"m": model_name, **({} if kinds is None else {"kinds": list(kinds)})}).mappings())
+
+
+def alias_history(engine: Engine, model_name: str) -> list[AliasEvent]:
+    """The audit log, oldest first: who moved which alias to what, when and why (CLI rollbacks included)."""
+    return [
+        AliasEvent(row["id"], _utc(row["created_at"]), row["event"], ALIAS_OF_EVENT.get(row["event"]), row["version"],
+                   row["previous_version"], row["actor"], row["reason"])
+        for row in _events(engine, model_name)
+    ]
+
+
+def promotion_decisions(engine: Engine, model_name: str) -> list[PromotionDecision]:
+    """Each decision of the weekly retrain with every gate and its number, newest first."""
+    decisions = []
+    for row in reversed(_events(engine, model_name, DECISION_EVENTS)):
+        details = row["details"] or {}
+        gates = [Gate(g["name"], g.get("passed"), _number(g.get("value")), _number(g.get("threshold")), g.get("detail", ""))
+                 for g in details.get("gates", [])]
+        decisions.append(
+            PromotionDecision(
+                id=row["id"],
+                created_at=_utc(row["created_at"]),
+                decision=row["event"],
+                version=row["version"],
+                champion_version=row["previous_version"],
+                actor=row["actor"],
+                reason=row["reason"],
+                failed_gates=list(details.get("failed_gates", [])),
+                gates=gates,
+            )
+        )
+    return decisions
+
+
+# --- incidents --------------------------------------------------------------------------------
+
+
+def incidents(engine: Engine, model_name: str) -> list[Incident]:
+    """Open and resolved incidents, newest first, with what opened them and when people were told."""
+    stamps = ("opened_window_end", "last_drifted_window_end", "resolved_window_end", "opened_at", "resolved_at", "open_notified_at",
+              "resolved_notified_at")
+    query = sa.text(f"SELECT id, status, model_version, drifted, summary, run_id, {', '.join(stamps)} FROM alerts"
+                    " WHERE model_name = :m ORDER BY id DESC").columns(drifted=sa.JSON, **dict.fromkeys(stamps, TIMESTAMP))
+    with engine.connect() as connection:
+        rows = connection.execute(query, {"m": model_name}).mappings().all()
+    return [
+        Incident(id=row["id"], status=row["status"], model_version=row["model_version"], drifted=list(row["drifted"]), summary=row["summary"],
+                 run_id=row["run_id"], **{name: _utc(row[name]) for name in stamps})
+        for row in rows
+    ]

@@ -1,0 +1,115 @@
+"""The JSON API inside Airflow's real API app, with the plugin loaded: Airflow's auth on every route."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import pytest
+
+from batchwatch import queries
+
+PASSWORDS = {"admin": "admin-secret", "outsider": "outsider-secret"}
+MODEL_ROUTES = ("overview", "drift", "volume", "versions", "alias-history", "promotions", "incidents")
+
+
+@pytest.fixture(scope="module")
+def client(world, airflow_db, tmp_path_factory):
+    """Airflow's API server app (auth manager, plugins) over the module's warehouse, and a token per user."""
+    from fastapi.testclient import TestClient
+
+    passwords = tmp_path_factory.mktemp("auth") / "passwords.json"
+    passwords.write_text(json.dumps(PASSWORDS))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AIRFLOW__CORE__AUTH_MANAGER", "tests.web.restricted_auth_manager.RestrictedAuthManager")
+        patch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin,outsider:viewer")
+        patch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "False")
+        patch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords))
+        patch.setenv("AIRFLOW_CONN_WAREHOUSE", world["url"])
+        from airflow.api_fastapi.app import create_app
+
+        with TestClient(create_app(), base_url="http://localhost") as test_client:
+            tokens = {}
+            for user, password in PASSWORDS.items():
+                response = test_client.post("/auth/token", json={"username": user, "password": password})
+                assert response.status_code == 201, response.text
+                tokens[user] = response.json()["access_token"]
+            yield test_client, tokens
+
+
+def _get(client, path: str, user: str | None = None, *, cookie: bool = False, **params):
+    test_client, tokens = client
+    test_client.cookies.clear()
+    headers = {}
+    if user and cookie:
+        test_client.cookies.set("_token", tokens[user])
+    elif user:
+        headers["Authorization"] = f"Bearer {tokens[user]}"
+    return test_client.get(f"/batchwatch/api{path}", headers=headers, params=params)
+
+
+@pytest.mark.parametrize("path", ["/models", *(f"/models/fraud/{route}" for route in MODEL_ROUTES)])
+def test_anonymous_requests_are_refused(client, path):
+    assert _get(client, path).status_code == 401
+    assert _get(client, "/models/nobody/overview").status_code == 401  # not even whether a model exists
+
+
+def test_a_bad_token_is_refused(client):
+    test_client, _ = client
+    assert test_client.get("/batchwatch/api/models", headers={"Authorization": "Bearer not-a-jwt"}).status_code == 403
+
+
+def test_the_admin_sees_every_model_through_a_bearer_token_or_the_ui_cookie(client):
+    for cookie in (False, True):
+        response = _get(client, "/models", "admin", cookie=cookie)
+        assert response.status_code == 200
+        names = [model["name"] for model in response.json()]
+        assert "fraud" in names and "churn" in names
+    fraud = next(model for model in response.json() if model["name"] == "fraud")
+    assert fraud["dag_ids"] == ["fraud_hourly_drift", "fraud_nightly_predict", "fraud_rollback", "fraud_weekly_retrain"]
+
+
+@pytest.mark.parametrize("route", MODEL_ROUTES)
+def test_the_admin_reads_every_route_of_a_model(client, route):
+    assert _get(client, f"/models/fraud/{route}", "admin").status_code == 200
+
+
+def test_the_routes_serve_the_read_layer(client, world):
+    overview = _get(client, "/models/fraud/overview", "admin").json()
+    assert overview["champion"]["version"] == world["first"] and overview["open_incidents"] == 0
+    assert overview["latest_day"]["rows_scored"] == world["summaries"][-1]["rows_scored"]
+    heatmap = _get(client, "/models/fraud/drift", "admin", days=90).json()
+    assert [datetime.fromisoformat(w.replace("Z", "+00:00")) for w in heatmap["windows"]] == world["windows"]
+    versions = _get(client, "/models/fraud/versions", "admin").json()
+    assert [v["version"] for v in versions] == [world["third"], world["candidate"], world["first"]]
+    history = _get(client, "/models/fraud/alias-history", "admin").json()
+    assert history[-1]["event"] == "rollback" and history[-1]["actor"] == "cli by tester"
+    [decision] = _get(client, "/models/fraud/promotions", "admin").json()
+    assert decision["decision"] == "rejected" and decision["failed_gates"] == world["decision"]["failed_gates"]
+    [incident] = _get(client, "/models/fraud/incidents", "admin").json()
+    assert incident["status"] == "resolved"
+    volume = _get(client, "/models/fraud/volume", "admin", days=30).json()
+    assert [day["rows_scored"] for day in volume] == [summary["rows_scored"] for summary in world["summaries"]]
+
+
+def test_a_drift_check_and_its_validation(client, world):
+    window = world["windows"][1].isoformat()
+    detail = _get(client, "/models/fraud/drift/check", "admin", window_end=window, column="country", test="null_rate")
+    assert detail.status_code == 200 and detail.json()["verdict"] == "drifted"
+    expected = queries.drift_check(world["engine"], "fraud", window_end=world["windows"][1], column="country", test="null_rate")
+    assert detail.json()["p_adjusted"] == expected.p_adjusted
+    missing = _get(client, "/models/fraud/drift/check", "admin", window_end=window, column="country", test="ks")
+    assert missing.status_code == 404 and "no drift test 'ks'" in missing.json()["detail"]
+    naive = _get(client, "/models/fraud/drift/check", "admin", window_end="2026-10-14T00:00:00", column="country", test="null_rate")
+    assert naive.status_code == 422
+    assert _get(client, "/models/fraud/volume", "admin", days=0).status_code == 422
+    assert _get(client, "/models/nobody/overview", "admin").status_code == 404
+
+
+def test_a_user_without_the_models_dags_neither_sees_nor_reads_it(client):
+    listed = [model["name"] for model in _get(client, "/models", "outsider").json()]
+    assert "fraud" not in listed and "churn" in listed
+    for route in MODEL_ROUTES:
+        response = _get(client, f"/models/fraud/{route}", "outsider")
+        assert response.status_code == 403 and "fraud_nightly_predict" in response.json()["detail"]
+    assert _get(client, "/models/churn/versions", "outsider").status_code == 200
