@@ -57,12 +57,12 @@ def check_entity_id(entity_id: str) -> str:
 
 
 def check_entity_ids(entity_ids: Sequence[str]) -> list[str]:
-    """Distinct ids in their first order, at most MAX_BATCH of them, each valid."""
-    unique = list(dict.fromkeys(entity_ids))
-    if not unique:
+    """The distinct ids in their first order, each valid, of at most MAX_BATCH given."""
+    if not entity_ids:
         raise InvalidLookup(f"no entity ids given; pass between 1 and {MAX_BATCH}")
-    if len(unique) > MAX_BATCH:
-        raise InvalidLookup(f"{len(unique)} distinct entity ids given; a batch lookup takes at most {MAX_BATCH}, split the request")
+    if len(entity_ids) > MAX_BATCH:
+        raise InvalidLookup(f"{len(entity_ids)} entity ids given; a batch lookup takes at most {MAX_BATCH}, split the request")
+    unique = list(dict.fromkeys(entity_ids))
     for position, entity_id in enumerate(unique):
         try:
             check_entity_id(entity_id)
