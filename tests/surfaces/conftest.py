@@ -57,13 +57,14 @@ def sqlite_engine_only(tmp_path):
     engine.dispose()
 
 
-USERS = "admin:admin,scraper:viewer,nobody:"
+USERS = "admin:admin,scraper:viewer,outsider:viewer,nobody:"
 
 
 @pytest.fixture
 def web(airflow_db, warehouse_url, monkeypatch, tmp_path):
     """The Batchwatch app with the metrics and predictions routers, mounted at /batchwatch beside Airflow's
-    own auth routes (SimpleAuthManager: `admin`, the viewer `scraper`, and `nobody`, who has no role).
+    own auth routes. The auth manager is Airflow's simple one with a per-DAG rule (tests/web): `admin`,
+    the viewer `scraper`, the viewer `outsider` who may not read fraud's DAGs, and `nobody`, who has no role.
 
     Returns (TestClient, login) where login(user) gets a JWT from POST /auth/token, as a scraper would.
     """
@@ -77,6 +78,8 @@ def web(airflow_db, warehouse_url, monkeypatch, tmp_path):
     from batchwatch_airflow.web.app import create_app
 
     passwords = tmp_path / "passwords.json"
+    monkeypatch.setenv("AIRFLOW__CORE__AUTH_MANAGER", "tests.web.restricted_auth_manager.RestrictedAuthManager")
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "False")
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", USERS)
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords))
     batchwatch = create_app()

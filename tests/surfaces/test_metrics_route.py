@@ -40,6 +40,14 @@ def test_anonymous_and_forged_callers_are_refused(served_world, web):
     assert client.get("/batchwatch/metrics", headers={"Authorization": "Bearer not-a-jwt"}).status_code in (401, 403)
 
 
+def test_a_user_sees_only_the_models_whose_dags_they_may_read(served_world, web):
+    client, login = web
+    response = client.get("/batchwatch/metrics", headers=login("outsider"))
+    assert response.status_code == 200
+    models = {dict(key)["model"] for family in samples(response.text).values() for key in family}
+    assert models == {"churn"}, "outsider may not read fraud's DAGs"
+
+
 def test_a_user_who_may_read_no_dag_sees_no_model(served_world, web):
     client, login = web
     response = client.get("/batchwatch/metrics", headers=login("nobody"))

@@ -75,8 +75,10 @@ def test_anonymous_and_unauthorised_users_are_refused(served_world, web):
     client, login = web
     assert client.get(f"{URL}/1").status_code == 401
     assert client.post(URL, json={"entity_ids": ["1"]}).status_code == 401
-    forbidden = client.get(f"{URL}/1", headers=login("nobody"))
-    assert forbidden.status_code == 403
+    for user in ("outsider", "nobody"):
+        forbidden = client.get(f"{URL}/1", headers=login(user))
+        assert forbidden.status_code == 403 and "may not read the DAGs" in forbidden.json()["detail"]
+        assert client.post(URL, json={"entity_ids": ["1"]}, headers=login(user)).status_code == 403
 
 
 def test_a_burst_past_the_limit_gets_429_with_retry_after_per_user(served_world, web, monkeypatch):
