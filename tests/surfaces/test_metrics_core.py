@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from batchwatch.observability.metrics import VERDICTS, metrics_registry
-from batchwatch.warehouse import utc_timestamp
+from batchwatch.warehouse import replace_interval, utc_timestamp
 
 from .conftest import DRIFT_DAY, FIRST_DAY
 
@@ -91,3 +92,20 @@ def test_only_the_latest_days_and_only_the_given_models(served_world):
 def test_days_must_include_the_latest_day(served_world):
     with pytest.raises(ValueError, match="days must be at least 1"):
         metrics_registry(served_world["engine"], ["fraud"], days=0)
+
+
+def test_a_rescored_day_is_counted_again(served_world):
+    """A day's counts may be kept per partition, but a new run of that day shows at the next scrape."""
+    engine = served_world["engine"]
+    now = DRIFT_DAY + timedelta(days=1, hours=3)
+    day = labels(model="fraud", role="champion", ds=str(DRIFT_DAY.date()))
+    assert scrape(engine, ["fraud"], now=now)["batchwatch_rows_scored"][day] == served_world["runs"][1]["rows_scored"]
+    rerun_at = DRIFT_DAY + timedelta(days=1, hours=2)
+    with replace_interval(engine, "fraud", DRIFT_DAY.date(), "manual__rerun", rerun_at) as writer:
+        writer.write_predictions(served_world["champion"], "champion", ["a", "b", "c"], np.array([0.1, 0.2, 0.9]), np.array([0, 0, 1]))
+    again = scrape(engine, ["fraud"], now=now)
+    assert again["batchwatch_rows_scored"][day] == 3.0
+    assert again["batchwatch_rows_rejected"][labels(model="fraud", ds=str(DRIFT_DAY.date()))] == 0.0
+    assert again["batchwatch_last_success_timestamp_seconds"][labels(model="fraud", job="predict")] == rerun_at.timestamp()
+    first_day = labels(model="fraud", role="champion", ds=str(FIRST_DAY.date()))
+    assert again["batchwatch_rows_scored"][first_day] == served_world["runs"][0]["rows_scored"]

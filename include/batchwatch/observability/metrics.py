@@ -19,12 +19,14 @@ Gauges (labels in braces):
   output is what users depend on (a run that succeeded and wrote nothing is no success for them),
   the CLI and every warehouse reader see the same, and Airflow exports its own DAG-run metrics.
 - `batchwatch_rows_scored{model,role,ds}` and `batchwatch_rows_rejected{model,ds}`: per day of the
-  last `days` days (role `champion` or `shadow`); a day with predictions and no rejects reports 0.
+  last `days` days up to today (role `champion` or `shadow`); a day with predictions and no rejects
+  reports 0. On PostgreSQL a day's partition is counted once per process and identity (see `_scored`).
 - `batchwatch_model_version{model,alias}`: the version each alias (`champion`, `challenger`) points at.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -36,7 +38,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.engine import Connection, Engine
 
 from batchwatch.monitoring.drift import DRIFTED, INSUFFICIENT, OK
-from batchwatch.warehouse import utc_timestamp
+from batchwatch.warehouse import partition_name, utc_timestamp
 from batchwatch.warehouse.schema import alerts, drift_results, model_aliases, model_events, predictions, rejected_rows
 
 VERDICTS = (DRIFTED, OK, INSUFFICIENT)
@@ -122,28 +124,73 @@ def _drift(connection: Connection, model: str, families: _Families) -> None:
     families.last_success.add_metric([model, "drift"], _seconds(checked))
 
 
-def _volume(connection: Connection, model: str, since: date, families: _Families) -> None:
-    scored = connection.execute(
+# Counts of one PostgreSQL partition of `predictions`, by (oid, xmin of its catalog row). The nightly
+# writer replaces a day by swapping in a new table, so a partition's rows never change after it is
+# attached: its counts are exact for as long as that identity exists, in every worker.
+_PartitionCounts = list[tuple[date, str, int, Any]]
+_PARTITION_COUNTS: dict[tuple[int, str], _PartitionCounts] = {}
+_PARTITION_LOCK = threading.Lock()
+
+
+def _count_scored(connection: Connection, model: str, since: date, until: date) -> _PartitionCounts:
+    """(ds, role, rows, newest scored_at) per day and role of [since, until]."""
+    rows = connection.execute(
         sa.select(predictions.c.ds, predictions.c.role, sa.func.count(), sa.func.max(predictions.c.scored_at))
-        .where(predictions.c.model_name == model, predictions.c.ds >= since)
+        .where(predictions.c.model_name == model, predictions.c.ds >= since, predictions.c.ds <= until)
         .group_by(predictions.c.ds, predictions.c.role)
     ).all()
-    rejected = dict(
-        connection.execute(
+    return [(_day(ds), role, count, at) for ds, role, count, at in rows]
+
+
+def _scored(connection: Connection, model: str, since: date, until: date) -> _PartitionCounts:
+    """The day counts; on PostgreSQL each day's partition is counted once per process, not per scrape
+    (a million rows a day would otherwise cost a second per scrape)."""
+    if connection.dialect.name != "postgresql":
+        return _count_scored(connection, model, since, until)
+    names = {partition_name(model, since + timedelta(days=n)): since + timedelta(days=n) for n in range((until - since).days + 1)}
+    partitions = connection.execute(
+        sa.text(
+            "SELECT c.relname, c.oid::bigint, c.xmin::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'predictions'::regclass AND c.relname = ANY(:names)"
+        ),
+        {"names": list(names)},
+    ).all()
+    counts: _PartitionCounts = []
+    for name, oid, xmin in partitions:
+        with _PARTITION_LOCK:
+            known = _PARTITION_COUNTS.get((oid, xmin))
+        if known is None:
+            known = _count_scored(connection, model, names[name], names[name])
+            with _PARTITION_LOCK:
+                _PARTITION_COUNTS[(oid, xmin)] = known
+        counts.extend(known)
+    return counts
+
+
+def _forget_partitions(keep: int = 1024) -> None:
+    """Bound the cache: partitions past the scraped days are not asked for again."""
+    with _PARTITION_LOCK:
+        for key in list(_PARTITION_COUNTS)[: max(0, len(_PARTITION_COUNTS) - keep)]:
+            del _PARTITION_COUNTS[key]
+
+
+def _volume(connection: Connection, model: str, since: date, until: date, families: _Families) -> None:
+    scored = _scored(connection, model, since, until)
+    rejected = {
+        _day(ds): count
+        for ds, count in connection.execute(
             sa.select(rejected_rows.c.ds, sa.func.count())
-            .where(rejected_rows.c.model_name == model, rejected_rows.c.ds >= since)
+            .where(rejected_rows.c.model_name == model, rejected_rows.c.ds >= since, rejected_rows.c.ds <= until)
             .group_by(rejected_rows.c.ds)
-        ).all()
-    )
-    days = sorted({_day(ds) for ds, *_ in scored} | {_day(ds) for ds in rejected})
-    rejected_by_day = {_day(ds): count for ds, count in rejected.items()}
-    for ds, role, count, _ in sorted(scored, key=lambda row: (_day(row[0]), row[1])):
-        families.rows_scored.add_metric([model, role, _day(ds).isoformat()], float(count))
-    for day in days:
-        families.rows_rejected.add_metric([model, day.isoformat()], float(rejected_by_day.get(day, 0)))
+        )
+    }
+    for ds, role, count, _ in sorted(scored, key=lambda row: (row[0], row[1])):
+        families.rows_scored.add_metric([model, role, ds.isoformat()], float(count))
+    for day in sorted({ds for ds, *_ in scored} | set(rejected)):
+        families.rows_rejected.add_metric([model, day.isoformat()], float(rejected.get(day, 0)))
     if scored:
-        latest_day = max(_day(ds) for ds, *_ in scored)
-        last = max(utc_timestamp(at) for ds, _, _, at in scored if _day(ds) == latest_day)
+        latest_day = max(ds for ds, *_ in scored)
+        last = max(utc_timestamp(at) for ds, _, _, at in scored if ds == latest_day)
         families.last_success.add_metric([model, "predict"], last.timestamp())
 
 
@@ -186,8 +233,9 @@ class WarehouseCollector(Collector):
         with self.engine.connect() as connection:
             for model in self.models:
                 _drift(connection, model, families)
-                _volume(connection, model, since, families)
+                _volume(connection, model, since, today, families)
                 _registry(connection, model, families)
+        _forget_partitions()
         yield from families
 
 
