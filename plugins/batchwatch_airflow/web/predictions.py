@@ -6,7 +6,8 @@ answers 429 and `Retry-After` (see `ratelimit`). Every lookup, valid or not, spe
 
     GET  /api/models/{model_name}/predictions/{entity_id}
     GET  /api/models/{model_name}/predictions?entity_id=a&entity_id=b     (at most 100 ids)
-    POST /api/models/{model_name}/predictions  {"entity_ids": ["a", "b"]}  (the same, for long ids)
+    POST /api/models/{model_name}/predictions  {"entity_ids": ["a", "b"]}  (the same, for long ids
+                                                                           and ids with a "/")
 """
 
 from __future__ import annotations
