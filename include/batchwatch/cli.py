@@ -12,7 +12,7 @@ import sys
 
 import sqlalchemy as sa
 
-from batchwatch import registry, warehouse
+from batchwatch import queries, registry, warehouse
 from batchwatch.demo.seed import day_start, simulate_into
 from batchwatch.modeling import training
 from batchwatch.spec import get_spec
@@ -80,12 +80,34 @@ def _cmd_report(args: argparse.Namespace) -> None:
         print(f"{str(row.ds):<12}{row.role:<10}{row.model_version:>8}{row.scored:>10}{row.rejected:>10}{row.positive_rate:>15.4f}")
 
 
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in [header, *rows])
+
+
+def _text(value: object, spec: str = "") -> str:
+    return "" if value is None else format(value, spec)
+
+
 def _cmd_versions(args: argparse.Namespace) -> None:
-    print(registry.list_versions(_engine(args), args.model).to_string(index=False))
+    rows = [
+        [str(row.version), ",".join(row.aliases), f"{row.created_at:%Y-%m-%d %H:%M}", _text(row.parent_version), _text(row.holdout_auc, ".4f"),
+         _text(row.holdout_brier, ".4f"), _text(row.trained_on.get("rows")),
+         f"{str(row.trained_on.get('start', '?'))[:10]}..{str(row.trained_on.get('end', '?'))[:10]}", row.sha256[:12],
+         _text(row.rolled_back_at and f"{row.rolled_back_at:%Y-%m-%d %H:%M}")]
+        for row in queries.versions(_engine(args), args.model)
+    ]
+    header = ["version", "alias", "created_at", "parent", "holdout_auc", "holdout_brier", "rows", "window", "sha256", "rolled_back"]
+    print(_table(header, rows))
 
 
 def _cmd_history(args: argparse.Namespace) -> None:
-    print(registry.alias_history(_engine(args), args.model).to_string(index=False, max_colwidth=90))
+    rows = [
+        [str(event.id), f"{event.created_at:%Y-%m-%d %H:%M:%S}", event.event, _text(event.alias), _text(event.version),
+         _text(event.previous_version), event.actor, event.reason[:90]]
+        for event in queries.alias_history(_engine(args), args.model)
+    ]
+    print(_table(["id", "created_at", "event", "alias", "version", "previous_version", "actor", "reason"], rows))
 
 
 def _cmd_rollback(args: argparse.Namespace) -> None:

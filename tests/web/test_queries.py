@@ -117,3 +117,18 @@ def test_incidents_say_what_opened_them_and_when_they_ended(world):
     assert any(check.startswith("null_rate:country") for check in incident.drifted)
     assert incident.resolved_at >= incident.opened_at
     assert incident.open_notified_at is None  # nothing announced it in this world
+
+
+def test_the_cli_prints_versions_and_history_from_the_read_layer(world, capsys):
+    from batchwatch.cli import main
+
+    main(["--warehouse", world["url"], "versions", "fraud"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["version", "alias", "created_at", "parent", "holdout_auc", "holdout_brier", "rows", "window", "sha256",
+                                "rolled_back"]
+    assert [line.split()[0] for line in lines[1:]] == [str(world["third"]), str(world["candidate"]), str(world["first"])]
+    assert lines[-1].split()[1] == "champion" and lines[1].rstrip()[-16:-6].count("-") == 2  # v3 shows when it was rolled back
+
+    main(["--warehouse", world["url"], "history", "fraud"])
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert "rollback" in last and "champion" in last and "cli by tester" in last and "flags too many grocery purchases" in last
