@@ -24,6 +24,9 @@ ALLOWED: dict[str, set[str]] = {
     "monitoring": {"scoring", "registry", "warehouse", "data", "stats", "spec", "serialization", "hashing", "errors"},
     "modeling": {"monitoring", "scoring", "registry", "warehouse", "data", "spec", "serialization", "errors"},
     "promotion": {"modeling", "scoring", "registry", "warehouse", "data", "stats", "spec", "serialization", "errors"},
+    # Read-only surfaces over the warehouse, served by the plugin's web app.
+    "serving": {"warehouse", "data", "errors"},
+    "observability": {"monitoring", "warehouse"},
     # The read models of the web app and the CLI: SQL over the warehouse's tables, light imports.
     "queries": {"errors"},
     # The shims at the paths that stored artifacts and specs name.

@@ -1,0 +1,1 @@
+"""What the outside world scrapes: Prometheus metrics derived from warehouse state (`metrics`)."""
