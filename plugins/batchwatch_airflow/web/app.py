@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from batchwatch_airflow.web import api, pages
+from batchwatch_airflow.web import api, metrics, pages, predictions
 
 
 def create_app() -> FastAPI:
     app = FastAPI(title="Batchwatch", description="Model health of the Batchwatch DAGs, behind Airflow's auth.")
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.include_router(metrics.router)
+    app.include_router(predictions.router)
     return app
