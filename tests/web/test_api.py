@@ -115,3 +115,25 @@ def test_a_user_without_the_models_dags_neither_sees_nor_reads_it(client):
         response = _get(client, f"/models/fraud/{route}", "outsider")
         assert response.status_code == 403 and "fraud_nightly_predict" in response.json()["detail"]
     assert _get(client, "/models/churn/versions", "outsider").status_code == 200
+
+
+def _page(client, path: str, user: str | None = None):
+    """A page of the plugin as the browser asks for it: with the UI's session cookie, or anonymous."""
+    test_client, tokens = client
+    test_client.cookies.clear()
+    if user:
+        test_client.cookies.set("_token", tokens[user])
+    return test_client.get(f"/batchwatch{path}")
+
+
+@pytest.mark.parametrize("path", ["/", "/models/fraud", "/models/churn"])
+def test_pages_refuse_anonymous_visitors(client, path):
+    assert _page(client, path).status_code == 401
+
+
+def test_pages_show_a_user_only_the_models_whose_dags_they_may_read(client, world):
+    index = _page(client, "/", "outsider")
+    assert index.status_code == 200 and "churn" in index.text and "/batchwatch/models/fraud" not in index.text
+    assert _page(client, "/models/fraud", "outsider").status_code == 403
+    admin = _page(client, "/models/fraud", "admin")
+    assert admin.status_code == 200 and "Overview" in admin.text and f"v{world['first']}" in admin.text
