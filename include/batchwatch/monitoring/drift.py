@@ -17,6 +17,7 @@ import logging
 import time
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from batchwatch.data.validation import validate
 from batchwatch.errors import InvalidArgument
 from batchwatch.hashing import DRIFT_SAMPLE
 from batchwatch.monitoring.incidents import update_incident
+from batchwatch.monitoring.report import render_drift_report, report_relpath
 from batchwatch.scoring import load_champion, score, source_query
 from batchwatch.serialization import finite_or_none, json_safe
 from batchwatch.spec import ModelSpec, quote
@@ -423,7 +425,7 @@ def check_window(engine: Engine, spec: ModelSpec, *, window_end: datetime, run_i
             connection, spec.name, champion.version, found={DRIFTED: True, OK: False}.get(status), window_end=end, drifted=drifted, run_id=run_id
         )
 
-    return {
+    summary: dict[str, Any] = {
         "model_name": spec.name,
         "model_version": champion.version,
         "window_start": start.isoformat(),
@@ -441,6 +443,23 @@ def check_window(engine: Engine, spec: ModelSpec, *, window_end: datetime, run_i
         "incident": incident,
         "seconds": round(time.perf_counter() - started, 3),
     }
+    summary["report"] = str(store_report(spec.name, end, render_drift_report(summary, [r.row() for r in results], _reference_parts(reference))))
+    return summary
+
+
+def store_report(model_name: str, window_end: datetime, page: str) -> Path:
+    """Write the window's report under the artifact root, atomically: a rerun of the window replaces it."""
+    path = registry.artifact_root() / report_relpath(model_name, window_end)
+    registry.write_artifact(path, page.encode("utf-8"))
+    return path
+
+
+def _reference_parts(reference: ReferenceProfile) -> dict[str, dict[str, Any]]:
+    """What the report draws of each column's reference: decile edges and counts with the mean, or category counts."""
+    parts: dict[str, dict[str, Any]] = {name: {"frequencies": dict(ref.frequencies)} for name, ref in reference.categorical.items()}
+    for name, ref in [*reference.numeric.items(), (SCORES, reference.scores)]:
+        parts[name] = {"edges": ref.edges.tolist(), "counts": ref.counts.tolist(), "mean": finite_or_none(ref.mean)}
+    return parts
 
 
 def read_window(engine: Engine, spec: ModelSpec, start: datetime, end: datetime) -> tuple[pd.DataFrame, int, float]:
