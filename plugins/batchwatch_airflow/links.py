@@ -18,6 +18,11 @@ if TYPE_CHECKING:
 URL_PREFIX = "/batchwatch"
 
 
+def drift_report_path(model_name: str, window: str) -> str:
+    """The path of a model's drift report for one window (`YYYYMMDDTHHMMZ`, see batchwatch.monitoring.report)."""
+    return f"{URL_PREFIX}/models/{quote(model_name, safe='')}/reports/drift/{quote(window, safe='')}"
+
+
 def model_page_path(model_name: str, *, dag_id: str | None = None, run_id: str | None = None) -> str:
     """The path (under Airflow's base URL) of a model's page, optionally naming the run someone came from."""
     path = f"{URL_PREFIX}/models/{quote(model_name, safe='')}"
@@ -46,3 +51,16 @@ class BatchwatchPageLink(BaseOperatorLink):
         if not model_name:
             return ""
         return airflow_base_url() + model_page_path(str(model_name), dag_id=ti_key.dag_id, run_id=ti_key.run_id)
+
+
+class DriftReportLink(BaseOperatorLink):
+    """"Drift report" on a drift task: the report of the window it checked, which the operator records
+    as `checked_window` once the check has run (empty before, and on a failed check)."""
+
+    name = "Drift report"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        model_name, window = getattr(operator, "model_name", None), getattr(operator, "checked_window", None)
+        if not model_name or not window:
+            return ""
+        return airflow_base_url() + drift_report_path(str(model_name), str(window))

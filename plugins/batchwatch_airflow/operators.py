@@ -12,7 +12,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from batchwatch.errors import PermanentError
 from batchwatch_airflow.connections import warehouse_engine
-from batchwatch_airflow.links import BatchwatchPageLink
+from batchwatch_airflow.links import BatchwatchPageLink, DriftReportLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -115,7 +115,7 @@ class DriftCheckOperator(BaseOperator):
     logs every drifted check, and calls the spec's notifiers once per incident change.
     """
 
-    operator_extra_links = (BatchwatchPageLink(),)
+    operator_extra_links = (BatchwatchPageLink(), DriftReportLink())
     template_fields: Sequence[str] = ("model_name", "window_end", "warehouse_conn_id")
     ui_color = "#fdebd0"
 
@@ -124,10 +124,12 @@ class DriftCheckOperator(BaseOperator):
         self.model_name = model_name
         self.warehouse_conn_id = warehouse_conn_id
         self.window_end = window_end
+        self.checked_window: str | None = None  # the report's window name, for DriftReportLink
 
     def execute(self, context: Context) -> dict[str, Any]:
         from batchwatch.monitoring.drift import check_window
         from batchwatch.monitoring.incidents import announce
+        from batchwatch.monitoring.report import window_key
         from batchwatch.spec import get_spec
 
         with _warehouse(self.warehouse_conn_id) as engine:
@@ -143,6 +145,7 @@ class DriftCheckOperator(BaseOperator):
             for line in summary["drifted"]:
                 self.log.warning("Drifted: %s", line)
             announce(engine, spec.name, self._notifiers(spec, context), run_id=context["run_id"])
+        self.checked_window = window_key(datetime.fromisoformat(summary["window_end"]))
         return summary
 
     def _notifiers(self, spec: Any, context: Context) -> dict[str, Callable[[dict[str, Any]], None]]:

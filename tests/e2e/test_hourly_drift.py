@@ -191,3 +191,42 @@ def test_an_incident_change_is_claimed_once_and_released_when_a_notifier_fails(d
     assert incidents.pending_notifications(engine, "fraud") == []
     incidents.release_notification(engine, alert_id, "open")  # what the operator does when a notifier raises
     assert [p["alert_id"] for p in incidents.pending_notifications(engine, "fraud")] == [alert_id]
+
+
+def test_a_drifted_window_leaves_its_report_and_a_link_to_it(drifting_world):
+    """The run writes the window's self-contained report under the artifact store; its task links to it."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    from batchwatch.registry import artifact_root
+    from tests.e2e.test_page_links import stored_link
+
+    drifted_end = DRIFT_DAY + timedelta(days=1)
+    state, task_results = run_hour(drifted_end)
+    assert state == "success"
+    path = artifact_root() / "reports" / "fraud" / "drift" / f"{drifted_end:%Y%m%dT%H%MZ}.html"
+    assert task_results["check_drift"]["report"] == str(path)
+    page = path.read_text()
+    assert 'class="status drifted"' in page
+    drifted = results(drifting_world["engine"], drifted_end).query("verdict == 'drifted'")
+    assert page.count('<tr class="drifted">') == len(drifted) > 0
+    for line in task_results["check_drift"]["drifted"]:
+        assert line.split(":")[0] in page
+    assert "reference distribution of country" not in page  # categorical: a table of shares, not a histogram
+    assert "<table><tr><th>reference category</th>" in page
+
+    with create_session() as session:
+        run_id = session.query(DagRun).filter_by(dag_id="fraud_hourly_drift", data_interval_end=drifted_end).one().run_id
+    from airflow.models.xcom import XComModel
+
+    with create_session() as session:
+        query = XComModel.get_many(run_id=run_id, dag_ids="fraud_hourly_drift", task_ids="check_drift", key="_link_DriftReportLink")
+        (row,) = session.scalars(query).all()
+        link = XComModel.deserialize_value(row)
+    assert link.endswith(f"/batchwatch/models/fraud/reports/drift/{drifted_end:%Y%m%dT%H%MZ}")
+    assert stored_link("fraud_hourly_drift", "check_drift", run_id).endswith("/batchwatch/models/fraud")
+
+    path.write_text("stale")
+    assert run_hour(drifted_end)[0] == "success"
+    assert 'class="status drifted"' in path.read_text(), "a rerun of the window replaces its report"
+    assert [p.name for p in path.parent.iterdir()] == [path.name], "no temporary file is left behind"

@@ -35,9 +35,10 @@ def test_a_task_links_to_its_models_page_for_its_run(fraud_world):
 def test_the_link_is_declared_on_every_batchwatch_operator():
     """The UI lists a task's links from its serialized operator: every one of ours carries the page link."""
     from batchwatch_airflow import operators
-    from batchwatch_airflow.links import BatchwatchPageLink
+    from batchwatch_airflow.links import BatchwatchPageLink, DriftReportLink
 
     classes = [getattr(operators, name) for name in dir(operators) if name.endswith("Operator") and name != "BaseOperator"]
     assert len(classes) == 6
     for cls in classes:
-        assert [type(link) for link in cls.operator_extra_links] == [BatchwatchPageLink], cls.__name__
+        expected = [BatchwatchPageLink, DriftReportLink] if cls is operators.DriftCheckOperator else [BatchwatchPageLink]
+        assert [type(link) for link in cls.operator_extra_links] == expected, cls.__name__

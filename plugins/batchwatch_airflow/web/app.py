@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from batchwatch_airflow.web import api, metrics, pages, predictions
+from batchwatch_airflow.web import api, metrics, pages, predictions, reports
 
 
 def create_app() -> FastAPI:
@@ -13,4 +13,5 @@ def create_app() -> FastAPI:
     app.include_router(pages.router)
     app.include_router(metrics.router)
     app.include_router(predictions.router)
+    app.include_router(reports.router)
     return app
