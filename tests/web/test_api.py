@@ -137,3 +137,29 @@ def test_pages_show_a_user_only_the_models_whose_dags_they_may_read(client, worl
     assert _page(client, "/models/fraud", "outsider").status_code == 403
     admin = _page(client, "/models/fraud", "admin")
     assert admin.status_code == 200 and "Overview" in admin.text and f"v{world['first']}" in admin.text
+
+
+def _report(client, window: str, user: str | None = None):
+    test_client, tokens = client
+    test_client.cookies.clear()
+    headers = {"Authorization": f"Bearer {tokens[user]}"} if user else {}
+    return test_client.get(f"/batchwatch/models/fraud/reports/drift/{window}", headers=headers)
+
+
+def test_a_drift_report_is_served_only_to_who_may_read_the_model(client, world):
+    drifted = world["windows"][1]
+    window = f"{drifted:%Y%m%dT%H%MZ}"
+    assert world["checks"][1]["status"] == "drifted"
+    assert _report(client, window).status_code == 401
+    assert _report(client, window, "outsider").status_code == 403
+    response = _report(client, window, "admin")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    assert 'class="status drifted"' in response.text and '<tr class="drifted">' in response.text
+    assert f"window ending {drifted.isoformat()}" in response.text
+
+
+def test_a_missing_or_malformed_report_window_is_refused(client, world):
+    assert _report(client, "20200101T0000Z", "admin").status_code == 404
+    for bad in ("..%2F..%2Fetc%2Fpasswd", "20261399T0000Z", "latest"):
+        assert _report(client, bad, "admin").status_code in (404, 422), bad
+    assert _report(client, "20261399T0000Z", "admin").status_code == 422

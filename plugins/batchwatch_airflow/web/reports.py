@@ -24,7 +24,7 @@ def drift_report(spec: ReadableModel, window: str) -> FileResponse:
     try:
         window_end = parse_window_key(window)
     except InvalidArgument as error:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(error)) from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
     path = artifact_root() / report_relpath(spec.name, window_end)
     if not path.is_file():
         raise HTTPException(
