@@ -3,8 +3,9 @@
 Every function takes an engine and a model name and returns frozen dataclasses of JSON types (dates
 and datetimes aside), so FastAPI can serve them as they are and the CLI can print them. Reductions
 happen in SQL: the predictions table holds a million rows a day per model, and only per-day
-aggregates leave the database. Imports stay light (SQLAlchemy, no pandas) because the Airflow API
-server imports this module with the plugin.
+aggregates leave the database; the per-day volume comes from daily_scoring, which the nightly
+writer fills. Imports stay light (SQLAlchemy, no pandas) because the Airflow API server imports
+this module with the plugin.
 """
 
 from __future__ import annotations
