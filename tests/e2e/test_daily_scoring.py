@@ -81,3 +81,18 @@ def test_the_migration_backfills_days_scored_before_it(fraud_world):
         connection.execute(sa.text("UPDATE alembic_version SET version_num = '0004'"))
     migrate(engine)
     pd.testing.assert_frame_equal(written, summary(engine))
+
+
+def test_a_day_of_rejects_only_stays_on_the_page(engine):
+    """Every row rejected: no predictions, yet the day and its rejects show, with no roles and no quantiles."""
+    from datetime import datetime, timezone
+
+    from batchwatch import queries
+    from batchwatch.warehouse import replace_interval
+
+    with replace_interval(engine, "fraud", DAY.date(), "manual", datetime.now(timezone.utc)) as writer:
+        writer.write_rejects(["a", None], ["amount is null or NaN", "transaction_id is missing"], [{}, {}])
+    [day] = queries.prediction_volume(engine, "fraud")
+    assert (day.ds, day.rows_by_role, day.rows_scored, day.rows_rejected) == (DAY.date(), {}, 0, 2)
+    assert (day.reject_rate, day.positive_rate, day.score_quantiles) == (1.0, None, {})
+    assert queries.model_overview(engine, "fraud").latest_day.rows_rejected == 2
