@@ -131,9 +131,11 @@ def hourly_drift(engine, last_window: datetime, days: int) -> int:
     return inserted
 
 
-def predictions_day(engine, model: str, version: int, day, day_index: int, rows: int) -> None:
-    """One day's partition, built as the nightly writer builds it: unindexed stage, one index sort, attach."""
+def predictions_day(engine, model: str, version: int, day, day_index: int, rows: int) -> float:
+    """One day's partition, built as the nightly writer builds it: unindexed stage, one index sort, attach,
+    then the day's daily_scoring rows from the same SQL; returns the seconds that summary took."""
     from batchwatch.warehouse import partition_name
+    from batchwatch.warehouse.write import daily_scoring_statements
 
     partition = partition_name(model, day)
     stage = f"{partition}_next"
@@ -168,6 +170,11 @@ def predictions_day(engine, model: str, version: int, day, day_index: int, rows:
             f"ALTER TABLE predictions ATTACH PARTITION {stage} FOR VALUES FROM ('{model}', '{day}') TO ('{model}', '{day + timedelta(days=1)}')"
         )
         connection.exec_driver_sql(f"ALTER TABLE {stage} RENAME TO {partition}")
+        started = time.perf_counter()
+        connection.exec_driver_sql("DELETE FROM daily_scoring WHERE model_name = %(m)s AND ds = %(day)s", {"m": model, "day": day})
+        for statement in daily_scoring_statements(True, "model_name = %(m)s AND ds = %(day)s"):
+            connection.exec_driver_sql(statement, {"m": model, "day": day})
+        return time.perf_counter() - started
 
 
 def seed(engine, days: int, rows_per_day: int) -> dict:
@@ -185,15 +192,19 @@ def seed(engine, days: int, rows_per_day: int) -> dict:
         version = connection.exec_driver_sql("SELECT version FROM model_aliases WHERE model_name = 'fraud' AND alias = 'champion'").scalar_one()
     started = time.perf_counter()
     first = today.date() - timedelta(days=days)
+    summaries = []
     for index in range(days):
         day = first + timedelta(days=index)
         for model in MODELS:
-            predictions_day(engine, model, version, day, index, rows_per_day if model == "fraud" else SMALL_ROWS_PER_DAY)
+            seconds = predictions_day(engine, model, version, day, index, rows_per_day if model == "fraud" else SMALL_ROWS_PER_DAY)
+            if model == "fraud":
+                summaries.append(seconds)
         if (index + 1) % 5 == 0:
             log(f"{index + 1}/{days} days of predictions ({time.perf_counter() - started:.0f} s)")
     with engine.begin() as connection:
         connection.exec_driver_sql("ANALYZE")
     log(f"predictions: {days} days x {rows_per_day:,} rows (fraud) in {time.perf_counter() - started:.0f} s")
+    log(f"daily_scoring of one fraud day ({rows_per_day:,} rows): median {statistics.median(summaries):.2f} s, max {max(summaries):.2f} s")
     return {"last_window": last_window.isoformat()}
 
 

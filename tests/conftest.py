@@ -60,6 +60,7 @@ def postgres_database():
 
 
 WAREHOUSE_TABLES = (
+    "daily_scoring",
     "alert_deliveries",
     "alerts",
     "drift_results",

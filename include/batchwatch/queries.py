@@ -3,8 +3,9 @@
 Every function takes an engine and a model name and returns frozen dataclasses of JSON types (dates
 and datetimes aside), so FastAPI can serve them as they are and the CLI can print them. Reductions
 happen in SQL: the predictions table holds a million rows a day per model, and only per-day
-aggregates leave the database. Imports stay light (SQLAlchemy, no pandas) because the Airflow API
-server imports this module with the plugin.
+aggregates leave the database; the per-day volume comes from daily_scoring, which the nightly
+writer fills. Imports stay light (SQLAlchemy, no pandas) because the Airflow API server imports
+this module with the plugin.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ ALIAS_OF_EVENT = {"set_champion": "champion", "promoted": "champion", "forced": 
                   "set_challenger": "challenger"}
 # Decisions of the weekly retrain's promote step, as model_events records them.
 DECISION_EVENTS = ("promoted", "forced", "rejected")
-# Score quantiles reported per day; PostgreSQL's percentile_cont and the SQLite path interpolate alike.
+# Score quantiles reported per day, as daily_scoring stores them (exact, numpy's linear interpolation).
 SCORE_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+QUANTILE_COLUMNS = ("score_p05", "score_p25", "score_p50", "score_p75", "score_p95")
 # Where drift.py stores the champion's scores in reference_profiles and drift_results.
 SCORE_COLUMN = "__score__"
 TIMESTAMP = sa.DateTime(timezone=True)
@@ -248,79 +250,47 @@ def _version_summaries(engine: Engine, model_name: str) -> dict[str, VersionSumm
 
 
 def _days(engine: Engine, model_name: str, since: date | None) -> list[DailyVolume]:
-    """Per-day counts by role, rejects, positive rate and champion score quantiles, newest last."""
+    """Per-day counts by role, rejects, positive rate and champion score quantiles, newest last.
+
+    Read from daily_scoring, which the nightly writer fills with each day's partition (migration 0005).
+    """
     bound = "" if since is None else " AND ds >= :since"
-    params = {"m": model_name, "since": since}
+    query = sa.text(
+        f"SELECT ds, role, rows_scored, positives, rows_rejected, {', '.join(QUANTILE_COLUMNS)} FROM daily_scoring"
+        f" WHERE model_name = :m{bound} ORDER BY ds, role"
+    )
     with engine.connect() as connection:
-        counts = connection.execute(
-            sa.text(
-                "SELECT ds, role, COUNT(*) AS n, SUM(predicted_label) AS positives FROM predictions"
-                f" WHERE model_name = :m{bound} GROUP BY ds, role"
-            ),
-            params,
-        ).all()
-        rejects = connection.execute(
-            sa.text(f"SELECT ds, COUNT(*) AS n FROM rejected_rows WHERE model_name = :m{bound} GROUP BY ds"), params
-        ).all()
-        quantiles = _score_quantiles(connection, model_name, since)
-    by_day: dict[date, dict[str, tuple[int, int]]] = {}
-    for ds, role, n, positives in counts:
-        by_day.setdefault(_day(ds), {})[role] = (int(n), int(positives or 0))
-    rejected = {_day(ds): int(n) for ds, n in rejects}
+        rows = connection.execute(query, {"m": model_name, "since": since}).mappings().all()
+    by_day: dict[date, list[Any]] = {}
+    for row in rows:
+        by_day.setdefault(_day(row["ds"]), []).append(row)
     volumes = []
-    for ds in sorted(set(by_day) | set(rejected)):
-        roles = by_day.get(ds, {})
-        scored, positives = roles.get("champion", (0, 0))
+    for ds, day_rows in by_day.items():
+        roles = {row["role"]: row for row in day_rows}
+        champion = roles.get("champion")
+        scored = int(champion["rows_scored"]) if champion else 0
+        rejected = int(day_rows[0]["rows_rejected"])
+        quantiles = {}
+        if champion and scored:
+            quantiles = {str(q): float(champion[column]) for q, column in zip(SCORE_QUANTILES, QUANTILE_COLUMNS, strict=True)}
         volumes.append(
             DailyVolume(
                 ds=ds,
-                rows_by_role={role: n for role, (n, _) in sorted(roles.items())},
+                rows_by_role={role: int(row["rows_scored"]) for role, row in roles.items() if row["rows_scored"]},
                 rows_scored=scored,
-                rows_rejected=rejected.get(ds, 0),
-                reject_rate=_rate(rejected.get(ds, 0), scored + rejected.get(ds, 0)),
-                positive_rate=_rate(positives, scored),
-                score_quantiles=quantiles.get(ds, {}),
+                rows_rejected=rejected,
+                reject_rate=_rate(rejected, scored + rejected),
+                positive_rate=_rate(int(champion["positives"]) if champion else 0, scored),
+                score_quantiles=quantiles,
             )
         )
     return volumes
 
 
-def _score_quantiles(connection: sa.Connection, model_name: str, since: date | None) -> dict[date, dict[str, float]]:
-    """Champion score quantiles per day with linear interpolation (PostgreSQL's percentile_cont, numpy's default)."""
-    bound = "" if since is None else " AND ds >= :since"
-    params = {"m": model_name, "since": since}
-    if connection.dialect.name == "postgresql":
-        rows = connection.execute(
-            sa.text(
-                "SELECT ds, percentile_cont(CAST(:q AS double precision[])) WITHIN GROUP (ORDER BY score) FROM predictions"
-                f" WHERE model_name = :m AND role = 'champion'{bound} GROUP BY ds"
-            ),
-            {**params, "q": list(SCORE_QUANTILES)},
-        ).all()
-        return {_day(ds): {str(q): float(v) for q, v in zip(SCORE_QUANTILES, values, strict=True)} for ds, values in rows}
-    # SQLite has no percentile_cont: rank each day's scores and keep the two neighbours of each quantile's position.
-    wanted = " OR ".join(f"i = CAST((n - 1) * {q} AS INTEGER) OR i = CAST((n - 1) * {q} AS INTEGER) + 1" for q in SCORE_QUANTILES)
-    rows = connection.execute(
-        sa.text(
-            "SELECT ds, i, n, score FROM (SELECT ds, score, ROW_NUMBER() OVER (PARTITION BY ds ORDER BY score) - 1 AS i,"
-            f" COUNT(*) OVER (PARTITION BY ds) AS n FROM predictions WHERE model_name = :m AND role = 'champion'{bound})"
-            f" WHERE {wanted}"
-        ),
-        params,
-    ).all()
-    ranked: dict[date, tuple[int, dict[int, float]]] = {}
-    for ds, i, n, score in rows:
-        ranked.setdefault(_day(ds), (int(n), {}))[1][int(i)] = float(score)
-    result = {}
-    for ds, (n, scores) in ranked.items():
-        values = {}
-        for q in SCORE_QUANTILES:
-            position = (n - 1) * q
-            low = math.floor(position)
-            upper = scores.get(low + 1, scores[low])
-            values[str(q)] = scores[low] + (position - low) * (upper - scores[low])
-        result[ds] = values
-    return result
+def _latest_day(engine: Engine, model_name: str) -> date | None:
+    with engine.connect() as connection:
+        latest = connection.execute(sa.text("SELECT MAX(ds) FROM daily_scoring WHERE model_name = :m"), {"m": model_name}).scalar_one()
+    return None if latest is None else _day(latest)
 
 
 def model_overview(engine: Engine, model_name: str) -> ModelOverview:
@@ -330,21 +300,20 @@ def model_overview(engine: Engine, model_name: str) -> ModelOverview:
         open_incidents = connection.execute(
             sa.text("SELECT COUNT(*) FROM alerts WHERE model_name = :m AND status = 'open'"), {"m": model_name}
         ).scalar_one()
-        latest = connection.execute(sa.text("SELECT MAX(ds) FROM predictions WHERE model_name = :m"), {"m": model_name}).scalar_one()
+    latest = _latest_day(engine, model_name)
     latest_day = None
     if latest is not None:
-        [day] = [volume for volume in _days(engine, model_name, _day(latest)) if volume.ds == _day(latest)]
+        [day] = [volume for volume in _days(engine, model_name, latest) if volume.ds == latest]
         latest_day = DayVolume(day.ds, day.rows_scored, day.rows_rejected, day.reject_rate, day.positive_rate)
     return ModelOverview(model_name, summaries.get("champion"), summaries.get("challenger"), int(open_incidents), latest_day)
 
 
 def prediction_volume(engine: Engine, model_name: str, *, days: int = 30) -> list[DailyVolume]:
     """The last `days` scored days (counted back from the latest), oldest first."""
-    with engine.connect() as connection:
-        latest = connection.execute(sa.text("SELECT MAX(ds) FROM predictions WHERE model_name = :m"), {"m": model_name}).scalar_one()
+    latest = _latest_day(engine, model_name)
     if latest is None:
         return []
-    return _days(engine, model_name, _day(latest) - timedelta(days=days - 1))
+    return _days(engine, model_name, latest - timedelta(days=days - 1))
 
 
 # --- drift ------------------------------------------------------------------------------------

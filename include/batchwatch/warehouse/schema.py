@@ -167,3 +167,21 @@ alert_deliveries = sa.Table(
     sa.Column("delivered_at", TIMESTAMP, nullable=False),
     sa.Column("run_id", sa.Text, nullable=False),
 )
+
+# One row per scored day and role, written with the day's partition (0005): the page reads this, not 30M rows.
+daily_scoring = sa.Table(
+    "daily_scoring",
+    metadata,
+    sa.Column("model_name", sa.Text, primary_key=True),
+    sa.Column("ds", sa.Date, primary_key=True),
+    sa.Column("role", sa.Text, primary_key=True),
+    sa.Column("model_version", sa.Integer),
+    sa.Column("rows_scored", sa.BigInteger, nullable=False),
+    sa.Column("positives", sa.BigInteger, nullable=False),
+    sa.Column("rows_rejected", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("score_p05", sa.Double),
+    sa.Column("score_p25", sa.Double),
+    sa.Column("score_p50", sa.Double),
+    sa.Column("score_p75", sa.Double),
+    sa.Column("score_p95", sa.Double),
+)

@@ -1,4 +1,4 @@
-"""Writing: one interval's predictions and rejects replaced in one transaction, so a failure leaves it as it was.
+"""Writing: one interval's predictions, rejects and daily summary replaced in one transaction, so a failure leaves it as it was.
 
 PostgreSQL takes binary COPY into an unindexed stage table swapped in as the day's partition;
 SQLite takes plain DB-API batches.
@@ -100,6 +100,55 @@ def _predictions_definition(connection: Any) -> str:
     return f"{columns}, {checks}" if checks else columns
 
 
+# Score quantiles kept per day and role in daily_scoring (score_p05 ... score_p95).
+SUMMARY_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+SUMMARY_COLUMNS = ", ".join(f"score_p{round(q * 100):02d}" for q in SUMMARY_QUANTILES)
+
+
+def daily_scoring_statements(postgres: bool, where: str) -> list[str]:
+    """SQL that fills daily_scoring for the (model, ds) pairs `where` selects, from the stored rows.
+
+    Shared by the nightly writer (one day, inside its transaction) and migration 0005's backfill.
+    Quantiles are exact, interpolated linearly as numpy's default: percentile_cont on PostgreSQL,
+    the two ranked neighbours of each position on SQLite. A day with rejects but no predictions
+    keeps one 'champion' row with rows_scored 0, so the page still shows its rejects.
+    """
+    if postgres:
+        quantiles = ", ".join(f"q[{i}]" for i in range(1, len(SUMMARY_QUANTILES) + 1))
+        array = ", ".join(map(str, SUMMARY_QUANTILES))
+        scored = (
+            f"SELECT model_name, ds, role, model_version, n, positives, {quantiles} FROM ("
+            "SELECT model_name, ds, role, MAX(model_version) AS model_version, COUNT(*) AS n, SUM(predicted_label) AS positives,"
+            f" percentile_cont(ARRAY[{array}]::double precision[]) WITHIN GROUP (ORDER BY score) AS q"
+            f" FROM predictions WHERE {where} GROUP BY model_name, ds, role) grouped"
+        )
+    else:
+        quantiles = ", ".join(
+            f"MAX(CASE WHEN i = CAST((n - 1) * {q} AS INTEGER) THEN score END)"
+            f" + ((n - 1) * {q} - CAST((n - 1) * {q} AS INTEGER))"
+            f" * (COALESCE(MAX(CASE WHEN i = CAST((n - 1) * {q} AS INTEGER) + 1 THEN score END),"
+            f" MAX(CASE WHEN i = CAST((n - 1) * {q} AS INTEGER) THEN score END))"
+            f" - MAX(CASE WHEN i = CAST((n - 1) * {q} AS INTEGER) THEN score END))"
+            for q in SUMMARY_QUANTILES
+        )
+        scored = (
+            f"SELECT model_name, ds, role, MAX(model_version), MAX(n), SUM(predicted_label), {quantiles} FROM ("
+            "SELECT model_name, ds, role, model_version, score, predicted_label,"
+            " ROW_NUMBER() OVER (PARTITION BY model_name, ds, role ORDER BY score) - 1 AS i,"
+            f" COUNT(*) OVER (PARTITION BY model_name, ds, role) AS n FROM predictions WHERE {where}) ranked"
+            " GROUP BY model_name, ds, role"
+        )
+    return [
+        f"INSERT INTO daily_scoring (model_name, ds, role, model_version, rows_scored, positives, {SUMMARY_COLUMNS}) {scored}",
+        "UPDATE daily_scoring SET rows_rejected = (SELECT COUNT(*) FROM rejected_rows r"
+        f" WHERE r.model_name = daily_scoring.model_name AND r.ds = daily_scoring.ds) WHERE {where}",
+        "INSERT INTO daily_scoring (model_name, ds, role, rows_scored, positives, rows_rejected)"
+        " SELECT model_name, ds, 'champion', 0, 0, COUNT(*) FROM rejected_rows r"
+        f" WHERE {where} AND NOT EXISTS (SELECT 1 FROM daily_scoring d WHERE d.model_name = r.model_name AND d.ds = r.ds)"
+        " GROUP BY model_name, ds",
+    ]
+
+
 def partition_name(model_name: str, ds: date) -> str:
     return f"predictions_{model_name}_{ds:%Y%m%d}"
 
@@ -167,6 +216,8 @@ class IntervalWriter:
                 while block := self._rejects.read(1 << 20):
                     copy.write(block)
             self._swap_partition()
+            where = "model_name = %(m)s AND ds = %(ds)s"
+            params: dict[str, Any] = {"m": self.model_name, "ds": self.ds}
         else:
             rows = ([None if field == NULL else copy_unescape(field) for field in line.rstrip("\n").split("\t")] for line in self._rejects)
             self._connection.executemany(
@@ -176,7 +227,11 @@ class IntervalWriter:
                     for model, ds, entity, reason, payload, run_id, at in rows
                 ],
             )
+            where, params = "model_name = :m AND ds = :ds", {"m": self.model_name, "ds": self.ds.isoformat()}
         self._rejects.close()
+        # The day's summary for the web page, from the rows just written, committed with them.
+        for statement in daily_scoring_statements(self._postgres, where):
+            self._connection.execute(statement, params)
 
     def _swap_partition(self) -> None:
         """Index the stage with one sort, then make it the interval's partition in place of the old one."""
@@ -247,10 +302,11 @@ def replace_interval(engine: Engine, model_name: str, ds: date, run_id: str, wri
     with driver_transaction(engine) as connection:
         if postgres:
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("predict", model_name, ds),))
-            connection.execute("DELETE FROM rejected_rows WHERE model_name = %s AND ds = %s", (model_name, ds))
+            for table in ("rejected_rows", "daily_scoring"):
+                connection.execute(f"DELETE FROM {table} WHERE model_name = %s AND ds = %s", (model_name, ds))
         else:
             connection.execute("BEGIN IMMEDIATE")
-            for table in ("predictions", "rejected_rows"):
+            for table in ("predictions", "rejected_rows", "daily_scoring"):
                 connection.execute(f"DELETE FROM {table} WHERE model_name = ? AND ds = ?", (model_name, ds.isoformat()))
         writer = IntervalWriter(connection, postgres, model_name, ds, run_id, written_at)
         try:
