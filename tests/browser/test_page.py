@@ -166,5 +166,7 @@ def test_the_page_shows_a_drift_incident_inside_airflow(airflow_server):
         expect(run_link).to_have_attribute("target", "_top")
         run_link.click()
         expect(page).to_have_url(re.compile(r"/dags/fraud_hourly_drift/runs/"))
+        # Airflow's UI renders the run after the URL changes: wait for it, so the screenshot shows the run.
+        expect(page.get_by_text("check_drift").first).to_be_visible(timeout=30_000)
         page.screenshot(path=SCREENSHOTS / "05-airflow-run.png")
         browser.close()
