@@ -31,6 +31,11 @@ QUANTILE_COLUMNS = ("score_p05", "score_p25", "score_p50", "score_p75", "score_p
 # Where drift.py stores the champion's scores in reference_profiles and drift_results.
 SCORE_COLUMN = "__score__"
 TIMESTAMP = sa.DateTime(timezone=True)
+# The columns the heatmap's SQL expression needs (the full table lives in warehouse.schema, which this light module does not import).
+DRIFT_RESULTS = sa.table(
+    "drift_results", sa.column("model_name", sa.Text), sa.column("column_name", sa.Text), sa.column("test", sa.Text),
+    sa.column("window_end"), sa.column("verdict", sa.Text), sa.column("effect_size", sa.Double),
+)
 
 
 class NotFound(PermanentError, LookupError):
@@ -67,15 +72,17 @@ class ModelOverview:
 
 
 @dataclass(frozen=True)
-class DriftCell:
-    verdict: str
-    effect_size: float | None
+class DriftCheckRow:
+    """One check's verdicts and effect sizes over the heatmap's windows, position by position."""
 
-
-@dataclass(frozen=True)
-class DriftCheckKey:
     column: str
     test: str
+    verdicts: list[str | None]  # aligned with DriftHeatmap.windows; None where that window has no such test
+    effect_sizes: list[float | None]
+
+    @property
+    def drifted(self) -> bool:
+        return "drifted" in self.verdicts
 
 
 @dataclass(frozen=True)
@@ -83,8 +90,7 @@ class DriftHeatmap:
     model_name: str
     since: datetime
     windows: list[datetime]  # window ends, oldest first: the columns
-    checks: list[DriftCheckKey]  # the rows
-    cells: list[list[DriftCell | None]]  # cells[check][window]; None where that window has no such test
+    checks: list[DriftCheckRow]  # the rows: features by name, then the score
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,7 @@ class SiblingTest:
     threshold: float | None
     verdict: str
     details: dict[str, Any]
+    n_current: int | None
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,16 @@ class DriftCheckDetail:
     # categorical ones `frequencies`, rows, nulls. The sample itself is left out (10,000 values).
     reference: dict[str, Any] | None
     siblings: list[SiblingTest] = field(default_factory=list)
+
+    def details_of(self, test: str) -> dict[str, Any]:
+        """The stored details of `test` (or its `score_` twin) in this column and window: this test's or a sibling's."""
+        return next((details or {} for name, details, _ in self._tests() if name.removeprefix("score_") == test), {})
+
+    def n_current_of(self, test: str) -> int | None:
+        return next((n for name, _, n in self._tests() if name.removeprefix("score_") == test), None)
+
+    def _tests(self) -> list[tuple[str, dict[str, Any], int | None]]:
+        return [(self.test, self.details, self.n_current), *((s.test, s.details, s.n_current) for s in self.siblings)]
 
 
 @dataclass(frozen=True)
@@ -320,22 +337,42 @@ def prediction_volume(engine: Engine, model_name: str, *, days: int = 30) -> lis
 
 
 def drift_heatmap(engine: Engine, model_name: str, *, days: int = 30, now: datetime | None = None) -> DriftHeatmap:
-    """Every check (column x test) against every window that ended in the last `days` days before `now`."""
+    """Every check (column x test) against every window that ended in the last `days` days before `now`.
+
+    Thirty days of hourly windows are tens of thousands of rows a model. Fetched one by one they cost
+    the driver ~100 ms of parsing, so the database packs each check into one string of
+    `epoch:verdict:effect` items (string_agg on PostgreSQL, group_concat on SQLite) and index 0006
+    serves them in check order; items carry their window, so the packing order does not matter.
+    """
     since = (now or datetime.now(timezone.utc)).astimezone(timezone.utc) - timedelta(days=days)
-    query = sa.text(
-        "SELECT window_end, column_name, test, verdict, effect_size FROM drift_results"
-        " WHERE model_name = :m AND window_end >= :since ORDER BY window_end"
-    ).columns(window_end=TIMESTAMP)
+    results = DRIFT_RESULTS.c
+    epoch = sa.cast(sa.cast(sa.extract("epoch", results.window_end), sa.BigInteger), sa.Text)
+    item = epoch + ":" + results.verdict + ":" + sa.func.coalesce(sa.cast(results.effect_size, sa.Text), "")
+    query = (
+        sa.select(results.column_name, results.test, sa.func.aggregate_strings(item, ","))
+        .where(results.model_name == model_name, sa.text("window_end >= :since"))
+        .group_by(results.column_name, results.test)
+    )
     with engine.connect() as connection:
-        rows = connection.execute(query, {"m": model_name, "since": since}).all()
-    windows = sorted({_utc(row.window_end) for row in rows})
-    checks = sorted({DriftCheckKey(row.column_name, row.test) for row in rows}, key=lambda key: (key.column == SCORE_COLUMN, key.column, key.test))
-    column_of = {window: i for i, window in enumerate(windows)}
-    row_of = {check: i for i, check in enumerate(checks)}
-    cells: list[list[DriftCell | None]] = [[None] * len(windows) for _ in checks]
-    for row in rows:
-        cells[row_of[DriftCheckKey(row.column_name, row.test)]][column_of[_utc(row.window_end)]] = DriftCell(row.verdict, _number(row.effect_size))
-    return DriftHeatmap(model_name, _utc(since), windows, checks, cells)
+        # `since` is bound as given, as the writers bind window_end (SQLite compares the stored text).
+        packed = connection.execute(query, {"since": since}).all()
+    # Unpacked in two passes that keep no per-item containers: tens of thousands of live lists would
+    # set off Python's full garbage collection of the API server's heap every few requests.
+    epochs = sorted({int(item[: item.index(":")]) for _, _, items in packed for item in items.split(",")})
+    position = {str(second): i for i, second in enumerate(epochs)}
+    checks = []
+    for column, test, items in packed:
+        verdicts: list[str | None] = [None] * len(epochs)
+        effect_sizes: list[float | None] = [None] * len(epochs)
+        for item in items.split(","):
+            second, verdict, effect = item.split(":")
+            i = position[second]
+            verdicts[i] = verdict
+            effect_sizes[i] = _number(effect) if effect else None
+        checks.append(DriftCheckRow(column, test, verdicts, effect_sizes))
+    checks.sort(key=lambda check: (check.column == SCORE_COLUMN, check.column, check.test))
+    windows = [datetime.fromtimestamp(second, timezone.utc) for second in epochs]
+    return DriftHeatmap(model_name, _utc(since), windows, checks)
 
 
 def drift_check(engine: Engine, model_name: str, *, window_end: datetime, column: str, test: str) -> DriftCheckDetail:
@@ -359,7 +396,7 @@ def drift_check(engine: Engine, model_name: str, *, window_end: datetime, column
         ).scalar_one_or_none()
     siblings = [
         SiblingTest(other["test"], _number(other["statistic"]), _number(other["effect_size"]), _number(other["threshold"]), other["verdict"],
-                    other["details"])
+                    other["details"], other["n_current"])
         for other in rows if other["test"] != test
     ]
     return DriftCheckDetail(

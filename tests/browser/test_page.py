@@ -159,6 +159,33 @@ def test_the_page_shows_a_drift_incident_inside_airflow(airflow_server):
         expect(frame.locator("table.stats")).to_contain_text("p (Benjamini–Hochberg adjusted)")
         expect(frame.get_by_text("null rate").first).to_be_visible()
         frame.locator("body").screenshot(path=SCREENSHOTS / "04-drift-check.png")
+        # Its category table sets the window's shares beside the reference's.
+        expect(frame.locator("main table").nth(1)).to_contain_text("current share")
+
+        # A numeric drill-down draws the window's histogram over the reference's, on the same bins.
+        frame.get_by_role("link", name="Batchwatch").click()
+        frame.get_by_role("link", name="fraud").click()
+        frame.locator('a[data-verdict=drifted][data-check="amount:ks"]').click()
+        expect(frame.get_by_role("heading", name="amount · ks: drifted")).to_be_visible()
+        expect(frame.locator("svg.density rect.reference")).to_have_count(10)
+        expect(frame.locator("svg.density rect.current")).to_have_count(10)
+        frame.locator("body").screenshot(path=SCREENSHOTS / "05-drift-check-numeric.png")
+        # ... and links the whole window's report, served behind the same login.
+        frame.get_by_role("link", name="The window's drift report").click()
+        expect(frame.get_by_role("heading", name=re.compile(r"^Drift report: fraud v1, window ending"))).to_be_visible()
+        frame.locator("body").screenshot(path=SCREENSHOTS / "06-drift-report.png")
+
+        # A run of equal verdicts is one link; the page's script opens the window under the pointer.
+        frame_page = page.goto(f"{base}/batchwatch/models/fraud")
+        assert frame_page.ok
+        quiet = page.locator('a[data-verdict=ok]').filter(has_text="2 windows ending").first.locator("rect")
+        box = quiet.bounding_box()
+        quiet.click(position={"x": box["width"] * 0.75, "y": box["height"] / 2})
+        second_window = DRIFT_DAY + timedelta(days=1)
+        expect(page.locator("main > p").first).to_contain_text(f"– {second_window:%Y-%m-%d %H:%M} UTC")
+        page.go_back()
+        quiet.click(position={"x": box["width"] * 0.25, "y": box["height"] / 2})
+        expect(page.locator("main > p").first).to_contain_text(f"– {DRIFT_DAY:%Y-%m-%d %H:%M} UTC")
 
         # The page links back to Airflow's runs, in the whole window, not the iframe.
         page.goto(f"{base}/batchwatch/models/fraud")
@@ -168,5 +195,17 @@ def test_the_page_shows_a_drift_incident_inside_airflow(airflow_server):
         expect(page).to_have_url(re.compile(r"/dags/fraud_hourly_drift/runs/"))
         # Airflow's UI renders the run after the URL changes: wait for it, so the screenshot shows the run.
         expect(page.get_by_text("check_drift").first).to_be_visible(timeout=30_000)
-        page.screenshot(path=SCREENSHOTS / "05-airflow-run.png")
+        page.screenshot(path=SCREENSHOTS / "07-airflow-run.png")
+
+        # And back: the drift task's extra links, in the task instance's Details tab of Airflow's UI.
+        page.goto(page.url.rstrip("/") + "/tasks/check_drift/details")
+        extra = page.get_by_role("link", name="Batchwatch", exact=True).and_(page.locator("a[href*='/batchwatch/models/fraud?']"))
+        expect(extra).to_have_attribute("href", re.compile(r"/batchwatch/models/fraud\?dag_id=fraud_hourly_drift&run_id=manual__"))
+        expect(page.get_by_role("link", name="Drift report", exact=True)).to_have_attribute(
+            "href", f"/batchwatch/models/fraud/reports/drift/{DRIFT_DAY + timedelta(days=1):%Y%m%dT%H%MZ}"
+        )
+        page.screenshot(path=SCREENSHOTS / "08-task-extra-links.png")
+        extra.click()
+        expect(page.locator(".banner")).to_contain_text("fraud_hourly_drift")
+        expect(page.locator("tr.incident-open")).to_have_count(1)
         browser.close()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from batchwatch import cli, registry
+from batchwatch import cli, queries, registry
 from batchwatch.demo.seed import simulate_into
 from batchwatch.demo.simulate import Scenario
 from batchwatch.modeling.training import LABEL, bootstrap_champion, read_labelled, train
@@ -193,8 +193,8 @@ def test_rollback_restores_the_previous_champion_for_the_next_nightly_run(stale_
     assert champion(engine) == stale + 1
     with pytest.raises(SystemExit):
         cli.main(["--warehouse", engine.url.render_as_string(hide_password=False), "rollback", "fraud"])
-    history = registry.alias_history(engine, "fraud")
-    assert list(history["event"]) == ["set_champion", "promoted", "rollback", "rollback"]
+    history = queries.alias_history(engine, "fraud")
+    assert [event.event for event in history] == ["set_champion", "promoted", "rollback", "rollback"]
 
 
 def test_two_concurrent_promotions_cannot_both_win(stale_world):

@@ -33,12 +33,27 @@ REFERENCES = {
 
 
 def test_a_drifted_column_is_highlighted_and_drawn_as_inline_svg() -> None:
-    tests = [row("amount", "ks", "drifted", details={"current_mean": 9.5}), row("merchant", "chi2", "ok")]
+    tests = [
+        row("amount", "ks", "drifted", details={"current_mean": 9.5}),
+        row("amount", "psi", "ok", details={"current_counts": [0, 0, 0, 5, 35]}),  # not drifted, but it carries the current bins
+        row("merchant", "chi2", "ok"),
+    ]
     page = render_drift_report(summary(), tests, REFERENCES)
-    assert page.count('<tr class="drifted">') == 1 and page.count('<tr class="ok">') == 1
+    assert page.count('<tr class="drifted">') == 1 and page.count('<tr class="ok">') == 2
     svg = re.search(r'<svg class="chart density".*?</svg>', page, re.S)
-    assert svg and "reference distribution of amount" in svg.group() and "current mean 9.5" in svg.group()
-    assert "<rect" in svg.group()
+    assert svg and "amount: reference (filled) and current (outlined)" in svg.group() and "current mean 9.5" in svg.group()
+    assert svg.group().count('<rect class="reference"') == 5 and svg.group().count('<rect class="current"') == 5
+    assert "87.5% of current rows" in svg.group()  # 35 of 40 in the upper open tail
+
+
+def test_a_drifted_category_shows_reference_and_current_shares() -> None:
+    tests = [
+        row("merchant", "chi2", "drifted", n_current=100, details={"current_frequencies": {"a": 50, "b": 20}}),
+        row("merchant", "unseen_share", "drifted", details={"unseen": {"new": 30}}),
+    ]
+    page = render_drift_report(summary(), tests, {"merchant": {"frequencies": {"a": 50, "b": 50}}})
+    shares = re.findall(r'<tr><td class="name">(\w+)</td><td>([^<]+)</td><td>([^<]+)</td></tr>', page)
+    assert shares == [("b", "50.0%", "20.0%"), ("new", "0.0%", "30.0%"), ("a", "50.0%", "50.0%")]  # largest move first
     assert "1e-30" in page and "10,000" in page and "distribution:amount: psi 0.9" in page
 
 

@@ -113,6 +113,23 @@ def test_psi_by_hand_on_decile_bins() -> None:
     assert psi(reference, np.arange(1.0, 11.0)) == 0.0
 
 
+def test_the_current_side_is_kept_on_the_reference_bins() -> None:
+    """What the page draws beside the reference: the window's finite values counted on the reference's
+    right-closed decile bins (open tails included), as numpy's histogram counts them on closed edges."""
+    rng = _rng(11)
+    reference = NumericReference.from_values(rng.normal(size=5_000))
+    current = _with_non_finite(rng.normal(0.5, 1.2, size=3_000), seed=12)
+    compared = compare_numeric(reference, current)
+    finite = current[np.isfinite(current)]
+    edges = np.concatenate([[-np.inf], reference.edges, [np.inf]])
+    by_numpy = [int(np.sum((finite > low) & (finite <= high))) for low, high in zip(edges[:-1], edges[1:], strict=True)]
+    assert list(compared.current_counts) == by_numpy and sum(compared.current_counts) == compared.n_current
+    assert compare_numeric(reference, np.array([np.nan])).current_counts == (0,) * 10
+
+    categorical = compare_categorical(CategoricalReference.from_values(pd.Series(["a", "b", "b"])), pd.Series(["b", "c", None, "b"]))
+    assert categorical.current_frequencies == {"b": 2} and categorical.unseen == {"c": 1}
+
+
 def test_psi_bins_are_right_closed() -> None:
     reference = NumericReference.from_values(np.arange(1.0, 11.0))
     on_first_edge = np.full(4, reference.edges[0])  # belongs to bin 0, together with the reference's 1.0

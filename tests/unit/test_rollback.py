@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from sklearn.dummy import DummyClassifier
 
-from batchwatch import cli, registry
+from batchwatch import cli, queries, registry
 from batchwatch.promotion import gates, retrain
 from batchwatch.warehouse import make_engine
 
@@ -136,9 +136,9 @@ def test_each_rollback_goes_one_step_further_back_and_the_last_one_fails_clearly
     with pytest.raises(retrain.PromotionRefused, match=r"v1 has no earlier champion to roll back to.*rollback --to VERSION"):
         retrain.rollback(engine, "fraud", to_version=None, reason="and v1?", actor="test")
     assert champion(engine) == 1 and marked(engine)[1] is None, "a refused rollback changes nothing"
-    history = registry.alias_history(engine, "fraud")
-    assert list(history["event"]) == ["set_champion"] * 3 + ["rollback"] * 2
-    assert list(history["version"][-2:]) == [2, 1] and list(history["previous_version"][-2:]) == [3, 2]
+    history = queries.alias_history(engine, "fraud")
+    assert [event.event for event in history] == ["set_champion"] * 3 + ["rollback"] * 2
+    assert [(event.version, event.previous_version) for event in history[-2:]] == [(2, 3), (1, 2)]
 
 
 def test_rollback_to_a_named_version_restores_it_and_lifts_its_mark(three_champions, fraud_spec):
@@ -182,8 +182,8 @@ def test_the_gate_names_the_version_rolled_back_from_and_an_identical_copy(three
 def test_versions_lists_the_rollback_and_rollback_help_says_what_a_second_one_does(three_champions, capsys):
     engine = three_champions
     retrain.rollback(engine, "fraud", to_version=None, reason="v3 flags too much", actor="test")
-    listed = registry.list_versions(engine, "fraud").set_index("version")
-    assert listed.loc[3, "rolled_back"] != "" and listed.loc[2, "rolled_back"] == "" and listed.loc[2, "alias"] == "champion"
+    listed = {row.version: row for row in queries.versions(engine, "fraud")}
+    assert listed[3].rolled_back_at is not None and listed[2].rolled_back_at is None and listed[2].aliases == ["champion"]
 
     with pytest.raises(SystemExit) as exited:
         cli.main(["rollback", "--help"])

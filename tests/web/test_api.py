@@ -82,6 +82,9 @@ def test_the_routes_serve_the_read_layer(client, world):
     assert overview["latest_day"]["rows_scored"] == world["summaries"][-1]["rows_scored"]
     heatmap = _get(client, "/models/fraud/drift", "admin", days=90).json()
     assert [datetime.fromisoformat(w.replace("Z", "+00:00")) for w in heatmap["windows"]] == world["windows"]
+    checks = {(check["column"], check["test"]): check for check in heatmap["checks"]}
+    assert checks[("country", "null_rate")]["verdicts"] == ["ok", "drifted", "ok"]
+    assert len(checks[("amount", "ks")]["effect_sizes"]) == len(world["windows"])
     versions = _get(client, "/models/fraud/versions", "admin").json()
     assert [v["version"] for v in versions] == [world["third"], world["candidate"], world["first"]]
     history = _get(client, "/models/fraud/alias-history", "admin").json()

@@ -32,11 +32,18 @@ def test_the_heatmap_places_every_stored_test_in_its_window(world):
     assert heatmap.windows == windows
     with engine.connect() as connection:
         stored = connection.execute(sa.text("SELECT COUNT(*) FROM drift_results WHERE model_name = 'fraud'")).scalar_one()
-    assert sum(cell is not None for row in heatmap.cells for cell in row) == stored
-    row = {(check.column, check.test): cells for check, cells in zip(heatmap.checks, heatmap.cells, strict=True)}
-    assert [cell.verdict for cell in row[("country", "null_rate")]] == ["ok", "drifted", "ok"]
-    assert [cell.verdict for cell in row[("merchant_category", "unseen_share")]] == ["ok", "drifted", "ok"]
-    assert row[("merchant_category", "unseen_share")][1].effect_size == pytest.approx(0.03, abs=0.01)
+    assert sum(verdict is not None for check in heatmap.checks for verdict in check.verdicts) == stored
+    row = {(check.column, check.test): check for check in heatmap.checks}
+    assert row[("country", "null_rate")].verdicts == ["ok", "drifted", "ok"]
+    assert row[("merchant_category", "unseen_share")].verdicts == ["ok", "drifted", "ok"]
+    with engine.connect() as connection:
+        effect = connection.execute(sa.text(
+            "SELECT effect_size FROM drift_results WHERE model_name = 'fraud' AND column_name = 'merchant_category'"
+            " AND test = 'unseen_share' ORDER BY window_end"
+        )).scalars().all()
+    assert row[("merchant_category", "unseen_share")].effect_sizes == pytest.approx(effect, rel=1e-12)
+    assert row[("merchant_category", "unseen_share")].effect_sizes[1] == pytest.approx(0.03, abs=0.01)
+    assert row[("country", "null_rate")].drifted and not row[("amount", "ks")].drifted
     assert heatmap.checks[-1].column == queries.SCORE_COLUMN  # scores sort after the features
     # A window older than `days` drops out.
     assert queries.drift_heatmap(engine, "fraud", days=1, now=windows[-1]).windows == windows[1:]

@@ -214,7 +214,10 @@ def _numeric_tests(name: str, reference: NumericReference, values: np.ndarray, s
     }
     return [
         TestResult(name, f"{test_prefix}ks", check, compared.ks_statistic, p_value=compared.ks_pvalue, **sizes, details=details),
-        TestResult(name, f"{test_prefix}psi", check, compared.psi, effect_size=compared.psi, threshold=spec.drift.psi_threshold, **sizes),
+        TestResult(
+            name, f"{test_prefix}psi", check, compared.psi, effect_size=compared.psi, threshold=spec.drift.psi_threshold, **sizes,
+            details={"current_counts": list(compared.current_counts)},
+        ),
         TestResult(
             name, f"{test_prefix}wasserstein", check, compared.wasserstein, effect_size=compared.wasserstein_norm,
             threshold=spec.drift.wasserstein_threshold, **sizes, details={"normalised_by": "reference std"},
@@ -227,7 +230,10 @@ def _categorical_tests(name: str, reference: CategoricalReference, values: pd.Se
     check = f"distribution:{name}"
     sizes = {"n_reference": compared.n_reference, "n_current": compared.n_current}
     return [
-        TestResult(name, "chi2", check, compared.chi2_statistic, p_value=compared.chi2_pvalue, **sizes, details={"dof": compared.dof}),
+        TestResult(
+            name, "chi2", check, compared.chi2_statistic, p_value=compared.chi2_pvalue, **sizes,
+            details={"dof": compared.dof, "current_frequencies": compared.current_frequencies},
+        ),
         TestResult(
             name, "jensen_shannon", check, compared.jensen_shannon, effect_size=compared.jensen_shannon,
             threshold=spec.drift.jensen_shannon_threshold, **sizes,

@@ -15,7 +15,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from batchwatch.errors import InvalidArgument
-from batchwatch.reporting.svg import density_chart
+from batchwatch.reporting.svg import category_shares, density_chart
 
 WINDOW_FORMAT = "%Y%m%dT%H%MZ"
 WINDOW_PATTERN = re.compile(r"^\d{8}T\d{4}Z$")
@@ -73,7 +73,8 @@ def _test_rows(tests: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _reference_section(column: str, tests: Sequence[Mapping[str, Any]], reference: Mapping[str, Any] | None) -> str:
-    """The reference distribution of one drifted column: decile histogram for numbers, shares for categories."""
+    """One drifted column, reference against current: decile histograms for numbers, shares for categories.
+    `tests` are every test of the column in the window (their details carry the current side)."""
     title = f"<h3>{escape(column)}</h3>"
     if reference is None:
         return f"{title}<p>No single-column reference distribution (a check over several columns).</p>"
@@ -82,13 +83,27 @@ def _reference_section(column: str, tests: Sequence[Mapping[str, Any]], referenc
         current = next((t["details"]["current_mean"] for t in tests if (t.get("details") or {}).get("current_mean") is not None), None)
         if current is not None:
             markers.append(("current mean", float(current)))
-        chart = density_chart(reference["edges"], reference["counts"], title=f"reference distribution of {column}", markers=markers)
+        current_counts = next((t["details"]["current_counts"] for t in tests if (t.get("details") or {}).get("current_counts")), None)
+        chart = density_chart(reference["edges"], reference["counts"], title=f"{column}: reference (filled) and current (outlined)",
+                              markers=markers, current_counts=current_counts)
         return title + (chart or "<p>The reference has too few distinct values to draw.</p>")
-    frequencies: Mapping[str, int] = reference.get("frequencies", {})
-    total = sum(frequencies.values()) or 1
-    top = sorted(frequencies.items(), key=lambda item: -item[1])[:15]
-    rows = "".join(f'<tr><td class="name">{escape(name)}</td><td>{count / total:.1%}</td></tr>' for name, count in top)
-    return f"{title}<table><tr><th>reference category</th><th>share</th></tr>{rows}</table>"
+    current: dict[str, int] = {}
+    current_total = None
+    for t in tests:
+        details = t.get("details") or {}
+        current.update(details.get("current_frequencies", {}))
+        current.update(details.get("unseen", {}))
+        if "current_frequencies" in details:
+            current_total = t.get("n_current")
+    rows = "".join(
+        f'<tr><td class="name">{escape(name)}</td><td>{_share(ours)}</td><td>{_share(theirs)}</td></tr>'
+        for name, ours, theirs in category_shares(reference.get("frequencies", {}), current, current_total=current_total if current else None)
+    )
+    return f"{title}<table><tr><th>category</th><th>reference share</th><th>current share</th></tr>{rows}</table>"
+
+
+def _share(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
 
 
 def render_drift_report(
@@ -105,7 +120,9 @@ def render_drift_report(
     for t in tests:
         if t.get("verdict") == "drifted":
             drifted_columns.setdefault(str(t["column_name"]), []).append(t)
-    sections = "".join(_reference_section(column, members, references.get(column)) for column, members in drifted_columns.items())
+    sections = "".join(
+        _reference_section(column, [t for t in tests if t["column_name"] == column], references.get(column)) for column in drifted_columns
+    )
     drifted_lines = "".join(f"<li>{escape(line)}</li>" for line in summary.get("drifted", []))
     title = f"Drift report: {model} v{summary['model_version']}, window ending {summary['window_end']}"
     return (

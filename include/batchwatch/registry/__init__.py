@@ -17,11 +17,9 @@ from batchwatch.registry.store import (
     ALIASES,
     DATA_FINGERPRINT,
     LoadedModel,
-    alias_history,
     alias_version,
     alias_version_in,
     get_version,
-    list_versions,
     load_alias,
     load_version,
     lock_model,
@@ -35,7 +33,7 @@ from batchwatch.registry.store import (
 )
 
 __all__ = [
-    "ALIASES", "DATA_FINGERPRINT", "ArtifactIntegrityError", "LoadedModel", "RegistryError", "alias_history", "alias_version", "alias_version_in",
-    "artifact_path", "artifact_root", "dump_artifact", "get_version", "list_versions", "load_alias", "load_version", "lock_model", "mark_rolled_back",
+    "ALIASES", "DATA_FINGERPRINT", "ArtifactIntegrityError", "LoadedModel", "RegistryError", "alias_version", "alias_version_in",
+    "artifact_path", "artifact_root", "dump_artifact", "get_version", "load_alias", "load_version", "lock_model", "mark_rolled_back",
     "pipeline_steps", "point_alias", "read_artifact", "record_event", "register", "rolled_back_from", "set_alias", "write_artifact",
 ]

@@ -15,7 +15,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -293,43 +292,3 @@ def load_version(engine: Engine, model_name: str, version: int) -> LoadedModel:
 def load_alias(engine: Engine, model_name: str, alias: str) -> LoadedModel | None:
     version = alias_version(engine, model_name, alias)
     return None if version is None else load_version(engine, model_name, version)
-
-
-def list_versions(engine: Engine, model_name: str) -> pd.DataFrame:
-    """Every version with its holdout metrics, lineage and current aliases, newest first."""
-    query = sa.text(
-        "SELECT v.version, v.created_at, v.parent_version, v.metrics, v.trained_on, v.sha256, v.rolled_back_at,"
-        " (SELECT a.alias FROM model_aliases a WHERE a.model_name = v.model_name AND a.version = v.version) AS alias"
-        " FROM model_versions v WHERE v.model_name = :m ORDER BY v.version DESC"
-    ).columns(metrics=sa.JSON, trained_on=sa.JSON)
-    with engine.connect() as connection:
-        rows = connection.execute(query, {"m": model_name}).mappings().all()
-    return pd.DataFrame(
-        [
-            {
-                "version": row["version"],
-                "alias": row["alias"] or "",
-                "created_at": row["created_at"],
-                "parent": row["parent_version"],
-                "holdout_auc": (row["metrics"].get("validation") or {}).get("roc_auc"),
-                "holdout_brier": (row["metrics"].get("validation") or {}).get("brier"),
-                "rows": row["trained_on"].get("rows"),
-                "window": f"{row['trained_on'].get('start', '?')[:10]}..{row['trained_on'].get('end', '?')[:10]}",
-                "sha256": row["sha256"][:12],
-                "rolled_back": "" if row["rolled_back_at"] is None else f"{utc_timestamp(row['rolled_back_at']):%Y-%m-%d %H:%M}",
-            }
-            for row in rows
-        ],
-        columns=["version", "alias", "created_at", "parent", "holdout_auc", "holdout_brier", "rows", "window", "sha256", "rolled_back"],
-    ).astype({"parent": "Int64"})
-
-
-def alias_history(engine: Engine, model_name: str) -> pd.DataFrame:
-    """Who moved which alias to what, when and why: the audit log, oldest first."""
-    query = sa.text(
-        "SELECT id, created_at, event, version, previous_version, actor, reason FROM model_events WHERE model_name = :m ORDER BY id"
-    )
-    with engine.connect() as connection:
-        history = pd.DataFrame(connection.execute(query, {"m": model_name}).mappings().all(),
-                               columns=["id", "created_at", "event", "version", "previous_version", "actor", "reason"])
-    return history.astype({"version": "Int64", "previous_version": "Int64"})

@@ -5,7 +5,9 @@ Every label is escaped here; the caller may embed the returned markup as is.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import bisect
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 from html import escape
 
 WIDTH, HEIGHT, PAD = 640, 140, 28
@@ -43,32 +45,49 @@ def line_chart(labels: Sequence[str], values: Sequence[float | None], *, title: 
     )
 
 
-def density_chart(edges: Sequence[float], counts: Sequence[float], *, title: str, markers: Sequence[tuple[str, float]] = ()) -> str:
-    """The reference histogram on its stored (decile) edges, bar area = share of rows, with vertical
-    markers (reference and current means) where the current side is stored only as moments."""
+def density_chart(
+    edges: Sequence[float],
+    counts: Sequence[float],
+    *,
+    title: str,
+    markers: Sequence[tuple[str, float]] = (),
+    current_counts: Sequence[float] | None = None,
+) -> str:
+    """The reference histogram on its stored (decile) edges, bar area = share of rows; with `current_counts`
+    (the window's values on the same bins) the current histogram as outlined bars over it, and vertical
+    markers (e.g. the two means)."""
     if len(counts) == len(edges) + 1 and len(edges) >= 2:
         # Cut points with open tails (how reference_profiles stores deciles): draw each tail one neighbour wide.
         edges = [2 * edges[0] - edges[1], *edges, 2 * edges[-1] - edges[-2]]
     if len(edges) < 2 or len(counts) != len(edges) - 1:
         return ""
+    if current_counts is not None and (len(current_counts) != len(counts) or not sum(current_counts)):
+        current_counts = None
     low, high = float(edges[0]), float(edges[-1])
     for _, value in markers:
         low, high = min(low, value), max(high, value)
     span = (high - low) or 1.0
-    total = sum(counts) or 1.0
-    heights = [count / total / max(float(b) - float(a), 1e-12) for a, b, count in zip(edges[:-1], edges[1:], counts, strict=True)]
-    top = _scale(heights)
+
+    def densities(values: Sequence[float]) -> list[float]:
+        total = sum(values) or 1.0
+        return [count / total / max(float(b) - float(a), 1e-12) for a, b, count in zip(edges[:-1], edges[1:], values, strict=True)]
 
     def x(value: float) -> float:
         return PAD + (WIDTH - 2 * PAD) * (value - low) / span
 
+    series = [("reference", counts, densities(counts))]
+    if current_counts is not None:
+        series.append(("current", current_counts, densities(current_counts)))
+    top = _scale([h for _, _, heights in series for h in heights])
     parts = []
-    for a, b, h, count in zip(edges[:-1], edges[1:], heights, counts, strict=True):
-        bar = (HEIGHT - 2 * PAD) * h / top
-        parts.append(
-            f'<rect class="reference" x="{x(float(a)):.1f}" y="{HEIGHT - PAD - bar:.1f}" width="{max(x(float(b)) - x(float(a)), 0.5):.1f}" '
-            f'height="{bar:.1f}"><title>[{float(a):.4g}, {float(b):.4g}): {count / total:.1%} of reference rows</title></rect>'
-        )
+    for name, values, heights in series:
+        total = sum(values) or 1.0
+        for a, b, h, count in zip(edges[:-1], edges[1:], heights, values, strict=True):
+            bar = (HEIGHT - 2 * PAD) * h / top
+            parts.append(
+                f'<rect class="{name}" x="{x(float(a)):.1f}" y="{HEIGHT - PAD - bar:.1f}" width="{max(x(float(b)) - x(float(a)), 0.5):.1f}" '
+                f'height="{bar:.1f}"><title>[{float(a):.4g}, {float(b):.4g}): {count / total:.1%} of {name} rows</title></rect>'
+            )
     for i, (label, value) in enumerate(markers):
         parts.append(
             f'<line class="marker m{i}" x1="{x(value):.1f}" y1="{PAD - 6}" x2="{x(value):.1f}" y2="{HEIGHT - PAD}"/>'
@@ -82,3 +101,94 @@ def density_chart(edges: Sequence[float], counts: Sequence[float], *, title: str
         f'<svg class="chart density" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}">'
         f"<title>{escape(title)}</title>{axis}{''.join(parts)}</svg>"
     )
+
+
+def category_shares(
+    reference: Mapping[str, int], current: Mapping[str, int], *, current_total: int | None = None, limit: int = 15
+) -> list[tuple[str, float | None, float | None]]:
+    """(category, reference share, current share) for the categories that moved most, largest change first.
+
+    A category one side never saw has share 0 there; with no current counts stored the current share is
+    None. `current_total` is the window's non-null count when `current` holds only some categories.
+    """
+    reference_total, current_total = sum(reference.values()), current_total or sum(current.values())
+    rows = []
+    for name in set(reference) | set(current):
+        ours = reference.get(name, 0) / reference_total if reference_total else None
+        theirs = current.get(name, 0) / current_total if current_total else None
+        rows.append((name, ours, theirs))
+    rows.sort(key=lambda row: (-abs((row[2] or 0.0) - (row[1] or 0.0)) if row[2] is not None else -(row[1] or 0.0), row[0]))
+    return rows[:limit]
+
+def _runs(values: Sequence[str | None]) -> list[tuple[int, int, str | None]]:
+    """Maximal runs of equal values as (first index, length, value)."""
+    runs: list[tuple[int, int, str | None]] = []
+    for i, value in enumerate(values):
+        if runs and runs[-1][2] == value:
+            first, length, _ = runs[-1]
+            runs[-1] = (first, length + 1, value)
+        else:
+            runs.append((i, 1, value))
+    return runs
+
+
+def verdict_heatmap(
+    windows: Sequence[datetime],
+    rows: Sequence[tuple[str, str, Sequence[str | None]]],
+    *,
+    title: str,
+    href: Callable[[str, str, datetime], str],
+    label_width: int = 230,
+    width: int = 1200,
+    row_height: int = 16,
+) -> str:
+    """Checks (rows) x windows (columns), coloured by verdict; `rows` holds (column, test, verdicts).
+
+    A month of hourly windows is ~700 columns by dozens of checks: drawn cell by cell that is tens of
+    thousands of elements. Equal neighbours are merged into one rect, so a quiet check is one element
+    and the page stays light. Each run links to its first window (`href(column, test, window)`); a page
+    script may refine a click to the window under the pointer from `data-windows` and `data-label-width`.
+    """
+    if not windows:
+        return ""
+    cell = (width - label_width) / len(windows)
+    top = 18
+    parts = []
+    # A window ending at midnight holds the day before: each day's columns start at its first window
+    # ending after its midnight, and are labelled with that day.
+    days = sorted({(window - timedelta(microseconds=1)).replace(hour=0, minute=0, second=0, microsecond=0) for window in windows})
+    label_every = max(1, len(days) // 10)
+    for n, day in enumerate(days):
+        x = label_width + bisect.bisect_right(windows, day) * cell
+        parts.append(f'<line class="day" x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{top + row_height * len(rows)}"/>')
+        if n % label_every == 0:
+            parts.append(f'<text x="{x + 2:.1f}" y="{top - 6}">{day:%m-%d}</text>')
+    for r, (column, test, verdicts) in enumerate(rows):
+        y = top + r * row_height
+        name = f"{column} · {test}"
+        parts.append(
+            f'<g class="check" data-check="{escape(column)}:{escape(test)}">'
+            f'<text class="label" x="{label_width - 6}" y="{y + row_height - 4}" text-anchor="end">{escape(name)}</text>'
+        )
+        for first, length, verdict in _runs(verdicts):
+            start, end = windows[first], windows[first + length - 1]
+            span = f"window ending {start:%Y-%m-%d %H:%M}" if length == 1 else f"{length} windows ending {start:%Y-%m-%d %H:%M} … {end:%H:%M}"
+            if length > 1 and start.date() != end.date():
+                span = f"{length} windows ending {start:%Y-%m-%d %H:%M} … {end:%Y-%m-%d %H:%M}"
+            rect = (
+                f'<rect class="v-{escape(verdict or "none")}" x="{label_width + first * cell:.2f}" y="{y + 1}" width="{length * cell:.2f}" '
+                f'height="{row_height - 2}"><title>{escape(name)}: {escape(verdict or "not run")}, {span} UTC</title></rect>'
+            )
+            if verdict is None:
+                parts.append(rect)
+            else:
+                link = escape(href(column, test, start))
+                parts.append(f'<a href="{link}" data-verdict="{escape(verdict)}" data-check="{escape(column)}:{escape(test)}">{rect}</a>')
+        parts.append("</g>")
+    height = top + row_height * len(rows) + 4
+    return (
+        f'<svg class="heatmap" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}" '
+        f'data-label-width="{label_width}" data-windows="{" ".join(f"{window:%Y-%m-%dT%H:%M:%SZ}" for window in windows)}">'
+        f'<title>{escape(title)}</title>{"".join(parts)}</svg>'
+    )
+

@@ -156,6 +156,7 @@ class NumericComparison:
     psi: float
     current_mean: float
     current_std: float
+    current_counts: tuple[int, ...]  # the current finite values on the reference's bins: what a page draws beside the reference
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ class CategoricalComparison:
     jensen_shannon: float  # base-2 distance in [0, 1]
     unseen_share: float  # share of current non-null values whose category the reference never saw
     unseen: dict[str, int]  # the most frequent unseen categories, most frequent first
+    current_frequencies: dict[str, int]  # the current counts of the reference's categories (unseen ones are in `unseen`)
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,10 @@ def wasserstein_sorted(sorted_a: np.ndarray, sorted_b: np.ndarray) -> float:
     return float(area + np.dot(tail_change, tail_width))
 
 
+# The share an empty bin counts as in PSI, so one empty bin cannot make it infinite.
+PSI_FLOOR = 1e-4
+
+
 def _psi_from_counts(reference_counts: np.ndarray, current_counts: np.ndarray, floor: float) -> float:
     """The floor keeps an empty bin from making PSI infinite."""
     reference_total, current_total = reference_counts.sum(), current_counts.sum()
@@ -253,11 +259,14 @@ def _psi_from_counts(reference_counts: np.ndarray, current_counts: np.ndarray, f
     return float(np.sum((current_share - reference_share) * np.log(current_share / reference_share)))
 
 
-def psi(reference: NumericReference, current_finite: np.ndarray, floor: float = 1e-4) -> float:
+def binned(reference: NumericReference, current_finite: np.ndarray) -> np.ndarray:
+    """Counts of the current values on the reference's decile bins (open tails included)."""
+    return np.bincount(np.searchsorted(reference.edges, current_finite, side="left"), minlength=reference.edges.size + 1)
+
+
+def psi(reference: NumericReference, current_finite: np.ndarray, floor: float = PSI_FLOOR) -> float:
     """Population stability index of the current values on the reference decile bins."""
-    bins = np.searchsorted(reference.edges, current_finite, side="left")
-    current_counts = np.bincount(bins, minlength=reference.edges.size + 1)
-    return _psi_from_counts(reference.counts, current_counts, floor)
+    return _psi_from_counts(reference.counts, binned(reference, current_finite), floor)
 
 
 def compare_numeric(reference: NumericReference, current: Any) -> NumericComparison:
@@ -281,6 +290,7 @@ def compare_numeric(reference: NumericReference, current: Any) -> NumericCompari
             psi=math.nan,
             current_mean=current_mean,
             current_std=current_std,
+            current_counts=tuple(int(count) for count in binned(reference, sorted_current)),
         )
 
     ks_statistic, ks_pvalue = ks_2samp_fast(reference.sample, sorted_current)
@@ -289,6 +299,7 @@ def compare_numeric(reference: NumericReference, current: Any) -> NumericCompari
         wasserstein_norm = wasserstein / reference.std
     else:
         wasserstein_norm = 0.0 if wasserstein == 0 else math.inf
+    current_counts = binned(reference, sorted_current)
     return NumericComparison(
         n_reference=n_reference,
         n_current=n_current,
@@ -296,9 +307,10 @@ def compare_numeric(reference: NumericReference, current: Any) -> NumericCompari
         ks_pvalue=ks_pvalue,
         wasserstein=wasserstein,
         wasserstein_norm=wasserstein_norm,
-        psi=psi(reference, sorted_current),
+        psi=_psi_from_counts(reference.counts, current_counts, PSI_FLOOR),
         current_mean=current_mean,
         current_std=current_std,
+        current_counts=tuple(int(count) for count in current_counts),
     )
 
 
@@ -351,6 +363,7 @@ def compare_categorical(reference: CategoricalReference, current: Any) -> Catego
         jensen_shannon=_jensen_shannon(table[0], table[1]),
         unseen_share=sum(unseen_counts.values()) / n_current if n_current else math.nan,
         unseen=dict(most_frequent_unseen),
+        current_frequencies={category: current_frequencies[category] for category in seen if category in current_frequencies},
     )
 
 

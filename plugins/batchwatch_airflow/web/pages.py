@@ -31,7 +31,8 @@ STATIC = HERE / "static"
 JOBS = ("nightly_predict", "hourly_drift", "weekly_retrain", "rollback")
 
 templates = Jinja2Templates(directory=HERE / "templates")
-templates.env.globals.update(line_chart=charts.line_chart, density_chart=charts.density_chart)
+templates.env.globals.update(line_chart=charts.line_chart, density_chart=charts.density_chart, drift_heatmap=charts.drift_heatmap,
+                             current_against_reference=charts.current_against_reference, category_shares=charts.category_shares)
 router = APIRouter(tags=["Batchwatch pages"], include_in_schema=False)
 
 
