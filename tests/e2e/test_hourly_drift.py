@@ -212,8 +212,8 @@ def test_a_drifted_window_leaves_its_report_and_a_link_to_it(drifting_world):
     assert page.count('<tr class="drifted">') == len(drifted) > 0
     for line in task_results["check_drift"]["drifted"]:
         assert line.split(":")[0] in page
-    assert "reference distribution of country" not in page  # categorical: a table of shares, not a histogram
-    assert "<table><tr><th>reference category</th>" in page
+    assert "country: reference (filled)" not in page  # categorical: a table of shares, not a histogram
+    assert "<table><tr><th>category</th><th>reference share</th><th>current share</th></tr>" in page
 
     with create_session() as session:
         run_id = session.query(DagRun).filter_by(dag_id="fraud_hourly_drift", data_interval_end=drifted_end).one().run_id

@@ -139,29 +139,51 @@ def test_a_huge_window_with_a_negligible_shift_is_not_flagged(spec):
     rng = np.random.default_rng(5)
     reference = drift.NumericReference.from_values(rng.normal(100, 10, 200_000), sample_size=200_000)
     current = rng.normal(100.2, 10, 1_000_000)
-    results = drift._numeric_tests("amount", reference, current, spec)
+    results = drift._numeric_tests("amount", reference, current, spec, np.random.default_rng(0))
     drift._decide(results, spec.drift.min_rows, spec.drift.fdr)
     ks = next(r for r in results if r.test == "ks")
     assert ks.p_value < 0.05 and ks.p_adjusted < 0.05, "the test itself must see the shift for this to mean anything"
     assert {r.verdict for r in results} == {drift.OK}
 
     shifted = rng.normal(103, 10, 1_000_000)  # 0.3 sd: practically significant
-    results = drift._numeric_tests("amount", reference, shifted, spec)
+    results = drift._numeric_tests("amount", reference, shifted, spec, np.random.default_rng(0))
     drift._decide(results, spec.drift.min_rows, spec.drift.fdr)
     assert {r.verdict for r in results} == {drift.DRIFTED}
 
 
 def test_small_windows_and_empty_columns_get_a_defined_verdict(spec, champion):
     watch = Watch(spec, champion, days=1)
-    few = watch.features.iloc[:100]
-    results = drift.evaluate(spec, champion.reference, few, watch.scores[:100][watch.valid[:100]])
-    assert {r.verdict for r in results} == {drift.INSUFFICIENT}
+    # 100 rows spread over a clean day: nothing drifted, and a check says ok only when it had the power.
+    few = watch.features.sample(100, random_state=1)
+    results = drift.evaluate(spec, champion.reference, few, watch.scores[few.index])
+    assert drift.DRIFTED not in {r.verdict for r in results}
+    assert all(r.power >= 0.8 for r in results if r.verdict == drift.OK)
+    insufficient = [r for r in results if r.verdict == drift.INSUFFICIENT]
+    assert {r.check for r in insufficient} >= {"distribution:amount", "null_rate:amount", "score_distribution:__score__"}
+    assert all(r.details["insufficient_data"].startswith("power ") for r in insufficient)
+    # Below drift.min_rows no test runs at all.
+    tiny = drift.evaluate(spec, champion.reference, watch.features.iloc[:20], watch.scores[:20])
+    assert {r.verdict for r in tiny} == {drift.INSUFFICIENT}
 
     all_null = watch.features.iloc[:5_000].copy()
     all_null["avg_amount_7d"] = np.nan
     verdicts = {r.check: r.verdict for r in drift.evaluate(spec, champion.reference, all_null, watch.scores[:5_000])}
     assert verdicts["distribution:avg_amount_7d"] == drift.INSUFFICIENT
     assert verdicts["null_rate:avg_amount_7d"] == drift.DRIFTED
+
+
+def test_a_strong_signal_in_a_small_window_is_drifted_and_a_weak_one_is_not_ok(spec):
+    """The evaluation's case: 291 rows where a column went from 75% to 27% null (h ~ 1.0). Under the old
+    min_rows every check said insufficient_data; the null-rate test alone has power to spare."""
+    rng = np.random.default_rng(3)
+    tests = [
+        drift._rate_test("country", "null_rate", 7_500, 10_000, 79, 291, spec.drift.null_rate_h_threshold, spec.drift.fdr),
+        *drift._numeric_tests("amount", drift.NumericReference.from_values(rng.normal(size=10_000)), rng.normal(size=291), spec, rng),
+    ]
+    drift._decide(tests, spec.drift.min_rows, spec.drift.fdr)
+    verdicts = {r.check: r.verdict for r in tests}
+    assert verdicts == {"null_rate:country": drift.DRIFTED, "distribution:amount": drift.INSUFFICIENT}
+    assert tests[0].p_value < 1e-50 and tests[0].effect_size > 0.9
 
 
 def test_excluded_columns_are_not_compared(spec, champion):
@@ -186,7 +208,7 @@ def test_reference_profile_survives_the_round_trip_through_json(spec, champion):
 def test_domain_classifier_tells_drifted_rows_apart(fraud_spec, champion):
     """The multivariate check: AUC near 0.5 on a clean day, over its threshold once the joint distribution moves."""
     clean = Watch(fraud_spec, champion, days=1)
-    auc, n = drift.domain_classifier_auc(champion.reference.joint, clean.features, fraud_spec)
+    auc, p_value, n = drift.domain_classifier_auc(champion.reference.joint, clean.features, fraud_spec)
     assert n == fraud_spec.drift.multivariate.sample_rows
     assert auc < fraud_spec.drift.multivariate.auc_threshold
 
@@ -194,5 +216,21 @@ def test_domain_classifier_tells_drifted_rows_apart(fraud_spec, champion):
     moved = clean.features.copy()
     moved["amount"] = moved["amount"].sample(frac=1.0, random_state=3).to_numpy()
     moved["log_amount"] = np.log1p(moved["amount"].clip(lower=0))  # as fraud_demo derives it
-    auc, _ = drift.domain_classifier_auc(champion.reference.joint, moved, fraud_spec)
-    assert auc > fraud_spec.drift.multivariate.auc_threshold
+    auc, p_value, _ = drift.domain_classifier_auc(champion.reference.joint, moved, fraud_spec)
+    assert auc > fraud_spec.drift.multivariate.auc_threshold and p_value < 1e-6
+
+
+def test_the_offline_check_gives_the_scheduled_checks_results(spec, champion):
+    """compare_frames on two frames equals evaluate() against the reference registration would build from the first."""
+    from batchwatch.monitoring.offline import compare_frames
+
+    watch = Watch(spec, champion, days=2)
+    before, window = watch.features.iloc[5_000:25_000], watch.features.iloc[:5_000]
+    scores_before, scores_now = watch.scores[5_000:25_000], watch.scores[:5_000]
+    reference = drift.build_reference(spec, before.reset_index(drop=True), scores_before)
+    scheduled = [r.row() for r in drift.evaluate(spec, reference, window, scores_now, seed=3)]
+    offline = compare_frames(
+        before, window, columns=spec.model_features, categorical=spec.categorical_features, reference_scores=scores_before,
+        current_scores=scores_now, score_threshold=spec.scoring.threshold, settings=spec.drift, seed=3,
+    )
+    assert [r.row() for r in offline.results] == scheduled and offline.status == drift.window_status(offline.results)

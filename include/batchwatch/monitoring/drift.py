@@ -13,6 +13,7 @@ every verdict of a window whose rows span less than `drift.min_window_coverage` 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field, fields
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from scipy import stats
 from sqlalchemy.engine import Engine
 
 from batchwatch import registry
@@ -35,13 +37,31 @@ from batchwatch.monitoring.report import render_drift_report, report_relpath
 from batchwatch.scoring import load_champion, score, source_query
 from batchwatch.serialization import finite_or_none, json_safe
 from batchwatch.spec import ModelSpec, quote
+from batchwatch.spec.model import Drift as DriftSettings
 from batchwatch.stats.drift import (
+    PSI_FLOOR,
     CategoricalReference,
     NumericReference,
     benjamini_hochberg,
     compare_categorical,
     compare_numeric,
     proportion_test,
+)
+from batchwatch.stats.effects import (
+    REQUIRED_POWER,
+    debiased,
+    debiased_distance,
+    good_turing_unseen_rate,
+    null_cohens_h_square,
+    null_jensen_shannon,
+    null_psi,
+    null_wasserstein,
+    power_auc,
+    power_chi2_jensen_shannon,
+    power_ks_shift,
+    power_proportion,
+    power_unseen,
+    unseen_test,
 )
 from batchwatch.warehouse import lock_unit, read_frame, refused_queries, sample_predicate, utc_timestamp
 
@@ -60,6 +80,31 @@ class DamagedReference(NoReference):
     """The version's stored reference profile lacks a part the check reads, or holds one it cannot read."""
 
 
+# --- what a check compares -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    threshold: float
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """What the check reads of a ModelSpec, for comparing two DataFrames without one (monitoring.offline).
+
+    The attribute names are ModelSpec's, so evaluate() and build_reference() take either.
+    """
+
+    drift: DriftSettings
+    model_features: list[str]
+    categorical_features: list[str]
+    scoring: ScoreSettings = ScoreSettings(0.5)
+
+    @property
+    def drift_columns(self) -> list[str]:
+        return [name for name in self.model_features if name not in self.drift.exclude]
+
+
 # --- the reference profile --------------------------------------------------------------------
 
 
@@ -67,7 +112,7 @@ class DamagedReference(NoReference):
 class ReferenceProfile:
     numeric: dict[str, NumericReference]
     categorical: dict[str, CategoricalReference]
-    scores: NumericReference
+    scores: NumericReference | None  # None for an offline comparison without scores
     positives: int  # validation rows scored at or over the threshold
     scored: int  # validation rows scored
     joint: pd.DataFrame  # a sample of whole feature rows, for the multivariate check
@@ -99,7 +144,7 @@ class ReferenceProfile:
         )
 
 
-def build_reference(spec: ModelSpec, features: pd.DataFrame, validation_scores: np.ndarray) -> ReferenceProfile:
+def build_reference(spec: ModelSpec | FrameSpec, features: pd.DataFrame, validation_scores: np.ndarray | None) -> ReferenceProfile:
     """Profile every model feature of the training rows and the validation scores (fixed seed: reproducible)."""
     seed = 0
     size = spec.drift.reference_sample_size
@@ -112,9 +157,9 @@ def build_reference(spec: ModelSpec, features: pd.DataFrame, validation_scores: 
             if name not in categorical
         },
         categorical={name: CategoricalReference.from_values(features[name]) for name in spec.model_features if name in categorical},
-        scores=NumericReference.from_values(np.asarray(validation_scores, dtype=float), size, seed),
-        positives=int(np.sum(np.asarray(validation_scores) >= spec.scoring.threshold)),
-        scored=len(validation_scores),
+        scores=None if validation_scores is None else NumericReference.from_values(np.asarray(validation_scores, dtype=float), size, seed),
+        positives=0 if validation_scores is None else int(np.sum(np.asarray(validation_scores) >= spec.scoring.threshold)),
+        scored=0 if validation_scores is None else len(validation_scores),
         joint=features.sample(n=joint_rows, random_state=seed).reset_index(drop=True) if joint_rows else features.iloc[:0],
     )
 
@@ -178,15 +223,23 @@ class TestResult:
     check: str  # the tests of one check share a verdict: e.g. ks, psi and wasserstein of one column
     statistic: float | None
     p_value: float | None = None
-    effect_size: float | None = None
+    effect_size: float | None = None  # debiased: the raw effect minus its expectation under no drift
     threshold: float | None = None
     n_reference: int | None = None
     n_current: int | None = None
     details: dict[str, Any] = field(default_factory=dict)
     p_adjusted: float | None = None
     verdict: str = OK
+    # Power against an effect exactly at the check's threshold: below REQUIRED_POWER an "ok" means nothing.
+    power: float | None = None
+    # A test that cannot reject whatever the data (no nulls on either side, one category) stays out of the
+    # BH family (Tarone's rule for discrete tests): it would only make the others' adjusted p larger.
+    can_reject: bool = True
+    # Tests with one family key count once in BH (e.g. null rates of columns nulled by the same rows).
+    family: str | None = None
 
     def row(self) -> dict[str, Any]:
+        details = {**self.details, "power": self.power} if self.power is not None else self.details
         return {
             "column_name": self.column,
             "test": self.test,
@@ -198,59 +251,89 @@ class TestResult:
             "n_reference": self.n_reference,
             "n_current": self.n_current,
             "verdict": self.verdict,
-            "details": json_safe(self.details),
+            "details": json_safe(details),
         }
 
 
-def _numeric_tests(name: str, reference: NumericReference, values: np.ndarray, spec: ModelSpec, test_prefix: str = "") -> list[TestResult]:
+def _with_bias(raw: float, null: float, *, distance: bool, **details: Any) -> tuple[float, dict[str, Any]]:
+    """The debiased effect and what to show for it: the raw value and what noise alone gives (a mean, or a mean square)."""
+    effect = debiased_distance(raw, null) if distance else debiased(raw, null)
+    noise = {"null_mean_square": null} if distance else {"null_mean": null}
+    return effect, {"raw_effect": finite_or_none(raw, keep_inf=True), **noise, **details}
+
+
+def _numeric_tests(
+    name: str, reference: NumericReference, values: np.ndarray, spec: ModelSpec, rng: np.random.Generator, test_prefix: str = ""
+) -> list[TestResult]:
     compared = compare_numeric(reference, values)
     check = f"{test_prefix}distribution:{name}"
     sizes = {"n_reference": compared.n_reference, "n_current": compared.n_current}
+    power = power_ks_shift(spec.drift.wasserstein_threshold, compared.n_reference, compared.n_current, spec.drift.fdr)
+    constant = reference.std == 0 and compared.current_std == 0 and compared.current_mean == reference.mean
     details = {
         "reference_mean": reference.mean,
         "reference_std": reference.std,
         "current_mean": compared.current_mean,
         "current_std": compared.current_std,
     }
+    psi_effect, psi_details = _with_bias(
+        compared.psi, null_psi(reference.counts, compared.n_current, PSI_FLOOR, rng), distance=False,
+        current_counts=list(compared.current_counts),
+    )
+    scale = reference.std if reference.std > 0 else 1.0
+    w_effect, w_details = _with_bias(
+        compared.wasserstein_norm, null_wasserstein(reference.sample, compared.n_current, rng) / scale**2, distance=True,
+        normalised_by="reference std",
+    )
+    common = {"check": check, "power": power, **sizes}
     return [
-        TestResult(name, f"{test_prefix}ks", check, compared.ks_statistic, p_value=compared.ks_pvalue, **sizes, details=details),
-        TestResult(
-            name, f"{test_prefix}psi", check, compared.psi, effect_size=compared.psi, threshold=spec.drift.psi_threshold, **sizes,
-            details={"current_counts": list(compared.current_counts)},
-        ),
-        TestResult(
-            name, f"{test_prefix}wasserstein", check, compared.wasserstein, effect_size=compared.wasserstein_norm,
-            threshold=spec.drift.wasserstein_threshold, **sizes, details={"normalised_by": "reference std"},
-        ),
+        TestResult(name, f"{test_prefix}ks", statistic=compared.ks_statistic, p_value=compared.ks_pvalue, details=details,
+                   can_reject=not constant, **common),
+        TestResult(name, f"{test_prefix}psi", statistic=compared.psi, effect_size=psi_effect, threshold=spec.drift.psi_threshold,
+                   details=psi_details, **common),
+        TestResult(name, f"{test_prefix}wasserstein", statistic=compared.wasserstein, effect_size=w_effect,
+                   threshold=spec.drift.wasserstein_threshold, details=w_details, **common),
     ]
 
 
-def _categorical_tests(name: str, reference: CategoricalReference, values: pd.Series, spec: ModelSpec) -> list[TestResult]:
+def _categorical_tests(name: str, reference: CategoricalReference, values: pd.Series, spec: ModelSpec, rng: np.random.Generator) -> list[TestResult]:
+    settings = spec.drift
     compared = compare_categorical(reference, values)
-    check = f"distribution:{name}"
     sizes = {"n_reference": compared.n_reference, "n_current": compared.n_current}
+    counts = np.fromiter(reference.frequencies.values(), dtype=np.float64, count=len(reference.frequencies))
+    js_effect, js_details = _with_bias(compared.jensen_shannon, null_jensen_shannon(counts, compared.n_current, rng), distance=True)
+    power = power_chi2_jensen_shannon(
+        settings.jensen_shannon_threshold, len(reference.frequencies), compared.n_reference, compared.n_current, settings.fdr
+    )
+    expected_unseen = good_turing_unseen_rate(reference.frequencies)
+    unseen = round(compared.unseen_share * compared.n_current) if compared.n_current else 0
+    check = f"distribution:{name}"
     return [
         TestResult(
-            name, "chi2", check, compared.chi2_statistic, p_value=compared.chi2_pvalue, **sizes,
+            name, "chi2", check, compared.chi2_statistic, p_value=compared.chi2_pvalue, power=power, can_reject=compared.dof > 0, **sizes,
             details={"dof": compared.dof, "current_frequencies": compared.current_frequencies},
         ),
+        TestResult(name, "jensen_shannon", check, compared.jensen_shannon, effect_size=js_effect, threshold=settings.jensen_shannon_threshold,
+                   power=power, details=js_details, **sizes),
         TestResult(
-            name, "jensen_shannon", check, compared.jensen_shannon, effect_size=compared.jensen_shannon,
-            threshold=spec.drift.jensen_shannon_threshold, **sizes,
-        ),
-        TestResult(
-            name, "unseen_share", f"unseen:{name}", compared.unseen_share, effect_size=compared.unseen_share,
-            threshold=spec.drift.unseen_share_threshold, **sizes, details={"unseen": compared.unseen},
+            name, "unseen_share", f"unseen:{name}", compared.unseen_share, p_value=unseen_test(unseen, compared.n_current, expected_unseen),
+            effect_size=debiased(compared.unseen_share, expected_unseen), threshold=settings.unseen_share_threshold,
+            power=power_unseen(settings.unseen_share_threshold, expected_unseen, compared.n_current, settings.fdr), **sizes,
+            details={"unseen": compared.unseen, "expected_unseen_share": expected_unseen, "raw_effect": finite_or_none(compared.unseen_share)},
         ),
     ]
 
 
-def _rate_test(name: str, test: str, reference_hits: int, reference_n: int, current_hits: int, current_n: int, threshold: float) -> TestResult:
+def _rate_test(name: str, test: str, reference_hits: int, reference_n: int, current_hits: int, current_n: int, threshold: float,
+               alpha: float) -> TestResult:
     compared = proportion_test(reference_hits, reference_n, current_hits, current_n)
+    effect, details = _with_bias(abs(compared.cohens_h), null_cohens_h_square(reference_n, current_n), distance=True)
+    pooled = reference_hits + current_hits
     return TestResult(
-        name, test, f"{test}:{name}", compared.z, p_value=compared.pvalue, effect_size=abs(compared.cohens_h), threshold=threshold,
-        n_reference=reference_n, n_current=current_n,
-        details={"reference_rate": compared.reference_rate, "current_rate": compared.current_rate, "cohens_h": compared.cohens_h},
+        name, test, f"{test}:{name}", compared.z, p_value=compared.pvalue, effect_size=effect, threshold=threshold,
+        n_reference=reference_n, n_current=current_n, power=power_proportion(threshold, reference_n, current_n, alpha),
+        can_reject=0 < pooled < reference_n + current_n,
+        details={"reference_rate": compared.reference_rate, "current_rate": compared.current_rate, "cohens_h": compared.cohens_h, **details},
     )
 
 
@@ -260,10 +343,12 @@ def _codes(values: pd.Series) -> np.ndarray:
     return np.where(codes >= 0, codes, np.nan)
 
 
-def domain_classifier_auc(reference: pd.DataFrame, current: pd.DataFrame, spec: ModelSpec, *, seed: int = 0) -> tuple[float, int]:
-    """Cross-validated AUC of a classifier telling reference rows from current rows, and rows per side."""
+def domain_classifier_auc(reference: pd.DataFrame, current: pd.DataFrame, spec: ModelSpec, *, seed: int = 0) -> tuple[float, float, int]:
+    """Out-of-fold AUC of a classifier telling reference rows from current rows, its one-sided Mann-Whitney
+    p-value (the AUC is U / (n1 n2), so the test of U is the test of AUC > 0.5), and rows per side."""
     from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from threadpoolctl import threadpool_limits
 
     settings = spec.drift.multivariate
@@ -281,72 +366,124 @@ def domain_classifier_auc(reference: pd.DataFrame, current: pd.DataFrame, spec: 
     folds = StratifiedKFold(settings.folds, shuffle=True, random_state=seed)
     # Ten thousand rows gain nothing from OpenMP threads, and on a busy worker they lose 3-30x.
     with threadpool_limits(1):
-        auc = cross_val_score(classifier, encoded.replace([np.inf, -np.inf], np.nan), labels, cv=folds, scoring="roc_auc").mean()
-    return float(auc), n
+        scores = cross_val_predict(classifier, encoded.replace([np.inf, -np.inf], np.nan), labels, cv=folds, method="predict_proba")[:, 1]
+    auc = roc_auc_score(labels, scores)
+    p_value = stats.mannwhitneyu(scores[labels == 1], scores[labels == 0], alternative="greater").pvalue
+    return float(auc), float(p_value), n
 
 
-def evaluate(spec: ModelSpec, reference: ReferenceProfile, features: pd.DataFrame, scores: np.ndarray, *, seed: int = 0) -> list[TestResult]:
-    """Every test of one check with its verdict: pure, no database."""
+def _null_patterns(features: pd.DataFrame, columns: list[str]) -> dict[str, str]:
+    """Columns whose nulls sit on exactly the same rows (one missing join), as column -> a key shared by the group."""
+    keys = {}
+    for name in columns:
+        nulls = features[name].isna().to_numpy()
+        if nulls.any():
+            keys[name] = "nulls:" + hashlib.blake2b(np.packbits(nulls).tobytes(), digest_size=12).hexdigest()
+    return keys
+
+
+def evaluate(
+    spec: ModelSpec | FrameSpec, reference: ReferenceProfile, features: pd.DataFrame, scores: np.ndarray | None, *, seed: int = 0
+) -> list[TestResult]:
+    """Every test of one check with its verdict: pure, no database. Without scores (on either side) the score tests are left out."""
     settings = spec.drift
+    rng = np.random.default_rng(seed)
     results: list[TestResult] = []
     rows = len(features)
+    null_patterns = _null_patterns(features, spec.drift_columns)
     for name in spec.drift_columns:
         if name in reference.categorical:
             ref = reference.categorical[name]
             values = features[name]
-            results += _categorical_tests(name, ref, values, spec)
+            results += _categorical_tests(name, ref, values, spec, rng)
             current_nulls = int(values.isna().sum())
         else:
             ref = reference.numeric[name]
             values = features[name].to_numpy(dtype=float)
-            results += _numeric_tests(name, ref, values, spec)
+            results += _numeric_tests(name, ref, values, spec, rng)
             current_nulls = int((~np.isfinite(values)).sum())
-        results.append(_rate_test(name, "null_rate", ref.nulls, ref.rows, current_nulls, rows, settings.null_rate_h_threshold))
+        nulls = _rate_test(name, "null_rate", ref.nulls, ref.rows, current_nulls, rows, settings.null_rate_h_threshold, settings.fdr)
+        nulls.family = null_patterns.get(name)
+        results.append(nulls)
 
-    scores = np.asarray(scores, dtype=float)
-    results += _numeric_tests(SCORES, reference.scores, scores, spec, test_prefix="score_")
-    positives = int(np.sum(scores >= spec.scoring.threshold))
-    results.append(
-        _rate_test(SCORES, "positive_rate", reference.positives, reference.scored, positives, len(scores), settings.positive_rate_h_threshold)
-    )
+    if reference.scores is not None and scores is not None:
+        scores = np.asarray(scores, dtype=float)
+        results += _numeric_tests(SCORES, reference.scores, scores, spec, rng, test_prefix="score_")
+        positives = int(np.sum(scores >= spec.scoring.threshold))
+        results.append(
+            _rate_test(SCORES, "positive_rate", reference.positives, reference.scored, positives, len(scores),
+                       settings.positive_rate_h_threshold, settings.fdr)
+        )
 
     if settings.multivariate.enabled and len(reference.joint):
         if min(len(reference.joint), rows) >= settings.min_rows:
-            auc, n = domain_classifier_auc(reference.joint, features, spec, seed=seed)
+            auc, p_value, n = domain_classifier_auc(reference.joint, features, spec, seed=seed)
         else:
-            auc, n = float("nan"), min(len(reference.joint), rows)
+            auc, p_value, n = float("nan"), float("nan"), min(len(reference.joint), rows)
+        threshold = settings.multivariate.auc_threshold
         results.append(
             TestResult(
-                "__all__", "domain_classifier", "multivariate", auc, effect_size=auc, threshold=settings.multivariate.auc_threshold,
-                n_reference=n, n_current=n, details={"columns": spec.drift_columns, "folds": settings.multivariate.folds},
+                "__all__", "domain_classifier", "multivariate", auc, p_value=p_value, effect_size=auc, threshold=threshold,
+                n_reference=n, n_current=n, power=power_auc(threshold, n, settings.fdr),
+                details={"columns": spec.drift_columns, "folds": settings.multivariate.folds},
             )
         )
     _decide(results, settings.min_rows, settings.fdr)
     return results
 
 
+def simes(pvalues: list[float]) -> float:
+    """Simes' combination: one p-value for tests that may say the same thing (valid under positive dependence)."""
+    ordered = sorted(pvalues)
+    return min(1.0, min(len(ordered) * p / rank for rank, p in enumerate(ordered, start=1)))
+
+
 def _decide(results: list[TestResult], min_rows: int, fdr: float) -> None:
-    """Adjust p-values across the check (BH), then give each check one verdict for all its tests."""
-    sufficient = [r for r in results if (r.n_current or 0) >= min_rows and (r.n_reference or 0) >= min_rows]
-    tested = [r for r in sufficient if r.p_value is not None and not np.isnan(r.p_value)]
-    for result, adjusted in zip(tested, benjamini_hochberg([r.p_value for r in tested]), strict=True):
-        result.p_adjusted = float(adjusted)
+    """Adjust p-values across the check (BH), then give each check one verdict for all its tests.
+
+    The BH family holds one member per family key, and only tests that were run on enough rows and
+    can reject: a test that cannot fire, or a copy of another, would only weaken the rest.
+    """
+    families: dict[str, list[TestResult]] = {}
+    for r in results:
+        if r.p_value is None or np.isnan(r.p_value) or (r.n_current or 0) < min_rows or (r.n_reference or 0) < min_rows:
+            continue
+        if not r.can_reject:
+            r.details["bh_family"] = "left out: this test cannot reject on these data"
+            continue
+        families.setdefault(r.family or f"{r.check}/{r.test}", []).append(r)
+    combined = [simes([r.p_value for r in members]) for members in families.values()]
+    for members, adjusted in zip(families.values(), benjamini_hochberg(combined), strict=True):
+        for result in members:
+            result.p_adjusted = float(adjusted)
+            if len(members) > 1:
+                result.details["bh_family"] = f"counted once with {', '.join(m.column for m in members if m is not result)} (same null rows)"
     for members in _by_check(results).values():
-        verdict = _verdict(members, min_rows, fdr)
+        verdict, reason = _verdict(members, min_rows, fdr)
         for result in members:
             result.verdict = verdict
+            if reason:
+                result.details["insufficient_data"] = reason
 
 
-def _verdict(members: list[TestResult], min_rows: int, fdr: float) -> str:
-    if any((r.n_current or 0) < min_rows or (r.n_reference or 0) < min_rows for r in members):
-        return INSUFFICIENT
+def _verdict(members: list[TestResult], min_rows: int, fdr: float) -> tuple[str, str | None]:
+    """Drifted when every test with a p is significant after BH and an effect passes its threshold, whatever
+    the rows; otherwise ok only if the check had the power to see a threshold-sized effect."""
+    n = min(min(r.n_current or 0, r.n_reference or 0) for r in members)
+    if n < min_rows:
+        return INSUFFICIENT, f"{n} values, fewer than drift.min_rows ({min_rows})"
     if any(r.statistic is None or np.isnan(r.statistic) for r in members):
-        return INSUFFICIENT
+        return INSUFFICIENT, "a statistic could not be computed"
     tested = [r for r in members if r.p_value is not None]
     significant = all(r.p_adjusted is not None and r.p_adjusted < fdr for r in tested)
     effects = [r for r in members if r.threshold is not None]
     large = any(r.effect_size >= r.threshold for r in effects) if effects else True
-    return DRIFTED if significant and large else OK
+    if significant and large:
+        return DRIFTED, None
+    power = min((r.power for r in members if r.power is not None), default=None)
+    if power is not None and power < REQUIRED_POWER:
+        return INSUFFICIENT, f"power {power:.2f} against a threshold-sized effect with {members[0].n_current:,} rows (needs {REQUIRED_POWER:.0%})"
+    return OK, None
 
 
 def describe(results: list[TestResult]) -> list[str]:
@@ -364,6 +501,17 @@ def describe(results: list[TestResult]) -> list[str]:
             parts.append(text)
         lines.append(f"{check}: {', '.join(parts)}")
     return lines
+
+
+def check_verdicts(results: list[TestResult]) -> dict[str, str]:
+    """Each check's one verdict."""
+    return {check: members[0].verdict for check, members in _by_check(results).items()}
+
+
+def window_status(results: list[TestResult]) -> str:
+    """The window's status: drifted if any check is, insufficient_data if none could be judged, else ok."""
+    verdicts = set(check_verdicts(results).values())
+    return DRIFTED if DRIFTED in verdicts else (INSUFFICIENT if verdicts <= {INSUFFICIENT} else OK)
 
 
 def _by_check(results: list[TestResult]) -> dict[str, list[TestResult]]:
@@ -408,11 +556,10 @@ def check_window(engine: Engine, spec: ModelSpec, *, window_end: datetime, run_i
             result.verdict = INSUFFICIENT
             result.details["insufficient_data"] = partial
 
-    checks = _by_check(results)
-    verdicts = [members[0].verdict for members in checks.values()]
-    status = DRIFTED if DRIFTED in verdicts else (INSUFFICIENT if all(v == INSUFFICIENT for v in verdicts) else OK)
+    verdicts = check_verdicts(results)
+    status = window_status(results)
     if status == INSUFFICIENT and partial is None:
-        partial = f"{len(raw)} rows in the window, fewer than drift.min_rows ({spec.drift.min_rows}) for every check"
+        partial = f"no check could be judged on the window's {len(raw)} rows, e.g. {results[0].check}: {results[0].details.get('insufficient_data')}"
     drifted = describe(results)
     with engine.begin() as connection:
         lock_unit(connection, "drift", spec.name)  # two windows of one model cannot both open an incident
@@ -444,7 +591,7 @@ def check_window(engine: Engine, spec: ModelSpec, *, window_end: datetime, run_i
         "status": status,
         "reason": partial if status == INSUFFICIENT else None,
         "drifted": drifted,
-        "checks": {verdict: verdicts.count(verdict) for verdict in (DRIFTED, OK, INSUFFICIENT)},
+        "checks": {verdict: list(verdicts.values()).count(verdict) for verdict in (DRIFTED, OK, INSUFFICIENT)},
         "tests": len(results),
         "incident": incident,
         "seconds": round(time.perf_counter() - started, 3),

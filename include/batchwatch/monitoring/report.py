@@ -26,7 +26,8 @@ table { border-collapse: collapse; margin: 12px 0; } th, td { border: 1px solid 
 th { background: #f6f8fa; } td.name { text-align: left; } tr.drifted td { background: #ffebe9; font-weight: 600; }
 tr.insufficient_data td { color: #6e7781; } .status { font-weight: 700; } .status.drifted { color: #cf222e; }
 .status.ok { color: #1a7f37; } svg.chart { width: 640px; max-width: 100%; height: auto; }
-svg rect.reference { fill: #8fb8de; } svg line.axis { stroke: #57606a; } svg line.marker { stroke: #cf222e; stroke-dasharray: 4 2; }
+svg rect.reference { fill: #8fb8de; } svg rect.current { fill: none; stroke: #d97706; stroke-width: 1.5; }
+svg line.axis { stroke: #57606a; } svg line.marker { stroke: #cf222e; stroke-dasharray: 4 2; }
 svg line.marker.m0 { stroke: #0969da; } svg text { font-size: 10px; fill: #57606a; }
 """
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from html import escape
 
 WIDTH, HEIGHT, PAD = 640, 140, 28
@@ -154,12 +154,11 @@ def verdict_heatmap(
     cell = (width - label_width) / len(windows)
     top = 18
     parts = []
-    # A window ending at midnight holds the day before: each day's columns start at its first window
-    # ending after its midnight, and are labelled with that day.
-    days = sorted({(window - timedelta(microseconds=1)).replace(hour=0, minute=0, second=0, microsecond=0) for window in windows})
+    # A tick at each midnight that ends a window, labelled with that date, as the page's window ends read.
+    days = sorted({window.replace(hour=0, minute=0, second=0, microsecond=0) for window in windows})
     label_every = max(1, len(days) // 10)
     for n, day in enumerate(days):
-        x = label_width + bisect.bisect_right(windows, day) * cell
+        x = label_width + bisect.bisect_left(windows, day) * cell
         parts.append(f'<line class="day" x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{top + row_height * len(rows)}"/>')
         if n % label_every == 0:
             parts.append(f'<text x="{x + 2:.1f}" y="{top - 6}">{day:%m-%d}</text>')

@@ -258,7 +258,14 @@ class Drift(_Strict):
     # current rows against 9,901 at 1M), and time and memory stop growing with the window.
     # null: always every row.
     max_rows: int | None = Field(default=100_000, ge=1_000)
-    min_rows: int = Field(default=500, ge=10)
+    min_rows: int = Field(
+        default=50, ge=10,
+        description=(
+            "The fewest values any test is computed on. Above it, each test decides for itself: a significant, "
+            "large effect is drifted however few the rows; an 'ok' needs the power to see a threshold-sized effect "
+            "(80%), else the check says insufficient_data."
+        ),
+    )
     min_window_coverage: float = Field(
         default=0.95, ge=0, le=1,
         description=(
