@@ -61,6 +61,7 @@ def postgres_database():
 
 WAREHOUSE_TABLES = (
     "daily_scoring",
+    "alert_escalations",
     "alert_deliveries",
     "alerts",
     "drift_results",

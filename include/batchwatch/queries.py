@@ -203,11 +203,36 @@ class PromotionDecision:
 
 
 @dataclass(frozen=True)
+class EscalatedCheck:
+    check: str  # e.g. null_rate:country
+    band: int  # its severity band in the window: 0 over its threshold, i from the i-th multiple of drift.severity_bands on
+    previous_band: int | None  # the highest band it had reached in the incident; None when it is new to it
+    ratio: float | None  # its largest effect size / threshold in the window
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """A window that grew an open incident, and when people were told."""
+
+    id: int
+    window_end: datetime
+    checks: list[EscalatedCheck]  # the new ones, then the more severe ones
+    drifted: list[str]  # every drifted check of the window
+    created_at: datetime
+    notified_at: datetime | None
+    run_id: str
+
+
+@dataclass(frozen=True)
 class Incident:
     id: int
     status: str
     model_version: int
     drifted: list[str]  # the drifted checks of the window that opened it
+    # Every check it has seen drifted, with the highest severity band reached; None when opened before migration 0007
+    # and not extended since.
+    checks: dict[str, int] | None
+    escalations: list[Escalation]  # oldest first
     summary: str
     opened_window_end: datetime
     last_drifted_window_end: datetime
@@ -504,15 +529,28 @@ def promotion_decisions(engine: Engine, model_name: str) -> list[PromotionDecisi
 
 
 def incidents(engine: Engine, model_name: str) -> list[Incident]:
-    """Open and resolved incidents, newest first, with what opened them and when people were told."""
+    """Open and resolved incidents, newest first, with what opened them, what grew them and when people were told."""
     stamps = ("opened_window_end", "last_drifted_window_end", "resolved_window_end", "opened_at", "resolved_at", "open_notified_at",
               "resolved_notified_at")
-    query = sa.text(f"SELECT id, status, model_version, drifted, summary, run_id, {', '.join(stamps)} FROM alerts"
-                    " WHERE model_name = :m ORDER BY id DESC").columns(drifted=sa.JSON, **dict.fromkeys(stamps, TIMESTAMP))
+    query = sa.text(f"SELECT id, status, model_version, drifted, checks, summary, run_id, {', '.join(stamps)} FROM alerts"
+                    " WHERE model_name = :m ORDER BY id DESC").columns(drifted=sa.JSON, checks=sa.JSON, **dict.fromkeys(stamps, TIMESTAMP))
+    grown = sa.text(
+        "SELECT e.id, e.alert_id, e.window_end, e.new_checks, e.raised, e.drifted, e.created_at, e.notified_at, e.run_id"
+        " FROM alert_escalations e JOIN alerts a ON a.id = e.alert_id WHERE a.model_name = :m ORDER BY e.id"
+    ).columns(new_checks=sa.JSON, raised=sa.JSON, drifted=sa.JSON, window_end=TIMESTAMP, created_at=TIMESTAMP, notified_at=TIMESTAMP)
     with engine.connect() as connection:
         rows = connection.execute(query, {"m": model_name}).mappings().all()
+        escalations: dict[int, list[Escalation]] = {}
+        for row in connection.execute(grown, {"m": model_name}).mappings():
+            checks = [EscalatedCheck(c["check"], c["band"], c.get("previous_band"), _number(c.get("ratio")))
+                      for c in [*row["new_checks"], *row["raised"]]]
+            escalations.setdefault(row["alert_id"], []).append(
+                Escalation(row["id"], _utc(row["window_end"]), checks, list(row["drifted"]), _utc(row["created_at"]),
+                           _utc(row["notified_at"]), row["run_id"])
+            )
     return [
-        Incident(id=row["id"], status=row["status"], model_version=row["model_version"], drifted=list(row["drifted"]), summary=row["summary"],
-                 run_id=row["run_id"], **{name: _utc(row[name]) for name in stamps})
+        Incident(id=row["id"], status=row["status"], model_version=row["model_version"], drifted=list(row["drifted"]), checks=row["checks"],
+                 escalations=escalations.get(row["id"], []), summary=row["summary"], run_id=row["run_id"],
+                 **{name: _utc(row[name]) for name in stamps})
         for row in rows
     ]

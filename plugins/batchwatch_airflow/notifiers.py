@@ -1,8 +1,9 @@
 """Drift notifiers: the log-only default, and the message fields of Airflow's own notifiers.
 
 The spec's `drift.notifiers` name any Airflow `BaseNotifier`. Each is called with `batchwatch_alert`
-in its context: the incident change (status 'open' or 'resolved', alert_id, model_name,
-model_version, window_start, window_end, summary, checks with their numbers) and its rendering by
+in its context: the incident change (status 'open', 'escalated' or 'resolved', alert_id, model_name,
+model_version, window_start, window_end, summary, checks with their numbers; an escalation also
+its escalation_id, new_checks, raised and the window's drifted lines) and its rendering by
 the core (`subject`, `text`, `html`, `json`, `link`), so every channel says the same thing.
 """
 

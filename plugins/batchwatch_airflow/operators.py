@@ -112,7 +112,7 @@ class DriftCheckOperator(BaseOperator):
     """Compare the trailing window ending at `window_end` with the champion's reference profile.
 
     Drift is a finding, not a failure: the task succeeds, returns the summary (XCom, shown in the UI),
-    logs every drifted check, and calls the spec's notifiers once per incident change.
+    logs every drifted check and the incident's change (opened, grew, resolved), and calls the spec's notifiers once per change.
     """
 
     operator_extra_links = (BatchwatchPageLink(), DriftReportLink())
@@ -144,6 +144,8 @@ class DriftCheckOperator(BaseOperator):
                 self.log.warning("No verdict: %s", summary["reason"])
             for line in summary["drifted"]:
                 self.log.warning("Drifted: %s", line)
+            if summary["incident"]:
+                self.log.warning("Drift incident %s: %s", summary["incident"]["status"], summary["incident"]["summary"])
             announce(engine, spec.name, self._notifiers(spec, context), run_id=context["run_id"])
         self.checked_window = window_key(datetime.fromisoformat(summary["window_end"]))
         return summary

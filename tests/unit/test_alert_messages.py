@@ -50,6 +50,42 @@ def test_the_recovery_message_quotes_the_checks_within_their_thresholds() -> Non
     assert json.loads(message["json"])["event"] == "batchwatch.drift_incident.resolved"
 
 
+def test_the_escalation_message_names_what_grew_with_the_numbers_of_its_tests() -> None:
+    grew = {
+        **OPEN, "status": "escalated", "escalation_id": 4, "window_start": "2026-10-14T00:00:00+00:00", "window_end": "2026-10-15T00:00:00+00:00",
+        "new_checks": [{"check": "null_rate:country", "band": 2, "ratio": 5.234}],
+        "raised": [{"check": "distribution:merchant_category", "previous_band": 0, "band": 1, "ratio": 3.243}],
+        "drifted": [
+            "null_rate:country: null_rate 0.523 (p_adj 3.1e-29)", "distribution:merchant_category: chi2 41 (p_adj 1e-8), jensen_shannon 0.324",
+            "unseen:merchant_category: unseen_share 0.2",
+        ],
+    }
+    message = render_alert(grew, base_url="https://airflow.example.test")
+    assert message["subject"] == "[Batchwatch] fraud: drift incident #7 grew: null_rate:country, distribution:merchant_category"
+    assert message["text"].splitlines() == [
+        "Drift incident #7 of model fraud (champion v3) is still open and grew in this window:",
+        "- new: null_rate:country (band 2, effect 5.23x its threshold)",
+        "- more severe: distribution:merchant_category (band 0 -> 1, effect 3.24x its threshold)",
+        "(Severity band 0: over the threshold; band i: at or over the i-th multiple of it in drift.severity_bands.)",
+        "Window: 2026-10-14T00:00:00+00:00 to 2026-10-15T00:00:00+00:00 (UTC)",
+        "Their tests in this window (statistic, BH-adjusted p, effect size vs threshold, rows):",
+        "- country null_rate: statistic 41.2, p_adj 3.1e-29, effect 0.523 >= threshold 0.1, n 4000",
+        "- merchant_category jensen_shannon: statistic 0.324, p_adj n/a, effect 0.324 >= threshold 0.1, n 4000",
+        "Every drifted check of this window:",
+        "- null_rate:country: null_rate 0.523 (p_adj 3.1e-29)",
+        "- distribution:merchant_category: chi2 41 (p_adj 1e-8), jensen_shannon 0.324",
+        "- unseen:merchant_category: unseen_share 0.2",
+        "Batchwatch page: https://airflow.example.test/batchwatch/models/fraud",
+    ]
+    assert "<li>more severe: distribution:merchant_category (band 0 -&gt; 1, effect 3.24x its threshold)</li>" in message["html"]
+    assert "<th>rows</th>" in message["html"] and "<td>3.1e-29</td><td>0.523</td><td>0.1</td><td>4000</td>" in message["html"]
+    document = json.loads(message["json"])
+    assert document["event"] == "batchwatch.drift_incident.escalated" and document["escalation_id"] == 4
+    assert document["new_checks"] == grew["new_checks"] and document["raised"] == grew["raised"] and document["drifted"] == grew["drifted"]
+    assert document["checks"] == [NULL_RATE, JS] and document["text"] == message["text"]
+    assert "new_checks" not in json.loads(render_alert(OPEN, base_url="http://x")["json"]), "open and recovery documents are as before"
+
+
 def test_text_from_the_warehouse_is_escaped_in_html_and_the_link_keeps_a_path() -> None:
     odd = {**OPEN, "model_name": "a<b>", "checks": [{**NULL_RATE, "column_name": "<script>"}]}
     message = render_alert(odd, base_url="https://host.example/airflow")

@@ -80,6 +80,8 @@ def test_minimal_spec_gets_defaults() -> None:
     assert spec.estimator.factory == "batchwatch.training.hist_gradient_boosting" and spec.estimator.params == {}
     assert spec.features[0].nulls == "allow"
     assert spec.schedules.nightly_predict == "0 0 * * *"
+    assert spec.drift.severity_bands == (2.0, 4.0)
+    assert parse_spec({**minimal(), "drift": {"severity_bands": []}}).drift.severity_bands == ()  # only new checks escalate
 
 
 def test_query_source_is_wrapped_as_a_subquery() -> None:
@@ -281,6 +283,21 @@ BAD_SPECS = [
         _set("schedules.nightly_predict", "0 0 * * * *"),
         "schedules.nightly_predict: Value error, '0 0 * * * *' is not a daily cron expression",
         id="schedule-six-fields",
+    ),
+    pytest.param(
+        _set("drift.severity_bands", [1.0, 4.0]),
+        "drift.severity_bands: Value error, severity bands are multiples of the threshold, each over 1",
+        id="severity-band-not-over-one",
+    ),
+    pytest.param(
+        _set("drift.severity_bands", [4.0, 2.0]),
+        "drift.severity_bands: Value error, severity bands must ascend strictly: got [4.0, 2.0]",
+        id="severity-bands-descending",
+    ),
+    pytest.param(
+        _set("drift.severity_bands", [2.0, float("inf")]),
+        "drift.severity_bands.1: Input should be a finite number",
+        id="severity-band-infinite",
     ),
     pytest.param(
         _set("name", "fraud model"),

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,16 +56,15 @@ def _fill(engine) -> dict:
             "windows": windows, "checks": checks}
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def world(request, tmp_path_factory):
-    """The filled warehouse, exposed as the Airflow connection `warehouse` for the module."""
+@contextmanager
+def filled_warehouse(kind: str, scratch: Path, fill: Callable[[Any], dict]) -> Iterator[dict]:
+    """A migrated warehouse of `kind` filled by `fill(engine)`, exposed as the Airflow connection `warehouse` while it lasts."""
     import psycopg
 
     from batchwatch.warehouse import make_engine, migrate
 
-    scratch = tmp_path_factory.mktemp(f"world-{request.param}")
     database = None
-    if request.param == "sqlite":
+    if kind == "sqlite":
         url = f"sqlite:///{scratch / 'warehouse.db'}"
     else:
         database = f"batchwatch_web_{uuid.uuid4().hex[:8]}"
@@ -73,8 +76,15 @@ def world(request, tmp_path_factory):
         patch.setenv("BATCHWATCH_ARTIFACT_ROOT", str(scratch / "artifacts"))
         engine = make_engine(url)
         migrate(engine)
-        yield {"engine": engine, "url": url, "kind": request.param, **_fill(engine)}
+        yield {"engine": engine, "url": url, "kind": kind, **fill(engine)}
         engine.dispose()
     if database:
         with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as admin:
             admin.execute(f"DROP DATABASE {database} WITH (FORCE)")
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def world(request, tmp_path_factory):
+    """The filled warehouse, exposed as the Airflow connection `warehouse` for the module."""
+    with filled_warehouse(request.param, tmp_path_factory.mktemp(f"world-{request.param}"), _fill) as filled:
+        yield filled

@@ -13,9 +13,12 @@ every verdict of a window whose rows span less than `drift.min_window_coverage` 
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import logging
+import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -32,7 +35,7 @@ from batchwatch.data.features import build_features
 from batchwatch.data.validation import validate
 from batchwatch.errors import InvalidArgument
 from batchwatch.hashing import DRIFT_SAMPLE
-from batchwatch.monitoring.incidents import update_incident
+from batchwatch.monitoring.incidents import Finding, update_incident
 from batchwatch.monitoring.report import render_drift_report, report_relpath
 from batchwatch.scoring import load_champion, score, source_query
 from batchwatch.serialization import finite_or_none, json_safe
@@ -514,6 +517,20 @@ def window_status(results: list[TestResult]) -> str:
     return DRIFTED if DRIFTED in verdicts else (INSUFFICIENT if verdicts <= {INSUFFICIENT} else OK)
 
 
+def findings(results: list[TestResult], severity_bands: Sequence[float]) -> dict[str, Finding]:
+    """Each drifted check with its severity band, for the incident: its largest effect/threshold ratio placed among
+    `drift.severity_bands` (band 0 over the threshold, band i from the i-th multiple on)."""
+    found = {}
+    for check, members in _by_check(results).items():
+        if members[0].verdict != DRIFTED:
+            continue
+        ratios = [r.effect_size / r.threshold for r in members if r.threshold and r.effect_size is not None and not math.isnan(r.effect_size)]
+        ratio = max(ratios, default=None)
+        band = 0 if ratio is None else bisect.bisect_right(severity_bands, ratio)
+        found[check] = Finding(band, ratio, tuple((r.column, r.test) for r in members))
+    return found
+
+
 def _by_check(results: list[TestResult]) -> dict[str, list[TestResult]]:
     checks: dict[str, list[TestResult]] = {}
     for result in results:
@@ -575,7 +592,8 @@ def check_window(engine: Engine, spec: ModelSpec, *, window_end: datetime, run_i
             [{"m": spec.name, "s": start, "e": end, "v": champion.version, "run_id": run_id, "checked_at": checked_at, **r.row()} for r in results],
         )
         incident = update_incident(
-            connection, spec.name, champion.version, found={DRIFTED: True, OK: False}.get(status), window_end=end, drifted=drifted, run_id=run_id
+            connection, spec.name, champion.version, found={DRIFTED: True, OK: False}.get(status), window_end=end, drifted=drifted,
+            findings=findings(results, spec.drift.severity_bands), run_id=run_id,
         )
 
     summary: dict[str, Any] = {

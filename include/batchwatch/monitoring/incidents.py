@@ -1,5 +1,6 @@
 """Incidents: one open incident per model, opened by a window with findings, extended by later ones,
-resolved by the first clean window after them; each change announced once.
+escalated when a window brings a check new to it or more severe than before, resolved by the first
+clean window after them; each change announced once.
 
 Announcements are claimed in the warehouse before they are sent, so two runs or a retry never send
 one twice, and released when sending fails, so the retry sends it; each notifier's delivery is
@@ -10,28 +11,55 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from batchwatch.serialization import finite_or_none
 from batchwatch.warehouse import utc_timestamp
 
 log = logging.getLogger(__name__)
 
+# How alert_deliveries and the claims name an escalation: `escalated:<alert_escalations.id>`.
+ESCALATED = "escalated:"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One drifted check of a window, as its incident remembers it: how severe, and which stored tests measured it."""
+
+    band: int  # 0: over its threshold; i: at or over the i-th multiple of drift.severity_bands
+    ratio: float | None  # the largest effect size / threshold among its tests; None when none is finite
+    tests: tuple[tuple[str, str], ...]  # (column_name, test) of its drift_results rows
+
+    def stored(self, check: str) -> dict[str, Any]:
+        return {"check": check, "band": self.band, "ratio": finite_or_none(self.ratio), "tests": [list(pair) for pair in self.tests]}
+
 
 def update_incident(
-    connection: Connection, model_name: str, version: int, *, found: bool | None, window_end: datetime, drifted: list[str], run_id: str
+    connection: Connection,
+    model_name: str,
+    version: int,
+    *,
+    found: bool | None,
+    window_end: datetime,
+    drifted: list[str],
+    findings: Mapping[str, Finding],
+    run_id: str,
 ) -> dict[str, Any] | None:
-    """Open, extend or resolve the model's incident for one checked window; return the change, if any, to announce.
+    """Open, extend, escalate or resolve the model's incident for one checked window; return the change, if any, to announce.
 
     `found`: True when the window has findings, False when it is clean, None when it could not be judged
-    (too little data), which neither extends nor resolves anything.
+    (too little data), which neither extends nor resolves anything. `drifted`: one line per drifted
+    check, for messages; `findings`: the same checks by name, with their severity.
     """
     now = datetime.now(timezone.utc)
     open_alert = connection.execute(
-        sa.text("SELECT id, last_drifted_window_end FROM alerts WHERE model_name = :m AND status = 'open'"), {"m": model_name}
+        sa.text("SELECT id, last_drifted_window_end, checks FROM alerts WHERE model_name = :m AND status = 'open'").columns(checks=sa.JSON),
+        {"m": model_name},
     ).mappings().first()
     summary = "; ".join(drifted)
     if found and open_alert is not None:
@@ -42,7 +70,7 @@ def update_incident(
             ),
             {"e": window_end, "id": open_alert["id"]},
         )
-        return None
+        return _escalate(connection, model_name, open_alert, window_end=window_end, drifted=drifted, findings=findings, run_id=run_id, now=now)
     if found:
         # A rerun of a window an earlier incident already covered does not open a new one.
         covered = connection.execute(
@@ -53,10 +81,11 @@ def update_incident(
         connection.execute(
             sa.text(
                 "INSERT INTO alerts (model_name, status, opened_window_end, last_drifted_window_end, model_version, drifted,"
-                " summary, opened_at, run_id)"
-                " VALUES (:m, 'open', :e, :e, :v, :d, :s, :t, :r)"
-            ).bindparams(sa.bindparam("d", type_=sa.JSON)),
-            {"m": model_name, "e": window_end, "v": version, "d": drifted, "s": summary, "t": now, "r": run_id},
+                " summary, opened_at, run_id, checks)"
+                " VALUES (:m, 'open', :e, :e, :v, :d, :s, :t, :r, :c)"
+            ).bindparams(sa.bindparam("d", type_=sa.JSON), sa.bindparam("c", type_=sa.JSON)),
+            {"m": model_name, "e": window_end, "v": version, "d": drifted, "s": summary, "t": now, "r": run_id,
+             "c": {check: finding.band for check, finding in findings.items()}},
         )
         log.warning("Drift incident opened for %s at window end %s: %s", model_name, window_end, summary)
         return {"status": "open", "model_name": model_name, "window_end": window_end.isoformat(), "summary": summary, "drifted": drifted}
@@ -76,47 +105,143 @@ def update_incident(
     return None
 
 
+def _escalate(
+    connection: Connection,
+    model_name: str,
+    open_alert: Mapping[str, Any],
+    *,
+    window_end: datetime,
+    drifted: list[str],
+    findings: Mapping[str, Finding],
+    run_id: str,
+    now: datetime,
+) -> dict[str, Any] | None:
+    """Record the window's checks in the open incident; when one is new to it or in a higher band than it reached, escalate once."""
+    known: dict[str, int] | None = open_alert["checks"]
+    merged = {**(known or {}), **{check: max(finding.band, (known or {}).get(check, -1)) for check, finding in findings.items()}}
+    if merged != known:
+        connection.execute(
+            sa.text("UPDATE alerts SET checks = :c WHERE id = :id").bindparams(sa.bindparam("c", type_=sa.JSON)),
+            {"c": merged, "id": open_alert["id"]},
+        )
+    if known is None:
+        return None  # opened before migration 0007: what it had seen, and announced, is unknown; this window is its baseline
+    new = [finding.stored(check) for check, finding in findings.items() if check not in known]
+    raised = [{**finding.stored(check), "previous_band": known[check]} for check, finding in findings.items()
+              if check in known and finding.band > known[check]]
+    if not new and not raised:
+        return None
+    # Window ends are bound as the other writers bind them, so they compare equal to drift_results' on SQLite too.
+    escalated_before = connection.execute(
+        sa.text("SELECT 1 FROM alert_escalations WHERE alert_id = :id AND window_end = :e"), {"id": open_alert["id"], "e": window_end}
+    ).first()
+    if escalated_before:
+        return None  # a window grows an incident once, whatever a rerun of it finds
+    escalation_id = connection.execute(
+        sa.text(
+            "INSERT INTO alert_escalations (alert_id, window_end, new_checks, raised, drifted, created_at, run_id)"
+            " VALUES (:id, :e, :new, :raised, :d, :t, :r) RETURNING id"
+        ).bindparams(*(sa.bindparam(name, type_=sa.JSON) for name in ("new", "raised", "d"))),
+        {"id": open_alert["id"], "e": window_end, "new": new, "raised": raised, "d": drifted, "t": now, "r": run_id},
+    ).scalar_one()
+    summary = growth_summary(new, raised)
+    log.warning("Drift incident %s of %s grew at window end %s: %s", open_alert["id"], model_name, window_end, summary)
+    return {
+        "status": "escalated",
+        "alert_id": open_alert["id"],
+        "escalation_id": escalation_id,
+        "model_name": model_name,
+        "window_end": window_end.isoformat(),
+        "summary": summary,
+        "drifted": drifted,
+        "new_checks": [check["check"] for check in new],
+        "raised": {check["check"]: [check["previous_band"], check["band"]] for check in raised},
+    }
+
+
+def growth_summary(new: list[dict[str, Any]], raised: list[dict[str, Any]]) -> str:
+    """`new: null_rate:country; more severe: distribution:amount (band 1 -> 2)`: what made an incident grow."""
+    parts = []
+    if new:
+        parts.append("new: " + ", ".join(check["check"] for check in new))
+    if raised:
+        parts.append("more severe: " + ", ".join(f"{c['check']} (band {c['previous_band']} -> {c['band']})" for c in raised))
+    return "; ".join(parts)
+
+
 # --- notification bookkeeping -----------------------------------------------------------------
 
 
 def pending_notifications(engine: Engine, model_name: str) -> list[dict[str, Any]]:
-    """Incident changes whose notifiers have not run yet (also after a failed or retried task).
+    """Incident changes whose notifiers have not run yet (also after a failed or retried task), in the order they happened.
 
     Each carries the checks with their numbers, so a message can say what drifted and by how much:
-    on open the drifted checks of the opening window; on recovery the same checks (those drifted in
-    the incident's last drifted window) as the resolving window measured them.
+    on open the drifted checks of the opening window; on escalation the checks new to the incident or
+    more severe, as the window that grew it measured them; on recovery the checks drifted in the
+    incident's last drifted window, as the resolving window measured them. An incident that
+    recovered before it was ever announced is announced once, by its recovery.
     """
     query = sa.text(
-        "SELECT id, status, model_version, opened_window_end, last_drifted_window_end, resolved_window_end, summary, drifted"
-        " FROM alerts WHERE model_name = :m AND"
-        " (open_notified_at IS NULL OR (status = 'resolved' AND resolved_notified_at IS NULL)) ORDER BY id"
+        "SELECT id, status, model_version, opened_window_end, last_drifted_window_end, resolved_window_end, summary, drifted,"
+        " open_notified_at, resolved_notified_at FROM alerts WHERE model_name = :m AND"
+        " (open_notified_at IS NULL OR (status = 'resolved' AND resolved_notified_at IS NULL)"
+        " OR EXISTS (SELECT 1 FROM alert_escalations e WHERE e.alert_id = alerts.id AND e.notified_at IS NULL)) ORDER BY id"
     ).columns(drifted=sa.JSON)
+    escalations = sa.text(
+        "SELECT id, window_end, new_checks, raised, drifted FROM alert_escalations WHERE alert_id = :id AND notified_at IS NULL ORDER BY id"
+    ).columns(new_checks=sa.JSON, raised=sa.JSON, drifted=sa.JSON)
     pending = []
     with engine.connect() as connection:
         for row in connection.execute(query, {"m": model_name}).mappings().all():
             resolved = row["status"] == "resolved"
-            stored_end = row["resolved_window_end"] if resolved else row["opened_window_end"]
-            # Window ends go back into the query as read, so they match however the warehouse stores them.
-            drifted = _results(connection, model_name, row["last_drifted_window_end"] if resolved else stored_end, drifted_only=True)
-            checks = drifted
-            if resolved:
-                pairs = {(check["column_name"], check["test"]) for check in drifted}
-                checks = [c for c in _results(connection, model_name, stored_end) if (c["column_name"], c["test"]) in pairs]
-            window_start = next((c["window_start"] for c in checks), None)
-            pending.append(
-                {
-                    "alert_id": row["id"],
-                    "status": row["status"],
-                    "model_name": model_name,
-                    "model_version": row["model_version"],
-                    "window_start": window_start,
-                    "window_end": utc_timestamp(stored_end).isoformat(),
-                    "summary": row["summary"] if not resolved else f"recovered; it was: {row['summary']}",
-                    "drifted": row["drifted"],
-                    "checks": [{k: v for k, v in c.items() if k != "window_start"} for c in checks],
-                }
-            )
+            change = {"alert_id": row["id"], "model_name": model_name, "model_version": row["model_version"]}
+            if row["open_notified_at"] is None and not resolved:
+                pending.append({**change, **_opened(connection, model_name, row)})
+            if row["open_notified_at"] is not None or not resolved:
+                for escalation in connection.execute(escalations, {"id": row["id"]}).mappings().all():
+                    pending.append({**change, **_grown(connection, model_name, escalation)})
+            if resolved and row["resolved_notified_at"] is None:
+                pending.append({**change, **_recovered(connection, model_name, row)})
     return pending
+
+
+def _opened(connection: Connection, model_name: str, alert: Mapping[str, Any]) -> dict[str, Any]:
+    # Window ends go back into the query as read, so they match however the warehouse stores them.
+    checks = _results(connection, model_name, alert["opened_window_end"], drifted_only=True)
+    return {"status": "open", "change": "open", **_window_of(checks, alert["opened_window_end"]), "summary": alert["summary"],
+            "drifted": alert["drifted"]}
+
+
+def _grown(connection: Connection, model_name: str, escalation: Mapping[str, Any]) -> dict[str, Any]:
+    grown = [*escalation["new_checks"], *escalation["raised"]]
+    tests = {tuple(pair) for check in grown for pair in check["tests"]}
+    checks = [c for c in _results(connection, model_name, escalation["window_end"]) if (c["column_name"], c["test"]) in tests]
+    return {
+        "status": "escalated",
+        "change": f"{ESCALATED}{escalation['id']}",
+        "escalation_id": escalation["id"],
+        **_window_of(checks, escalation["window_end"]),
+        "summary": growth_summary(escalation["new_checks"], escalation["raised"]),
+        "drifted": escalation["drifted"],
+        "new_checks": [{k: v for k, v in check.items() if k != "tests"} for check in escalation["new_checks"]],
+        "raised": [{k: v for k, v in check.items() if k != "tests"} for check in escalation["raised"]],
+    }
+
+
+def _recovered(connection: Connection, model_name: str, alert: Mapping[str, Any]) -> dict[str, Any]:
+    pairs = {(c["column_name"], c["test"]) for c in _results(connection, model_name, alert["last_drifted_window_end"], drifted_only=True)}
+    checks = [c for c in _results(connection, model_name, alert["resolved_window_end"]) if (c["column_name"], c["test"]) in pairs]
+    return {"status": "resolved", "change": "resolved", **_window_of(checks, alert["resolved_window_end"]),
+            "summary": f"recovered; it was: {alert['summary']}", "drifted": alert["drifted"]}
+
+
+def _window_of(checks: list[dict[str, Any]], window_end: Any) -> dict[str, Any]:
+    """The change's window and its checks' numbers (the window's start is on its stored results, when there are any)."""
+    return {
+        "window_start": next((c["window_start"] for c in checks), None),
+        "window_end": utc_timestamp(window_end).isoformat(),
+        "checks": [{k: v for k, v in c.items() if k != "window_start"} for c in checks],
+    }
 
 
 def _results(connection: Connection, model_name: str, window_end: Any, *, drifted_only: bool = False) -> list[dict[str, Any]]:
@@ -141,61 +266,70 @@ def announce(engine: Engine, model_name: str, notifiers: Mapping[str, Callable[[
     """
     announced = 0
     for alert in pending_notifications(engine, model_name):
-        if not claim_notification(engine, alert["alert_id"], alert["status"]):
+        alert_id, change = alert["alert_id"], alert["change"]
+        if not claim_notification(engine, alert_id, change):
             continue  # another run announced it first
-        log.warning("Announcing drift incident %s %s of %s: %s", alert["alert_id"], alert["status"], model_name, alert["summary"])
+        log.warning("Announcing drift incident %s %s of %s: %s", alert_id, change, model_name, alert["summary"])
         try:
-            done = deliveries(engine, alert["alert_id"], alert["status"])
+            done = deliveries(engine, alert_id, change)
             for name, send in notifiers.items():
                 if name in done:
-                    log.info("Incident %s %s already delivered by %s", alert["alert_id"], alert["status"], name)
+                    log.info("Incident %s %s already delivered by %s", alert_id, change, name)
                     continue
                 send(alert)
-                record_delivery(engine, alert["alert_id"], alert["status"], name, run_id)
+                record_delivery(engine, alert_id, change, name, run_id)
         except BaseException:
-            release_notification(engine, alert["alert_id"], alert["status"])
+            release_notification(engine, alert_id, change)
             raise
         announced += 1
     return announced
 
 
-def deliveries(engine: Engine, alert_id: int, status: str) -> set[str]:
-    """The notifiers that have delivered this incident change."""
+def deliveries(engine: Engine, alert_id: int, change: str) -> set[str]:
+    """The notifiers that have delivered this incident change ('open', 'resolved' or 'escalated:<id>')."""
     with engine.connect() as connection:
         rows = connection.execute(
-            sa.text("SELECT notifier FROM alert_deliveries WHERE alert_id = :id AND status = :s"), {"id": alert_id, "s": status}
+            sa.text("SELECT notifier FROM alert_deliveries WHERE alert_id = :id AND status = :s"), {"id": alert_id, "s": change}
         )
         return {row.notifier for row in rows}
 
 
-def record_delivery(engine: Engine, alert_id: int, status: str, notifier: str, run_id: str) -> None:
+def record_delivery(engine: Engine, alert_id: int, change: str, notifier: str, run_id: str) -> None:
     with engine.begin() as connection:
         connection.execute(
             sa.text("INSERT INTO alert_deliveries (alert_id, status, notifier, delivered_at, run_id) VALUES (:id, :s, :n, :t, :r)"),
-            {"id": alert_id, "s": status, "n": notifier, "t": datetime.now(timezone.utc), "r": run_id},
+            {"id": alert_id, "s": change, "n": notifier, "t": datetime.now(timezone.utc), "r": run_id},
         )
 
 
-def _notified_column(status: str) -> str:
-    return "open_notified_at" if status == "open" else "resolved_notified_at"
+def _stamp(alert_id: int, change: str) -> tuple[str, str, str, dict[str, int]]:
+    """Where a change's announcement is stamped: table, column, the row's condition and its parameters."""
+    if change.startswith(ESCALATED):
+        return "alert_escalations", "notified_at", "id = :row AND alert_id = :id", {"row": int(change.removeprefix(ESCALATED)), "id": alert_id}
+    column = {"open": "open_notified_at", "resolved": "resolved_notified_at"}[change]
+    return "alerts", column, "id = :id", {"id": alert_id}
 
 
-def claim_notification(engine: Engine, alert_id: int, status: str) -> bool:
-    """Mark the incident change as announced; False when another run already has."""
-    column = _notified_column(status)
+def claim_notification(engine: Engine, alert_id: int, change: str) -> bool:
+    """Mark the incident change ('open', 'resolved' or 'escalated:<id>') as announced; False when another run already has."""
+    table, column, where, key = _stamp(alert_id, change)
+    now = datetime.now(timezone.utc)
     with engine.begin() as connection:
-        claimed = connection.execute(
-            sa.text(f"UPDATE alerts SET {column} = :t WHERE id = :id AND {column} IS NULL"), {"t": datetime.now(timezone.utc), "id": alert_id}
-        ).rowcount
-        if claimed and status == "resolved":
-            # An incident resolved before it was ever announced is settled by this one notification.
-            connection.execute(sa.text("UPDATE alerts SET open_notified_at = COALESCE(open_notified_at, :t) WHERE id = :id"),
-                               {"t": datetime.now(timezone.utc), "id": alert_id})
+        claimed = connection.execute(sa.text(f"UPDATE {table} SET {column} = :t WHERE {where} AND {column} IS NULL"), {"t": now, **key}).rowcount
+        if claimed and change == "resolved":
+            # An incident resolved before it was ever announced is settled by this one notification, growth included.
+            unannounced = connection.execute(
+                sa.text("UPDATE alerts SET open_notified_at = :t WHERE id = :id AND open_notified_at IS NULL"), {"t": now, "id": alert_id}
+            ).rowcount
+            if unannounced:
+                connection.execute(
+                    sa.text("UPDATE alert_escalations SET notified_at = :t WHERE alert_id = :id AND notified_at IS NULL"), {"t": now, "id": alert_id}
+                )
     return claimed == 1
 
 
-def release_notification(engine: Engine, alert_id: int, status: str) -> None:
+def release_notification(engine: Engine, alert_id: int, change: str) -> None:
     """A notifier failed: leave the change pending so that the task's retry announces it."""
-    column = _notified_column(status)
+    table, column, where, key = _stamp(alert_id, change)
     with engine.begin() as connection:
-        connection.execute(sa.text(f"UPDATE alerts SET {column} = NULL WHERE id = :id"), {"id": alert_id})
+        connection.execute(sa.text(f"UPDATE {table} SET {column} = NULL WHERE {where}"), key)

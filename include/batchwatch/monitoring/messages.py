@@ -15,6 +15,8 @@ from batchwatch.serialization import to_json
 
 # Where the Batchwatch page of a model lives under the Airflow UI's address (the plugin's url_prefix).
 PAGE_PATH = "/batchwatch/models/{model}"
+# How an escalation's severity bands read (the multiples are the spec's drift.severity_bands).
+BANDS = "(Severity band 0: over the threshold; band i: at or over the i-th multiple of it in drift.severity_bands.)"
 
 
 def page_link(base_url: str, model_name: str) -> str:
@@ -39,12 +41,13 @@ def _effect(check: dict[str, Any]) -> str:
     return f"effect {_number(effect)} {side} threshold {_number(threshold)}"
 
 
-def check_line(check: dict[str, Any]) -> str:
-    """One check with its numbers: `country null_rate: statistic 41.2, p_adj 3e-30, effect 0.52 >= threshold 0.1`."""
-    return (
+def check_line(check: dict[str, Any], *, with_rows: bool = False) -> str:
+    """One check with its numbers: `country null_rate: statistic 41.2, p_adj 3e-30, effect 0.52 >= threshold 0.1` (`, n 4000` with rows)."""
+    line = (
         f"{check['column_name']} {check['test']}: statistic {_number(check.get('statistic'))}, "
         f"p_adj {_number(check.get('p_adjusted'))}, {_effect(check)}"
     )
+    return f"{line}, n {check.get('n_current')}" if with_rows else line
 
 
 def _window(alert: dict[str, Any]) -> str:
@@ -52,43 +55,84 @@ def _window(alert: dict[str, Any]) -> str:
     return f"{start} to {alert['window_end']}" if start else f"ending {alert['window_end']}"
 
 
+def _times(ratio: float | None) -> str:
+    return "" if ratio is None else f", effect {_number(ratio)}x its threshold"
+
+
+def growth_lines(alert: dict[str, Any]) -> list[str]:
+    """What grew an incident, check by check: `new: null_rate:country (band 2, effect 13.8x its threshold)`."""
+    new = [f"new: {c['check']} (band {c['band']}{_times(c.get('ratio'))})" for c in alert.get("new_checks") or []]
+    raised = [
+        f"more severe: {c['check']} (band {c['previous_band']} -> {c['band']}{_times(c.get('ratio'))})" for c in alert.get("raised") or []
+    ]
+    return new + raised
+
+
+def _wording(alert: dict[str, Any]) -> tuple[str, str, str]:
+    """Subject, headline, and the heading over the checks' numbers, for the kind of change."""
+    model, number, checks = alert["model_name"], alert["alert_id"], alert.get("checks") or []
+    version = f" v{alert['model_version']}" if alert.get("model_version") is not None else ""
+    if alert["status"] == "open":
+        columns = ", ".join(dict.fromkeys(check["column_name"] for check in checks)) or "see the page"
+        return (
+            f"[Batchwatch] {model}: drift incident #{number} opened, drifted: {columns}",
+            f"Drift incident #{number} opened for model {model} (champion{version}).",
+            "Drifted checks (statistic, BH-adjusted p, effect size vs threshold):",
+        )
+    if alert["status"] == "escalated":
+        grown = [c["check"] for c in [*(alert.get("new_checks") or []), *(alert.get("raised") or [])]]
+        return (
+            f"[Batchwatch] {model}: drift incident #{number} grew: {', '.join(grown)}",
+            f"Drift incident #{number} of model {model} (champion{version}) is still open and grew in this window:",
+            "Their tests in this window (statistic, BH-adjusted p, effect size vs threshold, rows):",
+        )
+    return (
+        f"[Batchwatch] {model}: drift incident #{number} resolved",
+        f"Drift incident #{number} of model {model} (champion{version}) resolved: this window is clean.",
+        "The checks that had drifted, as this window measured them:",
+    )
+
+
+def _html_list(lines: list[str]) -> str:
+    return f"<ul>{''.join(f'<li>{html.escape(line)}</li>' for line in lines)}</ul>" if lines else ""
+
+
 def render_alert(alert: dict[str, Any], *, base_url: str) -> dict[str, str]:
     """Subject, plain text, HTML and a JSON document for one incident change, and the page link.
 
-    `alert` is what `incidents.pending_notifications` returns: status ('open' or 'resolved'),
-    alert_id, model_name, model_version, window_start/window_end and the checks with their numbers
-    (the drifted ones on open; on recovery the same checks as the clean window measured them).
+    `alert` is what `incidents.pending_notifications` returns: status ('open', 'escalated' or
+    'resolved'), alert_id, model_name, model_version, window_start/window_end and the checks with
+    their numbers: on open the drifted ones; on escalation the tests of the checks that grew the
+    incident (its new_checks and raised), with every drifted line of the window; on recovery the
+    checks that had drifted, as the clean window measured them.
     """
     model, status, checks = alert["model_name"], alert["status"], alert.get("checks") or []
+    escalated = status == "escalated"
     link = page_link(base_url, model)
-    version = f" v{alert['model_version']}" if alert.get("model_version") is not None else ""
-    if status == "open":
-        columns = ", ".join(dict.fromkeys(check["column_name"] for check in checks)) or "see the page"
-        subject = f"[Batchwatch] {model}: drift incident #{alert['alert_id']} opened, drifted: {columns}"
-        headline = f"Drift incident #{alert['alert_id']} opened for model {model} (champion{version})."
-        heading = "Drifted checks (statistic, BH-adjusted p, effect size vs threshold):"
-    else:
-        subject = f"[Batchwatch] {model}: drift incident #{alert['alert_id']} resolved"
-        headline = f"Drift incident #{alert['alert_id']} of model {model} (champion{version}) resolved: this window is clean."
-        heading = "The checks that had drifted, as this window measured them:"
-    lines = [check_line(check) for check in checks]
+    subject, headline, heading = _wording(alert)
+    growth = growth_lines(alert) if escalated else []
+    also = (alert.get("drifted") or []) if escalated else []
     window = f"Window: {_window(alert)} (UTC)"
+    lines = [check_line(check, with_rows=escalated) for check in checks] or ["(no per-check results stored for this window)"]
     text = "\n".join(
-        [headline, window, heading, *(f"- {line}" for line in lines or ["(no per-check results stored for this window)"]),
-         f"Batchwatch page: {link}"]
+        [headline, *(f"- {line}" for line in growth), *([BANDS] if growth else []), window, heading, *(f"- {line}" for line in lines),
+         *(["Every drifted check of this window:", *(f"- {line}" for line in also)] if also else []), f"Batchwatch page: {link}"]
     )
+    numbers = ("statistic", "p_adjusted", "effect_size", "threshold")
     rows = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in (
-            check["column_name"], check["test"], _number(check.get("statistic")), _number(check.get("p_adjusted")),
-            _number(check.get("effect_size")), _number(check.get("threshold")),
+            check["column_name"], check["test"], *(_number(check.get(name)) for name in numbers),
+            *((check.get("n_current"),) if escalated else ()),
         )) + "</tr>"
         for check in checks
     )
     html_body = (
-        f"<p>{html.escape(headline)}</p><p>{html.escape(window)}</p><p>{html.escape(heading)}</p>"
-        "<table><tr><th>column</th><th>test</th><th>statistic</th><th>p adjusted</th><th>effect size</th><th>threshold</th></tr>"
-        f"{rows}</table>"
-        f'<p><a href="{html.escape(link, quote=True)}">Open the Batchwatch page of {html.escape(model)}</a></p>'
+        f"<p>{html.escape(headline)}</p>{_html_list(growth)}" + (f"<p>{html.escape(BANDS)}</p>" if growth else "")
+        + f"<p>{html.escape(window)}</p><p>{html.escape(heading)}</p>"
+        "<table><tr><th>column</th><th>test</th><th>statistic</th><th>p adjusted</th><th>effect size</th><th>threshold</th>"
+        f"{'<th>rows</th>' if escalated else ''}</tr>{rows}</table>"
+        + (f"<p>Every drifted check of this window:</p>{_html_list(also)}" if also else "")
+        + f'<p><a href="{html.escape(link, quote=True)}">Open the Batchwatch page of {html.escape(model)}</a></p>'
     )
     document = {
         "event": f"batchwatch.drift_incident.{status}",
@@ -100,6 +144,7 @@ def render_alert(alert: dict[str, Any], *, base_url: str) -> dict[str, str]:
         "window_end": alert["window_end"],
         "summary": alert.get("summary"),
         "checks": checks,
+        **({key: alert.get(key) for key in ("escalation_id", "new_checks", "raised", "drifted")} if escalated else {}),
         "link": link,
         "text": text,
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import itertools
 import os
 import re
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, ValidationInfo, field_validator, model_validator
 
 from batchwatch.errors import PermanentError
 
@@ -225,7 +226,7 @@ class Schedules(_Strict):
 
 
 class Notifier(_Strict):
-    """An Airflow notifier (a BaseNotifier subclass) called when a drift incident opens or recovers."""
+    """An Airflow notifier (a BaseNotifier subclass) called when a drift incident opens, grows or recovers."""
 
     class_: str = Field(alias="class")
     params: dict[str, Any] = Field(default_factory=dict)
@@ -284,12 +285,30 @@ class Drift(_Strict):
     null_rate_h_threshold: float = Field(default=0.1, gt=0)  # Cohen's h of the null rates
     positive_rate_h_threshold: float = Field(default=0.1, gt=0)  # Cohen's h of the positive rates
     exclude: tuple[str, ...] = ()  # columns not compared, e.g. ones with a known weekly cycle
+    severity_bands: tuple[FiniteFloat, ...] = Field(
+        default=(2.0, 4.0),
+        description=(
+            "Multiples of a test's threshold that start the severity bands of a drifted check: band 0 is over the threshold, "
+            "band i from the i-th multiple on (with the default, band 1 from 2x, band 2 from 4x). A check is as severe as the "
+            "largest effect/threshold ratio among its tests. An open incident is announced again when a check's band rises "
+            "above the highest it has reached in the incident. Ascending, each over 1; [] leaves only new checks to announce."
+        ),
+    )
     multivariate: Multivariate = Multivariate()
-    # Called when an incident opens and when it recovers; with none, the task log and `alerts` hold it.
+    # Called when an incident opens, grows and recovers; with none, the task log and `alerts` hold it.
     notifiers: tuple[Notifier, ...] = ()
     # The Airflow UI's address that alerts link to (`<this>/batchwatch/models/<model>`); unset, Airflow's
     # [api] base_url. Set it when the address people open differs from the one Airflow is configured with.
     alert_base_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/\S*)?$")
+
+    @field_validator("severity_bands")
+    @classmethod
+    def _bands_ascend_over_one(cls, bands: tuple[float, ...]) -> tuple[float, ...]:
+        if any(band <= 1 for band in bands):
+            raise ValueError(f"severity bands are multiples of the threshold, each over 1 (band 0 is over the threshold itself): got {list(bands)}")
+        if any(upper <= lower for lower, upper in itertools.pairwise(bands)):
+            raise ValueError(f"severity bands must ascend strictly: got {list(bands)}")
+        return bands
 
     @model_validator(mode="after")
     def _multivariate_can_decide(self) -> Drift:

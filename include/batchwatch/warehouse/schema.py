@@ -156,6 +156,25 @@ alerts = sa.Table(
     sa.Column("open_notified_at", TIMESTAMP),
     sa.Column("resolved_notified_at", TIMESTAMP),
     sa.Column("run_id", sa.Text, nullable=False),
+    # Every check the incident has seen drifted and the highest severity band it reached, {check: band} (0007);
+    # NULL for an incident opened before 0007 until a window extends it.
+    sa.Column("checks", JSON),
+)
+
+# One row per window that grew an open incident (0007): claimed in notified_at before it is announced.
+alert_escalations = sa.Table(
+    "alert_escalations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("alert_id", sa.Integer, sa.ForeignKey("alerts.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("window_end", TIMESTAMP, nullable=False),
+    sa.Column("new_checks", JSON, nullable=False),  # [{check, band, ratio, tests: [[column, test], ...]}]
+    sa.Column("raised", JSON, nullable=False),  # [{check, previous_band, band, ratio, tests}]
+    sa.Column("drifted", JSON, nullable=False),  # the window's drifted checks, one line each
+    sa.Column("created_at", TIMESTAMP, nullable=False),
+    sa.Column("notified_at", TIMESTAMP),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.UniqueConstraint("alert_id", "window_end", name="uq_alert_escalations_window"),
 )
 
 alert_deliveries = sa.Table(
