@@ -179,10 +179,18 @@ def lists_versions_and_rolls_back_to_the_first(scratch: Scratch, result: subproc
     assert reasons == [("flags too many grocery purchases",)]
 
 
+def compares_two_frames_offline(scratch: Scratch, result: subprocess.CompletedProcess[str]) -> None:
+    first, *table = result.stdout.splitlines()
+    assert first.startswith("drifted ['distribution:Amount: ks"), result.stdout
+    verdicts = {tuple(line.split()[1:3]): line.split()[-1] for line in table[1:]}
+    assert verdicts[("Amount", "wasserstein")] == "drifted" and verdicts[("Country", "chi2")] == "ok", result.stdout
+
+
 # What a user expects after each runnable shell block, by its first command.
 EXPECTED: dict[str, Callable[[Scratch, subprocess.CompletedProcess[str]], None]] = {
     "bin/airflow dags unpause fraud_nightly_predict": shows_queued_backfill_of_the_last_seven_days,
     "bin/batchwatch versions fraud": lists_versions_and_rolls_back_to_the_first,
+    'source bin/env && "$BATCHWATCH_VENV/bin/python" - <<\'PY\'': compares_two_frames_offline,
 }
 
 

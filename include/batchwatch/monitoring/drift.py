@@ -594,6 +594,7 @@ def check_window(engine: Engine, spec: ModelSpec, *, window_end: datetime, run_i
         incident = update_incident(
             connection, spec.name, champion.version, found={DRIFTED: True, OK: False}.get(status), window_end=end, drifted=drifted,
             findings=findings(results, spec.drift.severity_bands), run_id=run_id,
+            unjudged=[check for check, verdict in verdicts.items() if verdict == INSUFFICIENT],
         )
 
     summary: dict[str, Any] = {

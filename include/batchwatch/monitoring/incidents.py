@@ -10,7 +10,7 @@ recorded (`alert_deliveries`), so the retry skips the notifiers that already del
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -49,12 +49,15 @@ def update_incident(
     drifted: list[str],
     findings: Mapping[str, Finding],
     run_id: str,
+    unjudged: Collection[str] = (),
 ) -> dict[str, Any] | None:
     """Open, extend, escalate or resolve the model's incident for one checked window; return the change, if any, to announce.
 
     `found`: True when the window has findings, False when it is clean, None when it could not be judged
     (too little data), which neither extends nor resolves anything. `drifted`: one line per drifted
-    check, for messages; `findings`: the same checks by name, with their severity.
+    check, for messages; `findings`: the same checks by name, with their severity; `unjudged`: the checks
+    the window had too few rows to judge. A clean window resolves an incident only if it could judge every
+    check the incident saw drifted: a small window that cannot see them says nothing about their recovery.
     """
     now = datetime.now(timezone.utc)
     open_alert = connection.execute(
@@ -89,6 +92,11 @@ def update_incident(
         )
         log.warning("Drift incident opened for %s at window end %s: %s", model_name, window_end, summary)
         return {"status": "open", "model_name": model_name, "window_end": window_end.isoformat(), "summary": summary, "drifted": drifted}
+    blind = sorted(set(open_alert["checks"] or {}) & set(unjudged)) if open_alert is not None else []
+    if found is False and open_alert is not None and blind:
+        log.info("Drift incident %s of %s stays open at window end %s: %s could not be judged", open_alert["id"], model_name, window_end,
+                 ", ".join(blind))
+        return None
     if found is False and open_alert is not None and utc_timestamp(open_alert["last_drifted_window_end"]) < window_end:
         connection.execute(
             sa.text("UPDATE alerts SET status = 'resolved', resolved_window_end = :e, resolved_at = :t WHERE id = :id"),
