@@ -109,7 +109,7 @@ class BatchPredictOperator(BaseOperator):
 
 
 class DriftCheckOperator(BaseOperator):
-    """Compare the trailing window ending at `window_end` with the champion's reference profile.
+    """Compare the trailing window ending at `window_end` with the reference profile of the version champion at its end.
 
     Drift is a finding, not a failure: the task succeeds, returns the summary (XCom, shown in the UI),
     logs every drifted check and the incident's change (opened, grew, resolved), and calls the spec's notifiers once per change.

@@ -372,6 +372,61 @@ def test_category_keys_are_strings() -> None:
     assert (reference.rows, reference.nulls) == (5, 1)
 
 
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param(pd.Series([1.0, 2.0, 2.0, np.nan]), id="float64-with-NaN"),
+        pytest.param(pd.Series([1, 2, 2, None], dtype="Int64"), id="nullable-Int64"),
+        pytest.param(pd.Series([1.0, 2.0, 2.0, None], dtype="Float64"), id="nullable-Float64"),
+        pytest.param(pd.Series([1.0, 2.0, 2.0, np.nan], dtype=np.float32), id="float32"),
+        pytest.param(pd.Series([np.int64(1), np.float64(2.0), 2, None], dtype=object), id="object-numpy-and-python-numbers"),
+        pytest.param(pd.Series(["1", "2", "2", None]), id="text-as-the-SQL-path-reads-it"),
+        pytest.param(pd.Series([1.0, 2.0, 2.0, np.nan]).astype("category"), id="category-of-floats"),
+        pytest.param(np.array([1, 2, 2, None], dtype=object), id="numpy-object"),
+    ],
+)
+def test_category_keys_do_not_depend_on_the_dtype(values: object) -> None:
+    """Integers and integral floats key as the integer, whatever the column was read as."""
+    reference = CategoricalReference.from_values(values)
+    assert reference.frequencies == {"1": 1, "2": 2}
+    assert (reference.rows, reference.nulls) == (4, 1)
+
+
+def test_a_float_reference_with_a_null_is_not_drifted_from_an_int_window_of_the_same_values() -> None:
+    """A column with a null reads as floats (1.0), the same column without one as ints (1): the same data, no drift."""
+    counts = {1: 400, 2: 300, 3: 200, 7: 100}
+    values = [value for value, count in counts.items() for _ in range(count)]
+    reference = CategoricalReference.from_values(pd.Series([*values, None], dtype="float64"))
+    result = compare_categorical(reference, pd.Series(values, dtype="int64"))
+
+    assert result.unseen == {} and result.unseen_share == 0.0
+    assert result.jensen_shannon == pytest.approx(0.0, abs=1e-12)
+    assert result.chi2_pvalue == pytest.approx(1.0)
+    assert result.current_frequencies == {"1": 400, "2": 300, "3": 200, "7": 100}
+
+
+def test_mixed_object_columns_key_by_value_keeping_booleans_and_text_as_they_are() -> None:
+    """Booleans stay apart from 1 and 0 (pandas alone counts True with 1); text is never stripped, case-folded or parsed."""
+    values = [True, 1, np.int64(1), 1.0, "1", False, 0, np.True_, "True", "a", "A", " a", "1.0", 1.5, np.float32(2.5), None, np.nan, pd.NA]
+    reference = CategoricalReference.from_values(pd.Series(values, dtype=object))
+    assert reference.frequencies == {
+        "True": 3, "False": 1, "1": 4, "0": 1, "a": 1, "A": 1, " a": 1, "1.0": 1, "1.5": 1, "2.5": 1,
+    }
+    assert (reference.rows, reference.nulls) == (len(values), 3)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param(np.array([True, False, True]), id="numpy-bool"),
+        pytest.param(pd.Series([True, False, True, None], dtype="boolean"), id="nullable-boolean"),
+        pytest.param(pd.Series([True, False, np.True_, None], dtype=object), id="object-bools"),
+    ],
+)
+def test_booleans_key_as_true_and_false(values: object) -> None:
+    assert CategoricalReference.from_values(values).frequencies == {"True": 2, "False": 1}
+
 def test_categorical_reference_json_round_trip_gives_identical_comparisons() -> None:
     reference = CategoricalReference.from_values(["a"] * 50 + ["b"] * 30 + [None] * 4)
     current = ["a"] * 20 + ["b"] * 40 + ["z"] * 3 + [None]

@@ -235,6 +235,29 @@ def test_aliases_and_their_audit_events(sqlite_engine, fraud_spec, fitted, artif
     ]
 
 
+def test_champion_terms_are_the_champion_moves_of_the_audit_log(sqlite_engine, fraud_spec, fitted, artifacts) -> None:
+    for days in range(3):
+        register(sqlite_engine, fraud_spec, fitted, trained_on=window(days))
+    before = datetime.now(timezone.utc)
+    assert registry.champion_terms(sqlite_engine, "fraud") == [] and registry.champion_at(sqlite_engine, "fraud", before) is None
+
+    registry.set_alias(sqlite_engine, "fraud", "champion", 1, reason="first", actor="a")
+    registry.set_alias(sqlite_engine, "fraud", "challenger", 2, reason="shadow", actor="a")
+    registry.set_alias(sqlite_engine, "fraud", "champion", 3, reason="manual", actor="a")
+
+    terms = registry.champion_terms(sqlite_engine, "fraud")
+    assert [(term.version, term.event) for term in terms] == [(1, "set_champion"), (3, "set_champion")], "a challenger move is not one"
+    assert before <= terms[0].since < terms[1].since <= datetime.now(timezone.utc)
+    assert registry.champion_at(sqlite_engine, "fraud", before) is None
+    assert registry.champion_at(sqlite_engine, "fraud", terms[0].since) == 1
+    assert registry.champion_at(sqlite_engine, "fraud", datetime.now(timezone.utc)) == 3
+
+
+def test_the_registry_and_the_read_layer_agree_on_which_events_move_the_champion() -> None:
+    from batchwatch.queries import ALIAS_OF_EVENT
+
+    assert set(registry.CHAMPION_EVENTS) == {event for event, alias in ALIAS_OF_EVENT.items() if alias == "champion"}
+
 def test_promoting_a_non_challenger_keeps_the_challenger(sqlite_engine, fraud_spec, fitted, artifacts) -> None:
     for days in range(3):
         register(sqlite_engine, fraud_spec, fitted, trained_on=window(days))

@@ -1,5 +1,8 @@
 """The drift check: a window of source rows and the champion's scores against the version's reference.
 
+The champion is the version that was champion when the window ended (model_events), so a backfilled
+window is judged by the reference of its time, not by today's champion.
+
 The reference profile is built once, when a version is registered, from its training rows and its
 validation scores, and stored beside the version; a check never re-reads training data.
 
@@ -38,6 +41,7 @@ from batchwatch.hashing import DRIFT_SAMPLE
 from batchwatch.monitoring.incidents import Finding, update_incident
 from batchwatch.monitoring.report import render_drift_report, report_relpath
 from batchwatch.scoring import load_champion, score, source_query
+from batchwatch.scoring.models import check_features
 from batchwatch.serialization import finite_or_none, json_safe
 from batchwatch.spec import ModelSpec, quote
 from batchwatch.spec.model import Drift as DriftSettings
@@ -81,6 +85,10 @@ class NoReference(registry.RegistryError):
 
 class DamagedReference(NoReference):
     """The version's stored reference profile lacks a part the check reads, or holds one it cannot read."""
+
+
+class BeforeFirstChampion(NoReference):
+    """The window ended before the model's first champion and holds rows older than that version's training data end."""
 
 
 # --- what a check compares -------------------------------------------------------------------
@@ -556,7 +564,7 @@ def check_window(engine: Engine, spec: ModelSpec, *, window_end: datetime, run_i
     """
     started = time.perf_counter()
     start, end = window_of(spec, window_end)
-    champion = load_champion(engine, spec, ", so there is no reference to check drift against")
+    champion = champion_of_window(engine, spec, start, end)
     reference = load_reference(engine, spec.name, champion.version)
     raw, in_window, fraction = read_window(engine, spec, start, end)
     first, last = window_span(engine, spec, start, end)
@@ -617,6 +625,44 @@ def check_window(engine: Engine, spec: ModelSpec, *, window_end: datetime, run_i
     }
     summary["report"] = str(store_report(spec.name, end, render_drift_report(summary, [r.row() for r in results], _reference_parts(reference))))
     return summary
+
+
+def champion_of_window(engine: Engine, spec: ModelSpec, start: datetime, end: datetime) -> registry.LoadedModel:
+    """The version that was champion when the window ended (model_events), so a backfill is judged by the reference of
+    its time, not by today's champion.
+
+    No version was champion before the first one took office, so that first one judges the windows that
+    begin once its training data end (a replay of history after a bootstrap). An earlier window holds rows
+    it learned from, and no version's reference can judge it: BeforeFirstChampion. With no champion move
+    recorded at all (an alias written by hand, or no champion yet), the alias is all there is.
+    """
+    version = registry.champion_at(engine, spec.name, end)
+    if version is None:
+        terms = registry.champion_terms(engine, spec.name)
+        if not terms:
+            return load_champion(engine, spec, ", so there is no reference to check drift against")
+        version = _first_champion_for(engine, spec, terms[0], start, end)
+    champion = registry.load_version(engine, spec.name, version)
+    check_features(spec, champion)
+    return champion
+
+
+def _first_champion_for(engine: Engine, spec: ModelSpec, first: registry.ChampionTerm, start: datetime, end: datetime) -> int:
+    """The first champion's version if its training data end by the window's start; BeforeFirstChampion otherwise."""
+    recorded = registry.get_version(engine, spec.name, first.version)["trained_on"].get("end")
+    trained_until = None if recorded is None else utc_timestamp(recorded)
+    if trained_until is not None and trained_until <= start:
+        return first.version
+    if trained_until is None:
+        why, judged = "its training window is not recorded", f"end at or after {first.since:%Y-%m-%d %H:%M} UTC"
+    else:
+        why = f"the window begins before its training data end ({trained_until:%Y-%m-%d %H:%M} UTC)"
+        judged = f"begin at or after {trained_until:%Y-%m-%d %H:%M} UTC"
+    raise BeforeFirstChampion(
+        f"{spec.name}: the window [{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}) UTC ended before the model's first champion, "
+        f"v{first.version}, took office on {first.since:%Y-%m-%d %H:%M} UTC, and {why}: no version's reference can judge it. "
+        f"Check windows that {judged}."
+    )
 
 
 def store_report(model_name: str, window_end: datetime, page: str) -> Path:

@@ -251,10 +251,6 @@ def promote_candidate(
     return {**outcome, "reason": reason}
 
 
-# Events that made a version champion: the champion history a rollback walks back through.
-CHAMPION_EVENTS = ("set_champion", "promoted", "forced", "rollback")
-
-
 def rollback(engine: Engine, model_name: str, *, to_version: int | None, reason: str, actor: str) -> dict[str, Any]:
     """Take the champion out of service and restore an earlier one (or `to_version`), audited. Returns what changed.
 
@@ -298,7 +294,7 @@ def _previous_champion(connection: sa.Connection, model_name: str, current: int)
     history = connection.execute(
         sa.text(
             "SELECT e.version, v.sha256 FROM model_events e JOIN model_versions v ON v.model_name = e.model_name AND v.version = e.version"
-            f" WHERE e.model_name = :m AND e.event IN ({', '.join(repr(event) for event in CHAMPION_EVENTS)}) ORDER BY e.id DESC"
+            f" WHERE e.model_name = :m AND e.event IN ({', '.join(repr(event) for event in registry.CHAMPION_EVENTS)}) ORDER BY e.id DESC"
         ),
         {"m": model_name},
     ).all()

@@ -26,6 +26,8 @@ from batchwatch.warehouse import lock_unit, utc_timestamp
 log = logging.getLogger(__name__)
 
 ALIASES = ("champion", "challenger")
+# The events that move the champion alias (point_alias with alias "champion"): together, who was champion when.
+CHAMPION_EVENTS = ("set_champion", "promoted", "forced", "rollback")
 # The keys of `trained_on` that make two trainings the same: the window and when its labels were read.
 TRAINING_WINDOW_KEYS = ("start", "end", "labels_as_of")
 # The key of `trained_on` holding a fingerprint of the training rows (retrain.data_fingerprint).
@@ -280,6 +282,33 @@ def record_event(
         ).bindparams(sa.bindparam("d", type_=sa.JSON)),
         {"m": model_name, "e": event, "v": version, "p": previous_version, "r": reason, "d": details, "a": actor, "t": _now()},
     )
+
+
+@dataclass(frozen=True)
+class ChampionTerm:
+    version: int
+    since: datetime  # UTC: when the event that made it champion was recorded
+    event: str
+
+
+def champion_terms(engine: Engine, model_name: str) -> list[ChampionTerm]:
+    """Every move of the champion alias, oldest first: which version was champion from when (model_events)."""
+    query = sa.text("SELECT id, version, event, created_at FROM model_events WHERE model_name = :m AND event IN :events").bindparams(
+        sa.bindparam("events", expanding=True)
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(query, {"m": model_name, "events": list(CHAMPION_EVENTS)}).all()
+    moves = sorted((utc_timestamp(row.created_at).to_pydatetime(), row.id, row.version, row.event) for row in rows)
+    return [ChampionTerm(version, since, event) for since, _, version, event in moves]
+
+
+def champion_at(engine: Engine, model_name: str, when: datetime) -> int | None:
+    """The version that was champion at `when` (timezone-aware): that of the last champion move at or before it, None before the first.
+
+    A backfill asks this rather than for the alias, which only knows today's champion.
+    """
+    serving = [term.version for term in champion_terms(engine, model_name) if term.since <= when]
+    return serving[-1] if serving else None
 
 
 def load_version(engine: Engine, model_name: str, version: int) -> LoadedModel:

@@ -111,18 +111,59 @@ class NumericReference:
         )
 
 
+# infer_dtype's names for object columns that may mix booleans with numbers, which pandas counts as one value (True == 1).
+_MAY_MIX_BOOLS_AND_NUMBERS = ("mixed", "mixed-integer")
+_BOOLEAN_TYPES = {bool, np.bool_}
+
+
 def _count_categories(values: Any) -> tuple[int, int, dict[str, int]]:
     """(rows, nulls, non-null category -> count), counting by hashing rather than per-row Python.
 
-    Categories are keyed by their string form so they survive JSON; values that only differ in type
-    (1 and "1") are therefore merged.
+    Categories are keyed by text, so they survive JSON, and the key does not depend on the dtype a
+    column was read with: a reference read as floats (1.0, because the column had a null) meets a
+    window read as ints (1). Integers and integral floats (within int64) are keyed as the integer
+    ("1"), booleans as "True"/"False", other floats as str() ("1.5"), strings exactly as they are
+    (never stripped, case-folded or parsed: "1.0" stays "1.0"); None, NaN, NaT and pd.NA are nulls.
+    Values that only differ in type are therefore merged (1, 1.0, np.int64(1) and "1").
     """
     series = values if isinstance(values, pd.Series) else pd.Series(values)
+    mixed = series.dtype == object and pd.api.types.infer_dtype(series, skipna=True) in _MAY_MIX_BOOLS_AND_NUMBERS
+    if mixed and _BOOLEAN_TYPES & set(map(type, series.to_numpy())):  # the rare mixed column pays a pass per row
+        booleans = series.map(type).isin(_BOOLEAN_TYPES)
+        series = series.mask(booleans, series[booleans].map(str))
     counts = series.value_counts(dropna=True)
     counts = counts[counts > 0]  # a category dtype lists its unused categories with count 0
-    by_name = counts.groupby(counts.index.astype(str)).sum()
-    frequencies = {str(name): int(count) for name, count in by_name.items()}
+    frequencies: dict[str, int] = {}
+    for key, count in zip(_category_keys(counts.index), counts.to_numpy().tolist(), strict=True):
+        frequencies[key] = frequencies.get(key, 0) + count  # distinct values with one key (1 and "1") add up
     return len(series), int(series.isna().sum()), frequencies
+
+
+def _category_key(value: Any) -> str:
+    """One value's key, by the rules of _count_categories."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer() and abs(value) < 2.0**63:
+        return str(int(value))
+    return str(value)
+
+
+def _category_keys(categories: pd.Index) -> list[str]:
+    """The keys of distinct values, by the rules of _count_categories: by dtype at once, value by value only for mixed objects."""
+    if isinstance(categories.dtype, pd.CategoricalDtype):
+        categories = pd.Index(np.asarray(categories))
+    if pd.api.types.is_float_dtype(categories.dtype):
+        native = categories.to_numpy()  # float32 as numpy prints it ("0.1"), the way str() does a float32 value
+        numbers = native.astype(np.float64)
+        keys = native.astype(str).astype(object)
+        integral = np.isfinite(numbers) & (numbers == np.trunc(numbers)) & (np.abs(numbers) < 2.0**63)
+        keys[integral] = numbers[integral].astype(np.int64).astype(str)
+        return keys.tolist()
+    if pd.api.types.is_bool_dtype(categories.dtype) or pd.api.types.is_integer_dtype(categories.dtype):
+        return categories.astype(str).tolist()
+    if pd.api.types.infer_dtype(categories, skipna=False) == "string":
+        return categories.tolist()
+    return [_category_key(value) for value in categories]
 
 
 @dataclass(frozen=True)
