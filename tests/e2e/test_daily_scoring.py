@@ -8,8 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
 
 from batchwatch.warehouse import migrate
+from batchwatch.warehouse.engine import MIGRATIONS
 
 from .conftest import DAY, count, run_day
 from .test_nightly_predict import _fail_on_chunk
@@ -76,11 +79,13 @@ def test_the_migration_backfills_days_scored_before_it(fraud_world):
     engine = fraud_world["engine"]
     assert run_day("fraud_nightly_predict", DAY)[0] == "success"
     written = summary(engine)
+    # Back to a warehouse at 0004 through the migrations' own downgrades, then up again: 0005 backfills.
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
-        # Back to a warehouse at 0004: undo 0005 (the table) and everything after it (0006's index).
-        connection.execute(sa.text("DROP TABLE daily_scoring"))
-        connection.execute(sa.text("DROP INDEX drift_results_by_check"))
-        connection.execute(sa.text("UPDATE alembic_version SET version_num = '0004'"))
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0004")
+    assert "daily_scoring" not in sa.inspect(engine).get_table_names()
     migrate(engine)
     pd.testing.assert_frame_equal(written, summary(engine))
 
