@@ -1,8 +1,8 @@
 """Effect sizes that mean the same at 500 rows as at 1M, and power figures that agree with simulation.
 
-Each claim is checked against scipy on simulated data: the debiased distance of a no-drift sample is
-about 0 at every size while the raw one is not, a real drift keeps its size, and each power formula
-matches the rejection rate of the real test at the sample size it names.
+Each claim is checked against scipy on simulated data: the lower bound of a no-drift sample's distance
+is about 0 at every size while the raw distance is not, a real drift keeps about its size, and each
+power formula matches the rejection rate of the real test at the sample size it names.
 """
 
 from __future__ import annotations
@@ -37,13 +37,13 @@ def test_jensen_shannon_of_100_categories_is_biased_and_the_debiased_one_is_not(
         corrected = [effects.debiased_distance(value, noise) for value in raw]
         # The typical no-drift window now reads ~0; the tail past the threshold is what the chi-square test guards.
         assert np.median(corrected) < 0.02 and np.mean(np.array(corrected) >= 0.1) < 0.1 < np.mean(np.array(raw) >= 0.1)
-    # A real change of the mix keeps its size at every n.
+    # A real change of the mix: its lower bound sits just under its size, closer the more rows.
     moved = np.roll(p, 7)
     true_distance = _js(p, moved)
     for n in (500, 10_000, 1_000_000):
         sample = rng.multinomial(n, moved)
         corrected = effects.debiased_distance(_js(p, sample), effects.null_jensen_shannon(reference, n, rng))
-        assert corrected == pytest.approx(true_distance, abs=0.03)
+        assert true_distance - 3 / math.sqrt(n) - 0.01 <= corrected <= true_distance + 0.01
 
 
 def test_psi_and_wasserstein_debiased_mean_the_same_at_every_size() -> None:
@@ -59,15 +59,15 @@ def test_psi_and_wasserstein_debiased_mean_the_same_at_every_size() -> None:
         assert np.mean([effects.debiased_distance(w, noise) for w in shifted]) == pytest.approx(0.3, abs=1 / math.sqrt(n) + 0.01)
 
 
-def test_cohens_h_noise_is_its_variance_and_a_real_h_keeps_its_size() -> None:
+def test_cohens_h_noise_bound_is_the_95th_percentile_and_a_real_h_keeps_its_size() -> None:
     rng = np.random.default_rng(2)
     hits = rng.binomial(400, 0.1, 20_000)
     h = np.array([proportion_test(1_000, 10_000, int(k), 400).cohens_h for k in hits])
-    assert np.mean(h**2) == pytest.approx(effects.null_cohens_h_square(10_000, 400), rel=0.05)
+    assert np.mean(h**2 <= effects.null_cohens_h_square(10_000, 400)) == pytest.approx(0.95, abs=0.015)
     moved = np.array([proportion_test(1_000, 10_000, int(k), 400).cohens_h for k in rng.binomial(400, 0.2, 2_000)])
     true_h = 2 * math.asin(math.sqrt(0.2)) - 2 * math.asin(math.sqrt(0.1))
     corrected = [effects.debiased_distance(abs(value), effects.null_cohens_h_square(10_000, 400)) for value in moved]
-    assert np.mean(corrected) == pytest.approx(true_h, abs=0.01)
+    assert np.mean(corrected) == pytest.approx(true_h, abs=0.025)
 
 
 @pytest.mark.parametrize("n", [200, 800])

@@ -234,7 +234,7 @@ class TestResult:
     check: str  # the tests of one check share a verdict: e.g. ks, psi and wasserstein of one column
     statistic: float | None
     p_value: float | None = None
-    effect_size: float | None = None  # debiased: the raw effect minus its expectation under no drift
+    effect_size: float | None = None  # its 95% lower bound: the raw effect with the no-drift noise bound taken out
     threshold: float | None = None
     n_reference: int | None = None
     n_current: int | None = None
@@ -266,11 +266,10 @@ class TestResult:
         }
 
 
-def _with_bias(raw: float, null: float, *, distance: bool, **details: Any) -> tuple[float, dict[str, Any]]:
-    """The debiased effect and what to show for it: the raw value and what noise alone gives (a mean, or a mean square)."""
-    effect = debiased_distance(raw, null) if distance else debiased(raw, null)
-    noise = {"null_mean_square": null} if distance else {"null_mean": null}
-    return effect, {"raw_effect": finite_or_none(raw, keep_inf=True), **noise, **details}
+def _with_bias(raw: float, noise: float, *, distance: bool, **details: Any) -> tuple[float, dict[str, Any]]:
+    """The effect's 95% lower bound (stats.effects) and what to show for it: the raw value and the noise bound."""
+    effect = debiased_distance(raw, noise) if distance else debiased(raw, noise)
+    return effect, {"raw_effect": finite_or_none(raw, keep_inf=True), "noise_bound": noise, **details}
 
 
 def _numeric_tests(

@@ -4,12 +4,13 @@ Two facts make a raw effect size unfit for a fixed threshold in small windows:
 
 - Distances between distributions are biased upward by sampling noise. With no drift, the
   Jensen-Shannon distance of a 100-category feature has a median of about 0.19 at 500 rows (the
-  threshold is 0.1), and PSI on ten bins grows like (bins - 1) / n. Every effect is therefore
-  reported *debiased*, with what noise alone gives at the window's sizes (`null_*` below: analytic
-  where a formula exists, else a seeded parametric bootstrap) taken out where noise adds up: from a
-  divergence (PSI) its mean is subtracted; from a distance (JS, Wasserstein, |h|) its mean square is
-  subtracted in quadrature, sqrt(d^2 - E[d0^2]), since noise and a real difference add as squares.
-  Floored at 0, a debiased effect means the same at 500 rows as at 1M.
+  threshold is 0.1), and PSI on ten bins grows like (bins - 1) / n. So every effect is judged by its
+  **95% lower confidence bound**: the raw value with the 95th percentile of what noise alone gives at
+  the window's sizes taken out (`null_*` below: analytic where a formula exists, else a seeded
+  parametric bootstrap, mean + 2 SD of the draws). From a divergence (PSI) that noise bound is
+  subtracted; from a distance (JS, Wasserstein, |h|) it is removed in quadrature,
+  sqrt(d^2 - q95(d0^2)), since noise and a real difference add as squares. Floored at 0, the bound
+  means the same at 500 rows as at 1M, and a noisy small window rarely passes a threshold by chance.
 - A window too small to see a threshold-sized effect cannot call a check "ok". Each test's power
   against an effect exactly at its threshold (`power_*`) decides, per test, whether its "ok" means
   anything; a significant, large effect is drifted however few the rows.
@@ -36,18 +37,23 @@ BOOTSTRAP_MAX_N = 5_000
 REQUIRED_POWER = 0.8
 
 
-def debiased(raw: float, null_mean: float) -> float:
-    """A divergence minus its mean under no drift, floored at 0 (NaN stays NaN)."""
+def debiased(raw: float, noise: float) -> float:
+    """A divergence's lower bound: minus the noise bound under no drift, floored at 0 (NaN stays NaN)."""
     if math.isnan(raw):
         return raw
-    return max(raw - null_mean, 0.0)
+    return max(raw - noise, 0.0)
 
 
-def debiased_distance(raw: float, null_mean_square: float) -> float:
-    """A distance with its no-drift mean square taken out in quadrature, floored at 0 (NaN and inf stay)."""
+def debiased_distance(raw: float, noise_square: float) -> float:
+    """A distance's lower bound: the no-drift noise bound (of its square) taken out in quadrature, floored at 0."""
     if math.isnan(raw) or math.isinf(raw):
         return raw
-    return math.sqrt(max(raw * raw - null_mean_square, 0.0))
+    return math.sqrt(max(raw * raw - noise_square, 0.0))
+
+
+def _bound(draws: np.ndarray) -> float:
+    """About the 95th percentile of a bootstrap's draws, steadier than the empirical one from few draws."""
+    return float(draws.mean() + 2 * draws.std(ddof=1)) if draws.size > 1 else float(draws.mean())
 
 
 def _shares(counts: np.ndarray) -> np.ndarray:
@@ -64,38 +70,38 @@ def _jensen_shannon_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 
 def null_jensen_shannon(reference_counts: np.ndarray, n_current: int, rng: np.random.Generator) -> float:
-    """Mean square JS distance between the reference shares and `n_current` draws from them: what noise alone gives."""
+    """Noise bound of the square JS distance between the reference shares and `n_current` draws from them."""
     p = _shares(reference_counts)
     if n_current <= 0 or p.size < 2:
         return 0.0
     draws = rng.multinomial(n_current, p, size=BOOTSTRAP_DRAWS) / n_current
-    return float((_jensen_shannon_rows(p, draws) ** 2).mean())
+    return _bound(_jensen_shannon_rows(p, draws) ** 2)
 
 
 def null_psi(reference_counts: np.ndarray, n_current: int, floor: float, rng: np.random.Generator) -> float:
-    """Mean PSI of `n_current` draws from the reference bins against the reference (the same floor as the statistic)."""
+    """Noise bound of the PSI of `n_current` draws from the reference bins (the same floor as the statistic)."""
     p = _shares(reference_counts)
     if n_current <= 0 or p.size < 2:
         return 0.0
     q = np.maximum(rng.multinomial(n_current, p, size=BOOTSTRAP_DRAWS) / n_current, floor)
     p = np.maximum(p, floor)
-    return float(np.sum((q - p) * np.log(q / p), axis=1).mean())
+    return _bound(np.sum((q - p) * np.log(q / p), axis=1))
 
 
 def null_wasserstein(sorted_reference: np.ndarray, n_current: int, rng: np.random.Generator) -> float:
-    """Mean square Wasserstein distance between `n_current` draws from the reference sample and the sample itself."""
+    """Noise bound of the square Wasserstein distance between `n_current` draws from the reference sample and the sample."""
     if n_current <= 0 or sorted_reference.size < 2:
         return 0.0
     m = min(n_current, BOOTSTRAP_MAX_N)
-    distances = [wasserstein_sorted(np.sort(rng.choice(sorted_reference, size=m)), sorted_reference) for _ in range(BOOTSTRAP_DRAWS // 8)]
-    return float(np.mean(np.square(distances))) * m / n_current
+    distances = [wasserstein_sorted(np.sort(rng.choice(sorted_reference, size=m)), sorted_reference) for _ in range(BOOTSTRAP_DRAWS // 4)]
+    return _bound(np.square(distances)) * m / n_current
 
 
 def null_cohens_h_square(n_reference: int, n_current: int) -> float:
-    """E[h^2] with no drift: on the arcsine scale h is about normal with variance 1/n1 + 1/n2."""
+    """Noise bound of h^2 with no drift: h is about normal with variance 1/n1 + 1/n2, so h^2 / var is chi2(1)."""
     if n_reference <= 0 or n_current <= 0:
         return math.nan
-    return 1 / n_reference + 1 / n_current
+    return float(stats.chi2.ppf(0.95, 1)) * (1 / n_reference + 1 / n_current)
 
 
 def good_turing_unseen_rate(frequencies: dict[str, int]) -> float:
