@@ -34,7 +34,7 @@ def test_jensen_shannon_of_100_categories_is_biased_and_the_debiased_one_is_not(
         raw = [_js(p, rng.multinomial(n, p)) for _ in range(200)]
         assert np.median(raw) == pytest.approx(raw_median, abs=0.03)
         noise = effects.null_jensen_shannon(reference, n, rng)
-        corrected = [effects.debiased_distance(value, noise) for value in raw]
+        corrected = [effects.distance_lower_bound(value, noise) for value in raw]
         # The typical no-drift window now reads ~0; the tail past the threshold is what the chi-square test guards.
         assert np.median(corrected) < 0.02 and np.mean(np.array(corrected) >= 0.1) < 0.1 < np.mean(np.array(raw) >= 0.1)
     # A real change of the mix: its lower bound sits just under its size, closer the more rows.
@@ -42,7 +42,7 @@ def test_jensen_shannon_of_100_categories_is_biased_and_the_debiased_one_is_not(
     true_distance = _js(p, moved)
     for n in (500, 10_000, 1_000_000):
         sample = rng.multinomial(n, moved)
-        corrected = effects.debiased_distance(_js(p, sample), effects.null_jensen_shannon(reference, n, rng))
+        corrected = effects.distance_lower_bound(_js(p, sample), effects.null_jensen_shannon(reference, n, rng))
         assert true_distance - 3 / math.sqrt(n) - 0.01 <= corrected <= true_distance + 0.01
 
 
@@ -51,12 +51,12 @@ def test_psi_and_wasserstein_debiased_mean_the_same_at_every_size() -> None:
     reference = NumericReference.from_values(rng.normal(size=200_000))
     for n in (500, 5_000, 200_000):
         stationary = compare_numeric(reference, rng.normal(size=n))
-        assert effects.debiased(stationary.psi, effects.null_psi(reference.counts, n, PSI_FLOOR, rng)) < 0.02
+        assert effects.divergence_lower_bound(stationary.psi, effects.null_psi(reference.counts, n, PSI_FLOOR, rng)) < 0.02
         noise = effects.null_wasserstein(reference.sample, n, rng) / reference.std**2
-        assert effects.debiased_distance(stationary.wasserstein_norm, noise) < 0.05
+        assert effects.distance_lower_bound(stationary.wasserstein_norm, noise) < 0.05
         # W of a 0.3 SD shift is 0.3: on average over windows, at every size.
         shifted = [compare_numeric(reference, rng.normal(0.3, 1, size=n)).wasserstein_norm for _ in range(20)]
-        assert np.mean([effects.debiased_distance(w, noise) for w in shifted]) == pytest.approx(0.3, abs=1 / math.sqrt(n) + 0.01)
+        assert np.mean([effects.distance_lower_bound(w, noise) for w in shifted]) == pytest.approx(0.3, abs=1 / math.sqrt(n) + 0.01)
 
 
 def test_cohens_h_noise_bound_is_the_95th_percentile_and_a_real_h_keeps_its_size() -> None:
@@ -66,7 +66,7 @@ def test_cohens_h_noise_bound_is_the_95th_percentile_and_a_real_h_keeps_its_size
     assert np.mean(h**2 <= effects.null_cohens_h_square(10_000, 400)) == pytest.approx(0.95, abs=0.015)
     moved = np.array([proportion_test(1_000, 10_000, int(k), 400).cohens_h for k in rng.binomial(400, 0.2, 2_000)])
     true_h = 2 * math.asin(math.sqrt(0.2)) - 2 * math.asin(math.sqrt(0.1))
-    corrected = [effects.debiased_distance(abs(value), effects.null_cohens_h_square(10_000, 400)) for value in moved]
+    corrected = [effects.distance_lower_bound(abs(value), effects.null_cohens_h_square(10_000, 400)) for value in moved]
     assert np.mean(corrected) == pytest.approx(true_h, abs=0.025)
 
 

@@ -56,8 +56,8 @@ from batchwatch.stats.drift import (
 )
 from batchwatch.stats.effects import (
     REQUIRED_POWER,
-    debiased,
-    debiased_distance,
+    distance_lower_bound,
+    divergence_lower_bound,
     good_turing_unseen_rate,
     null_cohens_h_square,
     null_jensen_shannon,
@@ -268,7 +268,7 @@ class TestResult:
 
 def _with_bias(raw: float, noise: float, *, distance: bool, **details: Any) -> tuple[float, dict[str, Any]]:
     """The effect's 95% lower bound (stats.effects) and what to show for it: the raw value and the noise bound."""
-    effect = debiased_distance(raw, noise) if distance else debiased(raw, noise)
+    effect = distance_lower_bound(raw, noise) if distance else divergence_lower_bound(raw, noise)
     return effect, {"raw_effect": finite_or_none(raw, keep_inf=True), "noise_bound": noise, **details}
 
 
@@ -327,7 +327,7 @@ def _categorical_tests(name: str, reference: CategoricalReference, values: pd.Se
                    power=power, details=js_details, **sizes),
         TestResult(
             name, "unseen_share", f"unseen:{name}", compared.unseen_share, p_value=unseen_test(unseen, compared.n_current, expected_unseen),
-            effect_size=debiased(compared.unseen_share, expected_unseen), threshold=settings.unseen_share_threshold,
+            effect_size=divergence_lower_bound(compared.unseen_share, expected_unseen), threshold=settings.unseen_share_threshold,
             power=power_unseen(settings.unseen_share_threshold, expected_unseen, compared.n_current, settings.fdr), **sizes,
             details={"unseen": compared.unseen, "expected_unseen_share": expected_unseen, "raw_effect": finite_or_none(compared.unseen_share)},
         ),

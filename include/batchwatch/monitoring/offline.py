@@ -2,7 +2,7 @@
 
 No database, model, spec file or entity key: columns are compared as they are named, categorical ones
 are recognised by dtype (or named) and need no category list, and scores are optional (without them
-no score test is run). The statistics, the BH family, debiased effects, per-test power and the
+no score test is run). The statistics, the BH family, effect bounds, per-test power and the
 verdicts are the hourly check's own (`monitoring.drift.evaluate`), so an offline verdict and a
 scheduled one agree on the same data.
 """

@@ -37,14 +37,14 @@ BOOTSTRAP_MAX_N = 5_000
 REQUIRED_POWER = 0.8
 
 
-def debiased(raw: float, noise: float) -> float:
+def divergence_lower_bound(raw: float, noise: float) -> float:
     """A divergence's lower bound: minus the noise bound under no drift, floored at 0 (NaN stays NaN)."""
     if math.isnan(raw):
         return raw
     return max(raw - noise, 0.0)
 
 
-def debiased_distance(raw: float, noise_square: float) -> float:
+def distance_lower_bound(raw: float, noise_square: float) -> float:
     """A distance's lower bound: the no-drift noise bound (of its square) taken out in quadrature, floored at 0."""
     if math.isnan(raw) or math.isinf(raw):
         return raw
