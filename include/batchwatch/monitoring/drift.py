@@ -266,7 +266,7 @@ class TestResult:
         }
 
 
-def _with_bias(raw: float, noise: float, *, distance: bool, **details: Any) -> tuple[float, dict[str, Any]]:
+def _bounded(raw: float, noise: float, *, distance: bool, **details: Any) -> tuple[float, dict[str, Any]]:
     """The effect's 95% lower bound (stats.effects) and what to show for it: the raw value and the noise bound."""
     effect = distance_lower_bound(raw, noise) if distance else divergence_lower_bound(raw, noise)
     return effect, {"raw_effect": finite_or_none(raw, keep_inf=True), "noise_bound": noise, **details}
@@ -286,12 +286,12 @@ def _numeric_tests(
         "current_mean": compared.current_mean,
         "current_std": compared.current_std,
     }
-    psi_effect, psi_details = _with_bias(
+    psi_effect, psi_details = _bounded(
         compared.psi, null_psi(reference.counts, compared.n_current, PSI_FLOOR, rng), distance=False,
         current_counts=list(compared.current_counts),
     )
     scale = reference.std if reference.std > 0 else 1.0
-    w_effect, w_details = _with_bias(
+    w_effect, w_details = _bounded(
         compared.wasserstein_norm, null_wasserstein(reference.sample, compared.n_current, rng) / scale**2, distance=True,
         normalised_by="reference std",
     )
@@ -311,7 +311,7 @@ def _categorical_tests(name: str, reference: CategoricalReference, values: pd.Se
     compared = compare_categorical(reference, values)
     sizes = {"n_reference": compared.n_reference, "n_current": compared.n_current}
     counts = np.fromiter(reference.frequencies.values(), dtype=np.float64, count=len(reference.frequencies))
-    js_effect, js_details = _with_bias(compared.jensen_shannon, null_jensen_shannon(counts, compared.n_current, rng), distance=True)
+    js_effect, js_details = _bounded(compared.jensen_shannon, null_jensen_shannon(counts, compared.n_current, rng), distance=True)
     power = power_chi2_jensen_shannon(
         settings.jensen_shannon_threshold, len(reference.frequencies), compared.n_reference, compared.n_current, settings.fdr
     )
@@ -337,7 +337,7 @@ def _categorical_tests(name: str, reference: CategoricalReference, values: pd.Se
 def _rate_test(name: str, test: str, reference_hits: int, reference_n: int, current_hits: int, current_n: int, threshold: float,
                alpha: float) -> TestResult:
     compared = proportion_test(reference_hits, reference_n, current_hits, current_n)
-    effect, details = _with_bias(abs(compared.cohens_h), null_cohens_h_square(reference_n, current_n), distance=True)
+    effect, details = _bounded(abs(compared.cohens_h), null_cohens_h_square(reference_n, current_n), distance=True)
     pooled = reference_hits + current_hits
     return TestResult(
         name, test, f"{test}:{name}", compared.z, p_value=compared.pvalue, effect_size=effect, threshold=threshold,

@@ -21,7 +21,6 @@ Every function is pure and cheap (no more than a few hundred draws of at most `B
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 from scipy import special, stats
@@ -181,16 +180,3 @@ def power_auc(auc: float, n_each: int, alpha: float) -> float:
         return 0.0
     standard_error = math.sqrt((2 * n_each + 1) / (12 * n_each * n_each))
     return float(stats.norm.cdf((auc - 0.5) / standard_error - stats.norm.ppf(1 - alpha)))
-
-
-def rows_for_power(power: Callable[[int], float], low: int = 2, high: int = 10**9) -> int:
-    """The fewest current rows at which `power(n)` reaches REQUIRED_POWER (bisection), for messages."""
-    if power(high) < REQUIRED_POWER:
-        return high
-    while low < high:
-        middle = (low + high) // 2
-        if power(middle) >= REQUIRED_POWER:
-            high = middle
-        else:
-            low = middle + 1
-    return low

@@ -13,7 +13,6 @@ answers 429 and `Retry-After` (see `ratelimit`). Every lookup, valid or not, spe
 from __future__ import annotations
 
 import threading
-from datetime import date, datetime
 from typing import Annotated
 
 from airflow.api_fastapi.core_api.security import GetUserDep
@@ -29,27 +28,13 @@ router = APIRouter(tags=["predictions"])
 _creating = threading.Lock()
 
 
-class ServedPrediction(BaseModel):
-    """The champion's prediction of the latest day that scored the entity."""
-
-    model_name: str
-    entity_id: str
-    score: float
-    predicted_label: int
-    model_version: int
-    role: str
-    ds: date
-    scored_at: datetime
-    run_id: str
-
-
 class BatchLookup(BaseModel):
     entity_ids: list[str] = Field(description=f"between 1 and {serving.MAX_BATCH} entity ids")
 
 
 class BatchAnswer(BaseModel):
     model_name: str
-    predictions: list[ServedPrediction] = Field(description="in the order asked, ids without a prediction left out")
+    predictions: list[serving.ServedPrediction] = Field(description="in the order asked, ids without a prediction left out")
     missing: list[str] = Field(description="ids with no served prediction")
 
 
@@ -79,21 +64,17 @@ def rate_limited(user: GetUserDep, bucket: Annotated[TokenBucket, Depends(predic
 RateLimited = Annotated[None, Depends(rate_limited)]
 
 
-def _answer(prediction: serving.ServedPrediction) -> ServedPrediction:
-    return ServedPrediction.model_validate(prediction, from_attributes=True)
-
-
 def _batch(spec_name: str, engine: WarehouseDep, entity_ids: list[str]) -> BatchAnswer:
     try:
         found = serving.latest_predictions(engine, spec_name, entity_ids)
     except serving.InvalidLookup as error:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(error)) from None
     missing = [entity_id for entity_id in dict.fromkeys(entity_ids) if entity_id not in found]
-    return BatchAnswer(model_name=spec_name, predictions=[_answer(p) for p in found.values()], missing=missing)
+    return BatchAnswer(model_name=spec_name, predictions=list(found.values()), missing=missing)
 
 
 @router.get("/api/models/{model_name}/predictions/{entity_id}")
-def get_prediction(spec: ReadableModel, entity_id: str, engine: WarehouseDep, _: RateLimited) -> ServedPrediction:
+def get_prediction(spec: ReadableModel, entity_id: str, engine: WarehouseDep, _: RateLimited) -> serving.ServedPrediction:
     """One entity's latest served prediction; 404 when the model never scored it."""
     try:
         found = serving.latest_prediction(engine, spec.name, entity_id)
@@ -105,7 +86,7 @@ def get_prediction(spec: ReadableModel, entity_id: str, engine: WarehouseDep, _:
             detail=f"{spec.name} has no served prediction for entity {entity_id!r}: the nightly job has not scored it "
             "(not yet arrived, or rejected by validation: see rejected_rows)",
         )
-    return _answer(found)
+    return found
 
 
 @router.get("/api/models/{model_name}/predictions")
