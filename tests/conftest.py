@@ -60,6 +60,8 @@ def postgres_database():
 
 
 WAREHOUSE_TABLES = (
+    "performance_daily",
+    "volume_daily",
     "daily_scoring",
     "alert_escalations",
     "alert_deliveries",

@@ -268,7 +268,12 @@ BAD_SPECS = [
         "scoring.max_reject_rate: Input should be greater than or equal to 0",
         id="reject-rate-negative",
     ),
-    pytest.param(_set("scoring.threshold", 1), "scoring.threshold: Input should be less than 1", id="threshold-one"),
+    pytest.param(_set("scoring.threshold", 1), "scoring.threshold: Value error, a fixed threshold must lie strictly between 0 and 1, got 1.0",
+                 id="threshold-one"),
+    pytest.param(_set("scoring.threshold", {"alert_rat": 0.01}), "scoring.threshold: give a threshold between 0 and 1, {alert_rate: share flagged}",
+                 id="threshold-policy-misspelt"),
+    pytest.param(_set("scoring.threshold", {"alert_rate": 1.5}), "scoring.threshold.AlertRate.alert_rate: Input should be less than 1",
+                 id="alert-rate-over-one"),
     pytest.param(
         _set("scoring.chunk_size", 0),
         "scoring.chunk_size: Input should be greater than or equal to 1",

@@ -13,10 +13,10 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, FiniteFloat, Tag, ValidationError, ValidationInfo, field_validator, model_validator
 
 from batchwatch.errors import PermanentError
 
@@ -28,6 +28,7 @@ DOTTED_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 CRON_SHAPES = {
     "nightly_predict": (re.compile(r"^([0-5]?[0-9]) +(1?[0-9]|2[0-3]) +\* +\* +\*$"), "a daily cron expression 'minute hour * * *'"),
     "hourly_drift": (re.compile(r"^([0-5]?[0-9]) +\* +\* +\* +\*$"), "an hourly cron expression 'minute * * * *'"),
+    "daily_performance": (re.compile(r"^([0-5]?[0-9]) +(1?[0-9]|2[0-3]) +\* +\* +\*$"), "a daily cron expression 'minute hour * * *'"),
     "weekly_retrain": (re.compile(r"^([0-5]?[0-9]) +(1?[0-9]|2[0-3]) +\* +\* +[0-6]$"), "a weekly cron expression 'minute hour * * day-of-week'"),
 }
 
@@ -201,10 +202,59 @@ class Estimator(_Strict):
     _check_factory = field_validator("factory")(_importable_dotted_path)
 
 
+class AlertRate(_Strict):
+    """Flag this share of rows: the threshold is the validation scores' (1 - alert_rate) quantile (a review queue's size)."""
+
+    alert_rate: float = Field(gt=0, lt=1)
+
+
+class MinPrecision(_Strict):
+    """The lowest threshold whose validation precision reaches min_precision: the most recall at that precision."""
+
+    min_precision: float = Field(gt=0, le=1)
+
+
+def _threshold_policy(value: Any) -> str | None:
+    """Which policy a `scoring.threshold` value names: a number, {alert_rate: ...} or {min_precision: ...}."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return "fixed"
+    if isinstance(value, AlertRate | MinPrecision):
+        return type(value).__name__
+    if isinstance(value, dict) and len(value) == 1:
+        return {"alert_rate": "AlertRate", "min_precision": "MinPrecision"}.get(next(iter(value)))
+    return None
+
+
+ThresholdPolicy = Annotated[
+    Annotated[float, Tag("fixed")] | Annotated[AlertRate, Tag("AlertRate")] | Annotated[MinPrecision, Tag("MinPrecision")],
+    Discriminator(
+        _threshold_policy,
+        custom_error_type="threshold_policy",
+        custom_error_message="give a threshold between 0 and 1, {alert_rate: share flagged} or {min_precision: precision to reach}",
+    ),
+]
+
+
 class Scoring(_Strict):
-    threshold: float = Field(default=0.5, gt=0, lt=1)
+    threshold: ThresholdPolicy = Field(
+        default=0.5,
+        description=(
+            "How a version's decision threshold (predicted_label = score >= threshold) is chosen when it is trained: a number "
+            "is that threshold; {alert_rate: 0.01} flags the top 1% of the validation set's scores; {min_precision: 0.5} takes "
+            "the lowest threshold with at least that precision on the validation set. The chosen threshold is stored with the "
+            "version and used wherever the version scores or is judged."
+        ),
+    )
     chunk_size: int = Field(default=100_000, ge=1)
     max_reject_rate: float = Field(default=0.05, ge=0, le=1)
+
+
+    @field_validator("threshold")
+    @classmethod
+    def _fixed_threshold_in_range(cls, value: float | AlertRate | MinPrecision) -> float | AlertRate | MinPrecision:
+        if isinstance(value, float) and not 0 < value < 1:
+            raise ValueError(f"a fixed threshold must lie strictly between 0 and 1, got {value}")
+        return value
 
 
 class Schedules(_Strict):
@@ -215,8 +265,11 @@ class Schedules(_Strict):
     hourly_drift: str = "0 * * * *"
     # The retrain runs once a week, "M H * * D" (UTC); its data interval is that week.
     weekly_retrain: str = "0 3 * * 1"
+    # The daily performance and volume check of the previous UTC day, "M H * * *": its run time is the day's
+    # deadline (a day with no rows by then is reported missing), and it sees the labels observed by then.
+    daily_performance: str = "0 6 * * *"
 
-    @field_validator("nightly_predict", "hourly_drift", "weekly_retrain")
+    @field_validator("nightly_predict", "hourly_drift", "weekly_retrain", "daily_performance")
     @classmethod
     def _cadence(cls, value: str, info: ValidationInfo) -> str:
         pattern, shape = CRON_SHAPES[info.field_name]
@@ -322,6 +375,72 @@ class Drift(_Strict):
         return self
 
 
+PERFORMANCE_METRICS = ("roc_auc", "average_precision", "precision", "recall", "f1", "brier", "ece")
+# Metrics where lower is better: a floor on them is a ceiling.
+LOWER_IS_BETTER = ("brier", "ece")
+
+
+class Performance(_Strict):
+    """The daily performance check: realized figures once labels mature, estimated ones before, and when to alert."""
+
+    lookback_days: int = Field(
+        default=14, ge=1, le=366,
+        description="Matured days re-evaluated by every run, so that labels arriving late update the days they belong to.",
+    )
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="Level of the confidence interval on every figure.")
+    bootstrap_samples: int = Field(default=200, ge=50, description="Poisson bootstrap replicates behind the intervals.")
+    min_positives: int = Field(
+        default=10, ge=1,
+        description="Fewest labelled positives (and negatives) a day needs before its ranking metrics are computed and judged.",
+    )
+    floors: dict[Literal["roc_auc", "average_precision", "precision", "recall", "f1", "brier", "ece"], float] = Field(
+        default_factory=dict,
+        description=(
+            "Absolute limits per metric: degraded when the whole confidence interval is below the floor (above it for brier and "
+            "ece, where lower is better)."
+        ),
+    )
+    max_drop: dict[Literal["roc_auc", "average_precision", "precision", "recall", "f1", "brier", "ece"], float] = Field(
+        default_factory=lambda: {"roc_auc": 0.05},
+        description=(
+            "Largest tolerated loss against the version's own validation figure: degraded when the whole confidence interval "
+            "is more than this below it (above it for brier and ece)."
+        ),
+    )
+    estimated_alerts: bool = Field(
+        default=True,
+        description="Let the estimate (before labels mature) raise an early warning, labelled as estimated, by the same limits.",
+    )
+
+    @field_validator("floors", "max_drop")
+    @classmethod
+    def _finite_non_negative(cls, limits: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        for metric, limit in limits.items():
+            if not 0 <= limit <= 1:
+                raise ValueError(f"{info.field_name}.{metric}: {limit} is not between 0 and 1")
+        return limits
+
+
+class Volume(_Strict):
+    """The daily volume and freshness check: a day's rows against the same weekday of the trailing weeks."""
+
+    trailing_weeks: int = Field(default=4, ge=2, le=26, description="Same weekdays the baseline median and MAD are drawn from.")
+    min_history: int = Field(default=2, ge=2, description="Fewest of those weekdays with rows before a day can be judged.")
+    max_robust_z: float = Field(
+        default=4.0, gt=0,
+        description="Largest tolerated |rows - median| / (1.4826 MAD) before a day is too low or too high.",
+    )
+    min_relative_change: float = Field(
+        default=0.2, ge=0, le=1,
+        description="And the change must be at least this share of the median: a perfectly regular feed (MAD 0) does not alert on noise.",
+    )
+    max_late_share: float = Field(
+        default=0.01, ge=0, le=1,
+        description="Largest tolerated share of a day's rows that arrived after the nightly run scored it.",
+    )
+    late_days: int = Field(default=7, ge=1, le=31, description="Scored days re-counted by every run for rows that arrived late.")
+
+
 class Gates(_Strict):
     """What a retrained challenger must show on the out-of-time holdout before it replaces the champion."""
 
@@ -367,6 +486,8 @@ class ModelSpec(_Strict):
     schedules: Schedules = Schedules()
     drift: Drift = Drift()
     retrain: Retrain = Retrain()
+    performance: Performance = Performance()
+    volume: Volume = Volume()
     tags: tuple[str, ...] = ()
 
     _check_name = field_validator("name")(_identifier)

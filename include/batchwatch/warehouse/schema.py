@@ -82,6 +82,11 @@ model_versions = sa.Table(
     # Set by a rollback from this version, cleared when it is deliberately made champion again (0003).
     sa.Column("rolled_back_at", TIMESTAMP),
     sa.Column("rolled_back_reason", sa.Text),
+    # The threshold its policy chose on the validation set, the policy, and its score calibration (0008);
+    # NULL for versions registered before: they score at the spec's fixed threshold, uncalibrated.
+    sa.Column("threshold", sa.Double),
+    sa.Column("threshold_policy", JSON),  # {policy, target, threshold, validation: {precision, recall, positive_rate, ...}}
+    sa.Column("calibration", JSON),  # {method: isotonic | none, x, y, ece_raw, ece_calibrated, ...}
 )
 
 model_aliases = sa.Table(
@@ -159,6 +164,8 @@ alerts = sa.Table(
     # Every check the incident has seen drifted and the highest severity band it reached, {check: band} (0007);
     # NULL for an incident opened before 0007 until a window extends it.
     sa.Column("checks", JSON),
+    # drift (the hourly check), performance or volume (the daily one); one open incident per model and kind (0008).
+    sa.Column("kind", sa.Text, nullable=False, server_default="drift"),
 )
 
 # One row per window that grew an open incident (0007): claimed in notified_at before it is announced.
@@ -203,4 +210,48 @@ daily_scoring = sa.Table(
     sa.Column("score_p50", sa.Double),
     sa.Column("score_p75", sa.Double),
     sa.Column("score_p95", sa.Double),
+)
+
+# One row per scored day, version, role, source and metric (0008): realized from matured labels, estimated before them.
+performance_daily = sa.Table(
+    "performance_daily",
+    metadata,
+    sa.Column("model_name", sa.Text, primary_key=True),
+    sa.Column("ds", sa.Date, primary_key=True),
+    sa.Column("model_version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("role", sa.Text, primary_key=True),
+    sa.Column("source", sa.Text, primary_key=True),  # realized | estimated
+    sa.Column("metric", sa.Text, primary_key=True),
+    sa.Column("value", sa.Double),
+    sa.Column("lower", sa.Double),
+    sa.Column("upper", sa.Double),
+    sa.Column("threshold", sa.Double),
+    sa.Column("rows_scored", sa.BigInteger, nullable=False),
+    sa.Column("rows_labelled", sa.BigInteger, nullable=False),
+    sa.Column("positives", sa.BigInteger),
+    sa.Column("estimation_error", sa.Double),  # estimated rows: estimate minus realized, once labels matured
+    sa.Column("labels_as_of", TIMESTAMP),
+    sa.Column("computed_at", TIMESTAMP, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=False),
+)
+
+# One row per model and day (0008): its rows against the same weekday of the trailing weeks, late rows, verdict.
+volume_daily = sa.Table(
+    "volume_daily",
+    metadata,
+    sa.Column("model_name", sa.Text, primary_key=True),
+    sa.Column("ds", sa.Date, primary_key=True),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("expected_rows", sa.Double),
+    sa.Column("mad", sa.Double),
+    sa.Column("robust_z", sa.Double),
+    sa.Column("relative_change", sa.Double),
+    sa.Column("history", JSON, nullable=False),
+    sa.Column("rows_at_scoring", sa.BigInteger),
+    sa.Column("late_rows", sa.BigInteger),
+    sa.Column("late_share", sa.Double),
+    sa.Column("verdict", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("checked_at", TIMESTAMP, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=False),
 )
