@@ -1,6 +1,10 @@
-"""Incidents: one open incident per model, opened by a window with findings, extended by later ones,
-escalated when a window brings a check new to it or more severe than before, resolved by the first
-clean window after them; each change announced once.
+"""Incidents: one open incident per model and kind, opened by a window with findings, extended by later
+ones, escalated when a window brings a check new to it or more severe than before, resolved by the
+first clean window after them; each change announced once.
+
+The kinds share this machinery: `drift` (the hourly check; its findings are drift_results rows),
+`performance` and `volume` (the daily check; a window is a day, its findings are lines that carry
+their own numbers).
 
 Announcements are claimed in the warehouse before they are sent, so two runs or a retry never send
 one twice, and released when sending fails, so the retry sends it; each notifier's delivery is
@@ -25,15 +29,16 @@ log = logging.getLogger(__name__)
 
 # How alert_deliveries and the claims name an escalation: `escalated:<alert_escalations.id>`.
 ESCALATED = "escalated:"
+KINDS = ("drift", "performance", "volume")
 
 
 @dataclass(frozen=True)
 class Finding:
-    """One drifted check of a window, as its incident remembers it: how severe, and which stored tests measured it."""
+    """One failing check of a window, as its incident remembers it: how severe, and which stored drift tests measured it."""
 
     band: int  # 0: over its threshold; i: at or over the i-th multiple of drift.severity_bands
     ratio: float | None  # the largest effect size / threshold among its tests; None when none is finite
-    tests: tuple[tuple[str, str], ...]  # (column_name, test) of its drift_results rows
+    tests: tuple[tuple[str, str], ...] = ()  # (column_name, test) of its drift_results rows; none for other kinds
 
     def stored(self, check: str) -> dict[str, Any]:
         return {"check": check, "band": self.band, "ratio": finite_or_none(self.ratio), "tests": [list(pair) for pair in self.tests]}
@@ -50,8 +55,9 @@ def update_incident(
     findings: Mapping[str, Finding],
     run_id: str,
     unjudged: Collection[str] = (),
+    kind: str = "drift",
 ) -> dict[str, Any] | None:
-    """Open, extend, escalate or resolve the model's incident for one checked window; return the change, if any, to announce.
+    """Open, extend, escalate or resolve the model's incident of `kind` for one checked window; return the change, if any, to announce.
 
     `found`: True when the window has findings, False when it is clean, None when it could not be judged
     (too little data), which neither extends nor resolves anything. `drifted`: one line per drifted
@@ -61,9 +67,11 @@ def update_incident(
     """
     now = datetime.now(timezone.utc)
     open_alert = connection.execute(
-        sa.text("SELECT id, last_drifted_window_end, checks FROM alerts WHERE model_name = :m AND status = 'open'").columns(checks=sa.JSON),
-        {"m": model_name},
+        sa.text("SELECT id, last_drifted_window_end, checks FROM alerts WHERE model_name = :m AND kind = :k AND status = 'open'")
+        .columns(checks=sa.JSON),
+        {"m": model_name, "k": kind},
     ).mappings().first()
+    title = f"{kind.capitalize()} incident"
     summary = "; ".join(drifted)
     if found and open_alert is not None:
         connection.execute(
@@ -73,28 +81,31 @@ def update_incident(
             ),
             {"e": window_end, "id": open_alert["id"]},
         )
-        return _escalate(connection, model_name, open_alert, window_end=window_end, drifted=drifted, findings=findings, run_id=run_id, now=now)
+        return _escalate(connection, model_name, open_alert, window_end=window_end, drifted=drifted, findings=findings, run_id=run_id, now=now,
+                         title=title)
     if found:
         # A rerun of a window an earlier incident already covered does not open a new one.
         covered = connection.execute(
-            sa.text("SELECT 1 FROM alerts WHERE model_name = :m AND resolved_window_end >= :e"), {"m": model_name, "e": window_end}
+            sa.text("SELECT 1 FROM alerts WHERE model_name = :m AND kind = :k AND resolved_window_end >= :e"),
+            {"m": model_name, "k": kind, "e": window_end},
         ).first()
         if covered:
             return None
         connection.execute(
             sa.text(
                 "INSERT INTO alerts (model_name, status, opened_window_end, last_drifted_window_end, model_version, drifted,"
-                " summary, opened_at, run_id, checks)"
-                " VALUES (:m, 'open', :e, :e, :v, :d, :s, :t, :r, :c)"
+                " summary, opened_at, run_id, checks, kind)"
+                " VALUES (:m, 'open', :e, :e, :v, :d, :s, :t, :r, :c, :k)"
             ).bindparams(sa.bindparam("d", type_=sa.JSON), sa.bindparam("c", type_=sa.JSON)),
             {"m": model_name, "e": window_end, "v": version, "d": drifted, "s": summary, "t": now, "r": run_id,
-             "c": {check: finding.band for check, finding in findings.items()}},
+             "c": {check: finding.band for check, finding in findings.items()}, "k": kind},
         )
-        log.warning("Drift incident opened for %s at window end %s: %s", model_name, window_end, summary)
-        return {"status": "open", "model_name": model_name, "window_end": window_end.isoformat(), "summary": summary, "drifted": drifted}
+        log.warning("%s opened for %s at window end %s: %s", title, model_name, window_end, summary)
+        return {"status": "open", "kind": kind, "model_name": model_name, "window_end": window_end.isoformat(), "summary": summary,
+                "drifted": drifted}
     blind = sorted(set(open_alert["checks"] or {}) & set(unjudged)) if open_alert is not None else []
     if found is False and open_alert is not None and blind:
-        log.info("Drift incident %s of %s stays open at window end %s: %s could not be judged", open_alert["id"], model_name, window_end,
+        log.info("%s %s of %s stays open at window end %s: %s could not be judged", title, open_alert["id"], model_name, window_end,
                  ", ".join(blind))
         return None
     if found is False and open_alert is not None and utc_timestamp(open_alert["last_drifted_window_end"]) < window_end:
@@ -102,12 +113,13 @@ def update_incident(
             sa.text("UPDATE alerts SET status = 'resolved', resolved_window_end = :e, resolved_at = :t WHERE id = :id"),
             {"e": window_end, "t": now, "id": open_alert["id"]},
         )
-        log.info("Drift incident %s of %s resolved at window end %s", open_alert["id"], model_name, window_end)
+        log.info("%s %s of %s resolved at window end %s", title, open_alert["id"], model_name, window_end)
         return {
             "status": "resolved",
+            "kind": kind,
             "model_name": model_name,
             "window_end": window_end.isoformat(),
-            "summary": "no drift in this window",
+            "summary": f"no {kind} finding in this window",
             "drifted": [],
         }
     return None
@@ -123,6 +135,7 @@ def _escalate(
     findings: Mapping[str, Finding],
     run_id: str,
     now: datetime,
+    title: str,
 ) -> dict[str, Any] | None:
     """Record the window's checks in the open incident; when one is new to it or in a higher band than it reached, escalate once."""
     known: dict[str, int] | None = open_alert["checks"]
@@ -153,9 +166,10 @@ def _escalate(
         {"id": open_alert["id"], "e": window_end, "new": new, "raised": raised, "d": drifted, "t": now, "r": run_id},
     ).scalar_one()
     summary = growth_summary(new, raised)
-    log.warning("Drift incident %s of %s grew at window end %s: %s", open_alert["id"], model_name, window_end, summary)
+    log.warning("%s %s of %s grew at window end %s: %s", title, open_alert["id"], model_name, window_end, summary)
     return {
         "status": "escalated",
+        "kind": title.split()[0].lower(),
         "alert_id": open_alert["id"],
         "escalation_id": escalation_id,
         "model_name": model_name,
@@ -190,7 +204,7 @@ def pending_notifications(engine: Engine, model_name: str) -> list[dict[str, Any
     recovered before it was ever announced is announced once, by its recovery.
     """
     query = sa.text(
-        "SELECT id, status, model_version, opened_window_end, last_drifted_window_end, resolved_window_end, summary, drifted,"
+        "SELECT id, kind, status, model_version, opened_window_end, last_drifted_window_end, resolved_window_end, summary, drifted,"
         " open_notified_at, resolved_notified_at FROM alerts WHERE model_name = :m AND"
         " (open_notified_at IS NULL OR (status = 'resolved' AND resolved_notified_at IS NULL)"
         " OR EXISTS (SELECT 1 FROM alert_escalations e WHERE e.alert_id = alerts.id AND e.notified_at IS NULL)) ORDER BY id"
@@ -202,12 +216,12 @@ def pending_notifications(engine: Engine, model_name: str) -> list[dict[str, Any
     with engine.connect() as connection:
         for row in connection.execute(query, {"m": model_name}).mappings().all():
             resolved = row["status"] == "resolved"
-            change = {"alert_id": row["id"], "model_name": model_name, "model_version": row["model_version"]}
+            change = {"alert_id": row["id"], "kind": row["kind"], "model_name": model_name, "model_version": row["model_version"]}
             if row["open_notified_at"] is None and not resolved:
                 pending.append({**change, **_opened(connection, model_name, row)})
             if row["open_notified_at"] is not None or not resolved:
                 for escalation in connection.execute(escalations, {"id": row["id"]}).mappings().all():
-                    pending.append({**change, **_grown(connection, model_name, escalation)})
+                    pending.append({**change, **_grown(connection, model_name, escalation, row["kind"])})
             if resolved and row["resolved_notified_at"] is None:
                 pending.append({**change, **_recovered(connection, model_name, row)})
     return pending
@@ -215,15 +229,15 @@ def pending_notifications(engine: Engine, model_name: str) -> list[dict[str, Any
 
 def _opened(connection: Connection, model_name: str, alert: Mapping[str, Any]) -> dict[str, Any]:
     # Window ends go back into the query as read, so they match however the warehouse stores them.
-    checks = _results(connection, model_name, alert["opened_window_end"], drifted_only=True)
+    checks = _results(connection, model_name, alert["kind"], alert["opened_window_end"], drifted_only=True)
     return {"status": "open", "change": "open", **_window_of(checks, alert["opened_window_end"]), "summary": alert["summary"],
             "drifted": alert["drifted"]}
 
 
-def _grown(connection: Connection, model_name: str, escalation: Mapping[str, Any]) -> dict[str, Any]:
+def _grown(connection: Connection, model_name: str, escalation: Mapping[str, Any], kind: str) -> dict[str, Any]:
     grown = [*escalation["new_checks"], *escalation["raised"]]
     tests = {tuple(pair) for check in grown for pair in check["tests"]}
-    checks = [c for c in _results(connection, model_name, escalation["window_end"]) if (c["column_name"], c["test"]) in tests]
+    checks = [c for c in _results(connection, model_name, kind, escalation["window_end"]) if (c["column_name"], c["test"]) in tests]
     return {
         "status": "escalated",
         "change": f"{ESCALATED}{escalation['id']}",
@@ -237,8 +251,9 @@ def _grown(connection: Connection, model_name: str, escalation: Mapping[str, Any
 
 
 def _recovered(connection: Connection, model_name: str, alert: Mapping[str, Any]) -> dict[str, Any]:
-    pairs = {(c["column_name"], c["test"]) for c in _results(connection, model_name, alert["last_drifted_window_end"], drifted_only=True)}
-    checks = [c for c in _results(connection, model_name, alert["resolved_window_end"]) if (c["column_name"], c["test"]) in pairs]
+    kind = alert["kind"]
+    pairs = {(c["column_name"], c["test"]) for c in _results(connection, model_name, kind, alert["last_drifted_window_end"], drifted_only=True)}
+    checks = [c for c in _results(connection, model_name, kind, alert["resolved_window_end"]) if (c["column_name"], c["test"]) in pairs]
     return {"status": "resolved", "change": "resolved", **_window_of(checks, alert["resolved_window_end"]),
             "summary": f"recovered; it was: {alert['summary']}", "drifted": alert["drifted"]}
 
@@ -252,8 +267,10 @@ def _window_of(checks: list[dict[str, Any]], window_end: Any) -> dict[str, Any]:
     }
 
 
-def _results(connection: Connection, model_name: str, window_end: Any, *, drifted_only: bool = False) -> list[dict[str, Any]]:
-    """The stored drift results of one window, with the numbers an announcement quotes."""
+def _results(connection: Connection, model_name: str, kind: str, window_end: Any, *, drifted_only: bool = False) -> list[dict[str, Any]]:
+    """The stored drift results of one window, with the numbers an announcement quotes; none for other kinds, whose lines carry their numbers."""
+    if kind != "drift":
+        return []
     rows = connection.execute(
         sa.text(
             "SELECT window_start, column_name, test, statistic, p_value, p_adjusted, effect_size, threshold, n_current, verdict"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import math
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -106,6 +107,8 @@ def render_alert(alert: dict[str, Any], *, base_url: str) -> dict[str, str]:
     incident (its new_checks and raised), with every drifted line of the window; on recovery the
     checks that had drifted, as the clean window measured them.
     """
+    if alert.get("kind", "drift") != "drift":
+        return _render_daily_alert(alert, base_url=base_url)
     model, status, checks = alert["model_name"], alert["status"], alert.get("checks") or []
     escalated = status == "escalated"
     link = page_link(base_url, model)
@@ -149,3 +152,58 @@ def render_alert(alert: dict[str, Any], *, base_url: str) -> dict[str, str]:
         "text": text,
     }
     return {"subject": subject, "text": text, "html": html_body, "json": to_json(document), "link": link}
+
+
+# How each daily kind's incident is named, and what its findings are.
+DAILY_KINDS = {
+    "performance": ("performance incident", "Degraded figures (value [confidence interval] against its limit):"),
+    "volume": ("volume incident", "Volume and freshness findings:"),
+}
+
+
+def _render_daily_alert(alert: dict[str, Any], *, base_url: str) -> dict[str, str]:
+    """A performance or volume incident change: its findings are lines that carry their own numbers, one per failing check."""
+    model, status, number, kind = alert["model_name"], alert["status"], alert["alert_id"], alert["kind"]
+    name, heading = DAILY_KINDS[kind]
+    version = f" v{alert['model_version']}" if alert.get("model_version") is not None else ""
+    day = utc_day(alert["window_end"])
+    link = page_link(base_url, model)
+    findings = alert.get("drifted") or []
+    growth = growth_lines(alert) if status == "escalated" else []
+    if status == "open":
+        subject = f"[Batchwatch] {model}: {name} #{number} opened: {alert.get('summary')}"
+        headline = f"{name.capitalize()} #{number} opened for model {model} (champion{version}), day {day}."
+    elif status == "escalated":
+        grown = [c["check"] for c in [*(alert.get("new_checks") or []), *(alert.get("raised") or [])]]
+        subject = f"[Batchwatch] {model}: {name} #{number} grew: {', '.join(grown)}"
+        headline = f"{name.capitalize()} #{number} of model {model} (champion{version}) is still open and grew on day {day}:"
+    else:
+        subject = f"[Batchwatch] {model}: {name} #{number} resolved"
+        headline = f"{name.capitalize()} #{number} of model {model} (champion{version}) resolved: day {day} is clean."
+        heading = "What it had found:"
+    text = "\n".join([headline, *(f"- {line}" for line in growth), heading, *(f"- {line}" for line in findings), f"Batchwatch page: {link}"])
+    html_body = (
+        f"<p>{html.escape(headline)}</p>{_html_list(growth)}<p>{html.escape(heading)}</p>{_html_list(findings)}"
+        f'<p><a href="{html.escape(link, quote=True)}">Open the Batchwatch page of {html.escape(model)}</a></p>'
+    )
+    document = {
+        "event": f"batchwatch.{kind}_incident.{status}",
+        "alert_id": number,
+        "kind": kind,
+        "status": status,
+        "model_name": model,
+        "model_version": alert.get("model_version"),
+        "day": day,
+        "window_end": alert["window_end"],
+        "summary": alert.get("summary"),
+        "findings": findings,
+        **({key: alert.get(key) for key in ("escalation_id", "new_checks", "raised")} if status == "escalated" else {}),
+        "link": link,
+        "text": text,
+    }
+    return {"subject": subject, "text": text, "html": html_body, "json": to_json(document), "link": link}
+
+
+def utc_day(window_end: str) -> str:
+    """The day a daily check's window ends after: `2026-11-04T00:00:00+00:00` -> `2026-11-03`."""
+    return (datetime.fromisoformat(window_end) - timedelta(days=1)).date().isoformat()
