@@ -11,10 +11,12 @@ from batchwatch.spec import ModelSpec, SpecError, load_specs_and_errors, missing
 from batchwatch_airflow.operators import (
     BatchPredictOperator,
     DriftCheckOperator,
+    PerformanceCheckOperator,
     PromoteModelOperator,
     RollbackOperator,
     TrainModelOperator,
     ValidateModelOperator,
+    VolumeCheckOperator,
 )
 from batchwatch_airflow.spec_errors import spec_error_dag
 
@@ -132,6 +134,41 @@ def hourly_drift_dag(spec: ModelSpec) -> DAG:
     return dag
 
 
+def daily_performance_dag(spec: ModelSpec) -> DAG:
+    """Daily, at the deadline: the previous day's volume and freshness, its estimated performance, and realized performance
+    for every day whose labels have matured."""
+    settings = spec.performance
+    limits = ", ".join([*(f"{m} floor {v:g}" for m, v in settings.floors.items()), *(f"{m} at most {v:g} below validation" for m, v in
+                                                                                   settings.max_drop.items())]) or "none set"
+    with _model_dag(
+        spec,
+        job="daily_performance",
+        tag="performance",
+        schedule=spec.schedules.daily_performance,
+        description=f"Daily performance (realized and estimated) and volume of {spec.name}",
+        doc_md=(
+            f"### {spec.name}: daily performance and volume\n\n"
+            "Each run checks the UTC day before its data interval end; that end is the day's **deadline**.\n\n"
+            "**check_volume** counts the day's source rows against the same weekday of the trailing "
+            f"{spec.volume.trailing_weeks} weeks (median and MAD) and reports a day with no rows by the deadline, and rows that "
+            "arrived after the nightly run scored their day.\n\n"
+            "**check_performance** estimates the day's ROC AUC, precision, recall and more from the champion's calibrated scores "
+            f"(confidence-based, before any label), and computes the realized figures of every day of the last {settings.lookback_days} "
+            f"whose labels have matured ({spec.label.delay_days:g} days), with {settings.confidence:.0%} intervals; labels that come late "
+            f"update their day. A figure is degraded when its whole interval is past a limit ({limits}); the estimate raises an early "
+            "warning labelled as estimated. Both open, grow and resolve incidents through the spec's notifiers.\n\n"
+            "```sql\nSELECT ds, role, model_version, source, metric, value, lower, upper, estimation_error, rows_labelled, rows_scored\n"
+            f"FROM performance_daily WHERE model_name = '{spec.name}' AND metric = 'roc_auc' ORDER BY ds DESC, source;\n"
+            f"SELECT * FROM volume_daily WHERE model_name = '{spec.name}' ORDER BY ds DESC;\n```"
+        ),
+        # Incidents open and resolve in day order.
+        max_active_runs=1,
+    ) as dag:
+        VolumeCheckOperator(task_id="check_volume", model_name=spec.name)
+        PerformanceCheckOperator(task_id="check_performance", model_name=spec.name)
+    return dag
+
+
 def champion_asset(spec: ModelSpec) -> Asset:
     return Asset(name=f"{spec.name}_champion", uri=f"batchwatch://{spec.name}/champion")
 
@@ -230,7 +267,7 @@ def rollback_dag(spec: ModelSpec) -> DAG:
     return dag
 
 
-MODEL_DAGS = (nightly_predict_dag, hourly_drift_dag, weekly_retrain_dag, rollback_dag)
+MODEL_DAGS = (nightly_predict_dag, hourly_drift_dag, daily_performance_dag, weekly_retrain_dag, rollback_dag)
 
 
 def all_dags() -> list[DAG]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -146,39 +146,103 @@ class DriftCheckOperator(BaseOperator):
                 self.log.warning("Drifted: %s", line)
             if summary["incident"]:
                 self.log.warning("Drift incident %s: %s", summary["incident"]["status"], summary["incident"]["summary"])
-            announce(engine, spec.name, self._notifiers(spec, context), run_id=context["run_id"])
+            announce(engine, spec.name, spec_notifiers(spec, context), run_id=context["run_id"])
         self.checked_window = window_key(datetime.fromisoformat(summary["window_end"]))
         return summary
 
-    def _notifiers(self, spec: Any, context: Context) -> dict[str, Callable[[dict[str, Any]], None]]:
-        """The spec's Airflow notifiers, by their place in the spec, each sending an incident change and its message.
+def spec_notifiers(spec: Any, context: Context) -> dict[str, Callable[[dict[str, Any]], None]]:
+    """The spec's Airflow notifiers, by their place in the spec, each sending an incident change (of any kind) and its message.
 
-        Airflow's SMTP, Slack-webhook and HTTP notifiers send the core's rendering of the message
-        unless the spec's params say otherwise; their connections are the spec's or the providers' defaults.
-        """
-        from batchwatch.monitoring.messages import render_alert
-        from batchwatch.spec import SpecError, resolve
-        from batchwatch_airflow.notifiers import message_params
+    Airflow's SMTP, Slack-webhook and HTTP notifiers send the core's rendering of the message
+    unless the spec's params say otherwise; their connections are the spec's or the providers' defaults.
+    """
+    from batchwatch.monitoring.messages import render_alert
+    from batchwatch.spec import SpecError, resolve
+    from batchwatch_airflow.notifiers import message_params
 
-        base_url = _page_base_url(spec)
+    base_url = _page_base_url(spec)
 
-        def sender(index: int, class_: str, params: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
-            def send(alert: dict[str, Any]) -> None:
-                notifier_class = resolve(class_, f"drift.notifiers.{index}.class")
-                try:
-                    notifier = notifier_class(**{**message_params(notifier_class), **params})
-                except TypeError as error:  # a missing or unknown param: no retry can fix it
-                    raise SpecError(
-                        f"model spec {spec.name}: drift.notifiers.{index}.params do not fit {class_}: {error}; fix the params in the spec"
-                    ) from error
-                notifier({**context, "batchwatch_alert": {**alert, **render_alert(alert, base_url=base_url)}})
+    def sender(index: int, class_: str, params: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+        def send(alert: dict[str, Any]) -> None:
+            notifier_class = resolve(class_, f"drift.notifiers.{index}.class")
+            try:
+                notifier = notifier_class(**{**message_params(notifier_class), **params})
+            except TypeError as error:  # a missing or unknown param: no retry can fix it
+                raise SpecError(
+                    f"model spec {spec.name}: drift.notifiers.{index}.params do not fit {class_}: {error}; fix the params in the spec"
+                ) from error
+            notifier({**context, "batchwatch_alert": {**alert, **render_alert(alert, base_url=base_url)}})
 
-            return send
+        return send
 
-        return {
-            f"{index}:{notifier.class_}": sender(index, notifier.class_, notifier.params)
-            for index, notifier in enumerate(spec.drift.notifiers)
-        }
+    return {
+        f"{index}:{notifier.class_}": sender(index, notifier.class_, notifier.params)
+        for index, notifier in enumerate(spec.drift.notifiers)
+    }
+
+
+class _DailyCheckOperator(BaseOperator):
+    """A daily check of the UTC day before the run's data interval end (its deadline), announcing its incident's changes."""
+
+    operator_extra_links = (BatchwatchPageLink(),)
+    template_fields: Sequence[str] = ("model_name", "checked_until", "warehouse_conn_id")
+
+    def __init__(
+        self, *, model_name: str, warehouse_conn_id: str = "warehouse", checked_until: str = "{{ data_interval_end }}", **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+        self.warehouse_conn_id = warehouse_conn_id
+        self.checked_until = checked_until
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from batchwatch.monitoring.incidents import announce
+        from batchwatch.spec import get_spec
+
+        until = _moment(self.checked_until, context)
+        day = (until - timedelta(days=1)).date()
+        with _warehouse(self.warehouse_conn_id) as engine:
+            spec = get_spec(self.model_name)
+            summary = self.check(engine, spec, day, until, context["run_id"])
+            if summary.get("incident"):
+                self.log.warning("Incident %s: %s", summary["incident"]["status"], summary["incident"]["summary"])
+            announce(engine, spec.name, spec_notifiers(spec, context), run_id=context["run_id"])
+        return summary
+
+    def check(self, engine: Engine, spec: Any, day: date, until: datetime, run_id: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class PerformanceCheckOperator(_DailyCheckOperator):
+    """Estimate the day's performance from calibrated scores, realize every matured day of the lookback with the labels
+    observed by the deadline, and open or resolve the performance incident."""
+
+    ui_color = "#e8daef"
+
+    def check(self, engine: Engine, spec: Any, day: date, until: datetime, run_id: str) -> dict[str, Any]:
+        from batchwatch.monitoring.performance import check_performance
+
+        self.log.info("Performance of %s: estimating %s and realizing days matured by %s", spec.name, day, until)
+        summary = check_performance(engine, spec, day, as_of=until, run_id=run_id).summary(spec.name)
+        self.log.info("Estimated %s; realized %s", summary["estimated_days"] or "no day", summary["realized_days"] or "no day")
+        for line in summary["degraded"]:
+            self.log.warning("Degraded: %s", line)
+        return summary
+
+
+class VolumeCheckOperator(_DailyCheckOperator):
+    """Count the day's source rows against the same weekday of the trailing weeks, and the rows that came after scoring."""
+
+    ui_color = "#d5f5e3"
+
+    def check(self, engine: Engine, spec: Any, day: date, until: datetime, run_id: str) -> dict[str, Any]:
+        from batchwatch.monitoring.volume import check_volume
+
+        self.log.info("Volume of %s on %s, by the deadline %s", spec.name, day, until)
+        summary = check_volume(engine, spec, day, run_id=run_id).summary(spec.name)
+        for line in summary["findings"]:
+            self.log.warning("Volume: %s", line)
+        return summary
 
 
 def _page_base_url(spec: Any) -> str:

@@ -15,6 +15,8 @@ EXPECTED = {
     "churn_nightly_predict": {"tasks": {"predict"}, "cron": "0 0 * * *", "owner": "growth-ds", "max_active_runs": 4},
     "fraud_hourly_drift": {"tasks": {"check_drift"}, "cron": "0 * * * *", "owner": "ml-platform", "max_active_runs": 1},
     "churn_hourly_drift": {"tasks": {"check_drift"}, "cron": "0 * * * *", "owner": "growth-ds", "max_active_runs": 1},
+    "fraud_daily_performance": {"tasks": {"check_volume", "check_performance"}, "cron": "0 6 * * *", "owner": "ml-platform", "max_active_runs": 1},
+    "churn_daily_performance": {"tasks": {"check_volume", "check_performance"}, "cron": "0 6 * * *", "owner": "growth-ds", "max_active_runs": 1},
     "fraud_weekly_retrain": {"tasks": {"train", "validate", "promote"}, "cron": "0 3 * * 1", "owner": "ml-platform", "max_active_runs": 1},
     "churn_weekly_retrain": {"tasks": {"train", "validate", "promote"}, "cron": "0 3 * * 1", "owner": "growth-ds", "max_active_runs": 1},
     "fraud_rollback": {"tasks": {"rollback"}, "cron": None, "owner": "ml-platform", "max_active_runs": 1},

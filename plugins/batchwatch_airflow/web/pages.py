@@ -28,7 +28,7 @@ from batchwatch_airflow.web.security import ReadableModel, ReadableModels, Wareh
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 # The model's DAGs as the DAG factory names them (`<model>_<job>`), in the order the overview lists them.
-JOBS = ("nightly_predict", "hourly_drift", "weekly_retrain", "rollback")
+JOBS = ("nightly_predict", "hourly_drift", "daily_performance", "weekly_retrain", "rollback")
 
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.globals.update(line_chart=charts.line_chart, density_chart=charts.density_chart, drift_heatmap=charts.drift_heatmap,
