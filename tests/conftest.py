@@ -59,6 +59,26 @@ def postgres_database():
     admin.close()
 
 
+@pytest.fixture(scope="session")
+def postgres_server_database():
+    """Make fresh databases on the test PostgreSQL server (each dropped at the end of the session), for worlds a module builds once."""
+    import psycopg
+
+    admin = psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True, connect_timeout=5)
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"batchwatch_test_{uuid.uuid4().hex[:8]}"
+        admin.execute(f"CREATE DATABASE {name}")
+        made.append(name)
+        return f"{POSTGRES_SERVER}/{name}"
+
+    yield make
+    for name in made:
+        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    admin.close()
+
+
 WAREHOUSE_TABLES = (
     "performance_daily",
     "volume_daily",
