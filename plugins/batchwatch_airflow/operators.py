@@ -239,7 +239,7 @@ class VolumeCheckOperator(_DailyCheckOperator):
         from batchwatch.monitoring.volume import check_volume
 
         self.log.info("Volume of %s on %s, by the deadline %s", spec.name, day, until)
-        summary = check_volume(engine, spec, day, run_id=run_id).summary(spec.name)
+        summary = check_volume(engine, spec, day, run_id=run_id).summary()
         for line in summary["findings"]:
             self.log.warning("Volume: %s", line)
         return summary

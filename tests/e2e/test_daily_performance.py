@@ -73,7 +73,7 @@ def build_world(engine, *, seed: int, days: int = DAYS, scenarios: tuple[Scenari
         day = FIRST_DAY + timedelta(days=offset)
         predict_interval(engine, spec, start=day, end=day + timedelta(days=1), run_id=f"nightly-{offset}")
         run_id = f"morning-{offset}"
-        volume = check_volume(engine, spec, day.date(), run_id=run_id).summary(spec.name)
+        volume = check_volume(engine, spec, day.date(), run_id=run_id).summary()
         performance = check_performance(engine, spec, day.date(), as_of=deadline_of(day), run_id=run_id).summary(spec.name)
         mornings.append({"day": day, "volume": volume, "performance": performance})
     return {"spec": spec, "mornings": mornings}

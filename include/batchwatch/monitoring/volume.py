@@ -23,7 +23,9 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from batchwatch import registry
 from batchwatch.errors import InvalidArgument
+from batchwatch.monitoring.incidents import Finding, update_incident
 from batchwatch.serialization import finite_or_none
 from batchwatch.spec import ModelSpec, quote
 from batchwatch.spec.model import Volume as VolumeSettings
@@ -152,6 +154,7 @@ class VolumeCheck:
     days: tuple[DayVolume, ...]  # oldest first, `day` last
     findings: dict[str, str]  # {"volume:<ds>" | "late:<ds>": reason}, one per problem
     judged: bool  # False only when the day's volume could not be judged and nothing else was found
+    incident: dict[str, Any] | None = None  # the volume incident's change this check made, if any
 
     def summary(self) -> dict[str, Any]:
         """A JSON-able summary for the task's return value (XCom and the task log)."""
@@ -161,6 +164,7 @@ class VolumeCheck:
             "verdict": self.verdict,
             "judged": self.judged,
             "findings": self.findings,
+            "incident": self.incident,
             "days": [
                 {
                     "ds": day.ds.isoformat(),
@@ -205,13 +209,17 @@ def check_volume(engine: Engine, spec: ModelSpec, day: date, *, run_id: str) -> 
             scored = read_at_scoring.get(ds)
             judged.append(judge_day(ds, rows, history, settings, rows_at_scoring=scored, rows_now=None if scored is None else counts(ds)))
         _store(connection, spec.name, judged, run_id)
-
-    today = judged[-1]
-    findings = {f"volume:{today.ds}": today.volume_reason} if today.verdict in VOLUME_PROBLEMS else {}
-    findings.update({f"late:{judged_day.ds}": judged_day.late_reason for judged_day in judged if judged_day.late_reason})
+        today = judged[-1]
+        findings = {f"volume:{today.ds}": today.volume_reason} if today.verdict in VOLUME_PROBLEMS else {}
+        findings.update({f"late:{judged_day.ds}": judged_day.late_reason for judged_day in judged if judged_day.late_reason})
+        judged_at_all = today.verdict != INSUFFICIENT or bool(findings)
+        incident = update_incident(
+            connection, spec.name, registry.alias_version_in(connection, spec.name, "champion") or 0, kind="volume",
+            found=bool(findings) if judged_at_all else None, window_end=datetime.combine(day + timedelta(days=1), time(), tzinfo=timezone.utc),
+            drifted=list(findings.values()), findings={check: Finding(band=0, ratio=None) for check in findings}, run_id=run_id,
+        )
     return VolumeCheck(
-        model_name=spec.name, day=day, verdict=today.verdict, days=tuple(judged), findings=findings,
-        judged=today.verdict != INSUFFICIENT or bool(findings),
+        model_name=spec.name, day=day, verdict=today.verdict, days=tuple(judged), findings=findings, judged=judged_at_all, incident=incident,
     )
 
 
