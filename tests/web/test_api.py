@@ -10,7 +10,7 @@ import pytest
 from batchwatch import queries
 
 PASSWORDS = {"admin": "admin-secret", "outsider": "outsider-secret"}
-MODEL_ROUTES = ("overview", "drift", "volume", "versions", "alias-history", "promotions", "incidents")
+MODEL_ROUTES = ("overview", "drift", "volume", "versions", "alias-history", "promotions", "incidents", "performance", "volume/checks")
 
 
 @pytest.fixture(scope="module")
