@@ -23,12 +23,10 @@ from batchwatch import queries
 from batchwatch.spec import ModelSpec
 from batchwatch_airflow.links import URL_PREFIX
 from batchwatch_airflow.web import charts
-from batchwatch_airflow.web.security import ReadableModel, ReadableModels, WarehouseDep
+from batchwatch_airflow.web.security import JOBS, ReadableModel, ReadableModels, WarehouseDep
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
-# The model's DAGs as the DAG factory names them (`<model>_<job>`), in the order the overview lists them.
-JOBS = ("nightly_predict", "hourly_drift", "daily_performance", "weekly_retrain", "rollback")
 
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.globals.update(line_chart=charts.line_chart, density_chart=charts.density_chart, drift_heatmap=charts.drift_heatmap,
