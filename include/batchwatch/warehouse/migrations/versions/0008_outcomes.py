@@ -83,7 +83,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("uq_alerts_one_open", "alerts")
     op.execute("DELETE FROM alerts WHERE kind <> 'drift'")
-    with op.batch_alter_table("alerts") as alerts:
+    # Dropped in place (SQLite 3.35+ can): recreating a table that others reference would trip their foreign keys.
+    with op.batch_alter_table("alerts", recreate="never") as alerts:
         alerts.drop_column("kind")
     op.create_index(
         "uq_alerts_one_open", "alerts", ["model_name"], unique=True,
@@ -92,6 +93,6 @@ def downgrade() -> None:
     op.drop_table("volume_daily")
     op.drop_index("ix_performance_daily_latest", "performance_daily")
     op.drop_table("performance_daily")
-    with op.batch_alter_table("model_versions") as versions:
+    with op.batch_alter_table("model_versions", recreate="never") as versions:
         for column in ("calibration", "threshold_policy", "threshold"):
             versions.drop_column(column)
