@@ -10,6 +10,7 @@ says so in model_events, so rerunning a job does not grow the registry.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -327,7 +328,7 @@ def champion_at(engine: Engine, model_name: str, when: datetime) -> int | None:
     return serving[-1] if serving else None
 
 
-def _threshold(row: dict[str, Any], spec: ModelSpec | None) -> float:
+def threshold_of(row: Mapping[str, Any], spec: ModelSpec | None) -> float:
     """The version's stored threshold; for one registered before thresholds were stored, the spec's number if it
     names one (what such versions always scored at), else LEGACY_THRESHOLD with a warning."""
     if row["threshold"] is not None:
@@ -349,7 +350,7 @@ def decision_of(engine: Engine, model_name: str, version: int, *, spec: ModelSpe
     Pass the model's spec so a version registered before thresholds were stored gets the spec's fixed threshold.
     """
     row = get_version(engine, model_name, version)
-    return _threshold(row, spec), row["calibration"]
+    return threshold_of(row, spec), row["calibration"]
 
 
 def load_version(engine: Engine, model_name: str, version: int, *, spec: ModelSpec | None = None) -> LoadedModel:
@@ -359,7 +360,7 @@ def load_version(engine: Engine, model_name: str, version: int, *, spec: ModelSp
     """
     row = get_version(engine, model_name, version)
     pipeline = read_artifact(artifact_path(row["artifact_uri"]), row["sha256"], f"{model_name} v{version}")
-    return LoadedModel(model_name, version, pipeline, row["sha256"], list(row["features"]), _threshold(row, spec), row["calibration"])
+    return LoadedModel(model_name, version, pipeline, row["sha256"], list(row["features"]), threshold_of(row, spec), row["calibration"])
 
 
 def load_alias(engine: Engine, model_name: str, alias: str, *, spec: ModelSpec | None = None) -> LoadedModel | None:
