@@ -150,7 +150,7 @@ def prepare(rows_per_day: int, reference_days: int, analysis_days: int, seed: in
         f"reference = the model's {len(reference.scores):,} validation rows, AUC {trained.metrics['validation']['roc_auc']:.4f}",
         flush=True,
     )
-    return Prepared(float(spec.scoring.threshold), reference, trained.metrics["validation"]["roc_auc"], days)
+    return Prepared(trained.threshold, reference, trained.metrics["validation"]["roc_auc"], days)
 
 
 def realized(day: Day, threshold: float) -> dict[str, float]:
@@ -208,17 +208,6 @@ def estimate_ours(prepared: Prepared) -> tuple[list[dict[str, tuple[float, float
     return [{name: (f.value, f.lower, f.upper) for name, f in day.items() if name in METRICS} for day in figures], seconds
 
 
-def ours_if_available(prepared: Prepared) -> tuple[list[dict[str, tuple[float, float, float]]] | None, float | None]:
-    """Ours, or (None, None) on a branch where batchwatch.stats has no calibration or performance module yet."""
-    try:
-        return estimate_ours(prepared)
-    except ModuleNotFoundError as error:
-        if not (error.name or "").startswith("batchwatch.stats"):
-            raise
-        print(f"ours: not run, {error.name} is missing on this branch", flush=True)
-        return None, None
-
-
 # --- figures ------------------------------------------------------------------------------------
 
 
@@ -237,9 +226,7 @@ def nannyml_by_day(result: dict, prepared: Prepared) -> list[dict[str, tuple[flo
     return out
 
 
-def column(by_day: list[dict[str, tuple[float, float, float]]] | None, metric: str, position: int = 0) -> np.ndarray:
-    if by_day is None:
-        return np.full(0, NO_FIGURE)
+def column(by_day: list[dict[str, tuple[float, float, float]]], metric: str, position: int = 0) -> np.ndarray:
     return np.array([day.get(metric, (NO_FIGURE,) * 3)[position] for day in by_day], dtype=float)
 
 
@@ -249,8 +236,6 @@ def mean_abs(a: np.ndarray, b: np.ndarray) -> float:
 
 def coverage(by_day, metric: str, truth: np.ndarray) -> float:
     """Share of the days with an interval whose realized value lies in it."""
-    if by_day is None:
-        return NO_FIGURE
     lower, upper = column(by_day, metric, 1), column(by_day, metric, 2)
     defined = ~np.isnan(lower) & ~np.isnan(upper)
     return float(np.mean((lower <= truth) & (truth <= upper), where=defined)) if defined.any() else NO_FIGURE
@@ -266,8 +251,6 @@ def cell(value: float, width: int = 9, digits: int = 4) -> str:
 
 def print_days(prepared: Prepared, truth: dict[str, np.ndarray], theirs, ours) -> None:
     realized_auc, nannyml_auc, ours_auc = truth["roc_auc"], column(theirs, "roc_auc"), column(ours, "roc_auc")
-    if ours is None:
-        ours_auc = np.full(len(prepared.days), NO_FIGURE)
     print("\nROC AUC per day (estimates from scores only; realized from the labels):")
     print(f"{'day':<12}{'rows':>8}{'positives':>10}  {'shifted':<19}{'realized':>9}{'nannyml':>9}{'ours':>9}"
           f"{'nml-real':>10}{'ours-real':>10}{'ours-nml':>10}")
@@ -280,7 +263,7 @@ def print_days(prepared: Prepared, truth: dict[str, np.ndarray], theirs, ours) -
         )
 
 
-def print_summary(truth: dict[str, np.ndarray], theirs, ours, nannyml_result: dict, ours_seconds: float | None) -> None:
+def print_summary(truth: dict[str, np.ndarray], theirs, ours, nannyml_result: dict, ours_seconds: float) -> None:
     print("\nSummary over the analysis days")
     print(f"{'metric':<19}{'MAE nannyml':>12}{'MAE ours':>10}{'ours/nannyml':>14}{'max |ours-nml|':>16}{'mean |ours-nml|':>17}"
           f"{'in interval: nml':>18}{'ours':>6}")
@@ -299,9 +282,6 @@ def print_summary(truth: dict[str, np.ndarray], theirs, ours, nannyml_result: di
         f"reference rows + CBPE.estimate {nannyml_result['estimate_seconds']:.2f} s on {nannyml_result['rows']:,} rows; "
         f"it {'did' if nannyml_result['needs_calibration'] else 'did NOT'} calibrate the scores)"
     )
-    if ours_seconds is None:
-        print("wall time  ours: not run")
-        return
     print(f"wall time  ours {ours_seconds:.2f} s (fit_calibration + every day's ScoreGroups.from_rows, apply and estimated); "
           f"nannyml / ours = {nml_seconds / ours_seconds:.1f}")
     nml, mine, real = column(theirs, "roc_auc"), column(ours, "roc_auc"), truth["roc_auc"]
@@ -339,7 +319,7 @@ def main() -> None:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     theirs = nannyml_by_day(nannyml_result, prepared)
-    ours, ours_seconds = ours_if_available(prepared)
+    ours, ours_seconds = estimate_ours(prepared)
 
     figures = [realized(day, prepared.threshold) for day in prepared.days]
     truth = {metric: np.array([day[metric] for day in figures]) for metric in METRICS}
