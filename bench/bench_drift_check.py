@@ -38,10 +38,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "bench" / "specs"
-EVIDENTLY_VENV = ROOT / ".venv-evidently"
 EVIDENTLY_SCRIPT = ROOT / "bench" / "evidently" / "run_evidently.py"
 # The command in run_evidently.py's docstring, run from ROOT.
-EVIDENTLY_SETUP = "python3 -m venv .venv-evidently && .venv-evidently/bin/pip install -r bench/evidently/requirements.txt"
 
 # Spec loading checks that the factory's module can be found, so the paths go in before any import.
 os.environ["BATCHWATCH_SPEC_DIRS"] = os.pathsep.join(
@@ -51,6 +49,8 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(ROOT / "include"), str(ROOT / "plugins"), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
 )
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins")]
+
+from _peer_venv import peer_python  # noqa: E402  (bench/ is on the path: the script's own folder)
 
 SERVER = os.environ.get("BATCHWATCH_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 DATABASE = "batchwatch_bench_drift"
@@ -433,14 +433,6 @@ def profile_ours(index: int, path: Path) -> dict:
     )
 
 
-def ensure_evidently() -> Path:
-    python = EVIDENTLY_VENV / "bin" / "python"
-    if not python.exists():
-        print(f"{EVIDENTLY_VENV} is missing; creating it: {EVIDENTLY_SETUP}", flush=True)
-        subprocess.run(EVIDENTLY_SETUP, shell=True, check=True, cwd=ROOT)
-    return python
-
-
 def measure_evidently(python: Path, reference: Path, current: Path) -> dict:
     env_python = [str(python), str(EVIDENTLY_SCRIPT), "--reference", str(reference), "--current", str(current)]
     return run_json(env_python, "Evidently")
@@ -685,7 +677,7 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     os.environ["BATCHWATCH_ARTIFACT_ROOT"] = str(workdir / "artifacts")
     try:
-        evidently_python = None if args.skip_evidently else ensure_evidently()
+        evidently_python = None if args.skip_evidently else peer_python("evidently")
         prepared = prepare(sizes, workdir)
         engine = make_engine(URL)
         ours: dict[int, dict] = {}

@@ -46,10 +46,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins")]
 
-NANNYML_VENV = ROOT / ".venv-nannyml"
+from _peer_venv import peer_python  # noqa: E402  (bench/ is on the path: the script's own folder)
+
 NANNYML_SCRIPT = ROOT / "bench" / "nannyml" / "run_nannyml.py"
 # The command in run_nannyml.py's docstring, run from ROOT.
-NANNYML_SETUP = "python3 -m venv .venv-nannyml && .venv-nannyml/bin/pip install -r bench/nannyml/requirements.txt"
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 METRICS = ("roc_auc", "average_precision", "precision", "recall", "f1")
@@ -168,14 +168,6 @@ def realized(day: Day, threshold: float) -> dict[str, float]:
 
 
 # --- the estimators -----------------------------------------------------------------------------
-
-
-def ensure_nannyml() -> Path:
-    python = NANNYML_VENV / "bin" / "python"
-    if not python.exists():
-        print(f"{NANNYML_VENV} is missing; creating it: {NANNYML_SETUP}", flush=True)
-        subprocess.run(NANNYML_SETUP, shell=True, check=True, cwd=ROOT)
-    return python
 
 
 def estimate_nannyml(python: Path, prepared: Prepared, workdir: Path) -> dict:
@@ -301,7 +293,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="keep the .npz files NannyML reads here (default: a temporary folder, removed)")
     args = parser.parse_args()
 
-    nannyml_python = ensure_nannyml()
+    nannyml_python = peer_python("nannyml")
     prepared = prepare(args.rows_per_day, args.reference_days, args.analysis_days, args.seed)
     from sklearn.metrics import roc_auc_score
 
