@@ -115,6 +115,11 @@ def read_groups(connection: Connection, spec: ModelSpec, ds: date, as_of: dateti
     """The day's predictions grouped by version, role and distinct score, with the labels observed by `as_of`."""
     label = spec.label
     outcomes = ".".join(map(quote, label.table.split(".")))
+    if connection.dialect.name == "postgresql":
+        # A day is a small slice of the labels: probe their key index instead of hashing every label ever observed
+        # (bench/bench_performance_realized.py: 8.6 s a day against 17.4 s at 1M rows a day and 30M labels).
+        connection.exec_driver_sql("SET LOCAL random_page_cost = 1.1")
+        connection.exec_driver_sql("SET LOCAL jit = off")
     rows = connection.execute(
         sa.text(
             f"SELECT p.model_version, p.role, p.score, COUNT(*) AS scored, COUNT(o.{quote(label.column)}) AS labelled,"
