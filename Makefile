@@ -43,6 +43,11 @@ bench: $(VENV)/.installed
 bench-drift: $(VENV)/.installed
 	BATCHWATCH_SPEC_DIRS=$(CURDIR)/bench/specs $(BIN)/python bench/bench_drift_check.py
 
+# Our label-free performance estimate against NannyML's CBPE (its own venv, .venv-nannyml, made if missing). No database.
+.PHONY: bench-performance
+bench-performance: $(VENV)/.installed
+	$(BIN)/python bench/bench_performance_estimate.py
+
 # Default estimator vs the seed's, and the whole weekly retrain DAG on ~1M labelled rows (PostgreSQL).
 .PHONY: bench-retrain
 bench-retrain: $(VENV)/.installed

@@ -1,4 +1,5 @@
-"""`make demo`: simulate history (two drifted days), bootstrap a champion, score the last 7 days, check drift each day, retrain weekly.
+"""`make demo`: simulate history (two drifted days), bootstrap a champion, score the last 7 days, check drift and performance each day,
+retrain weekly.
 
 The warehouse is $AIRFLOW_CONN_WAREHOUSE (the Makefile defaults it to an SQLite file in var/).
 """
@@ -120,6 +121,18 @@ def main() -> int:
             + (f"  -> incident {incident['status']}" if incident else "")
         )
 
+    # The daily check of each demo day at its deadline: volume, the estimate from calibrated scores, and realized
+    # figures for the days whose labels have matured by then (label.delay_days).
+    performance_dag = load_dag(f"{MODEL}_daily_performance")
+    print(f"\n{MODEL}_daily_performance, each day at its deadline ({spec.schedules.daily_performance} UTC the next day):")
+    day = first
+    while day < end:
+        check_state, check_results, _ = run_latest_interval(performance_dag, day + timedelta(days=1, hours=23, minutes=59))
+        failed += check_state != "success"
+        volume, performance = check_results.get("check_volume", {}), check_results.get("check_performance", {})
+        realized = ", ".join(performance.get("realized_days") or []) or "none yet (labels not matured)"
+        print(f"  {day:%Y-%m-%d}  {check_state:<8} volume {volume.get('verdict', '?'):<20} realized: {realized}")
+        day += timedelta(days=1)
     # The last weekly interval that has ended by the demo's end, by the spec's schedule.
     retrain_state, retrain_results, (_, week_end) = run_latest_interval(load_dag(f"{MODEL}_weekly_retrain"), end)
     failed += retrain_state != "success"

@@ -31,6 +31,13 @@ QUANTILE_COLUMNS = ("score_p05", "score_p25", "score_p50", "score_p75", "score_p
 # Where drift.py stores the champion's scores in reference_profiles and drift_results.
 SCORE_COLUMN = "__score__"
 TIMESTAMP = sa.DateTime(timezone=True)
+# performance_daily's metrics in the order people read them; others a writer adds follow by name.
+METRIC_ORDER = ("roc_auc", "average_precision", "precision", "recall", "f1", "brier", "ece", "positive_rate", "label_rate",
+                       "label_coverage")
+# volume_daily verdicts that are findings (ok and a day without enough history to judge are not).
+VOLUME_FINDINGS = ("low", "high", "missing", "late")
+# The scale that turns a MAD into a standard deviation for normal data, as the volume check's robust z uses it.
+MAD_TO_SIGMA = 1.4826
 # The columns the heatmap's SQL expression needs (the full table lives in warehouse.schema, which this light module does not import).
 DRIFT_RESULTS = sa.table(
     "drift_results", sa.column("model_name", sa.Text), sa.column("column_name", sa.Text), sa.column("test", sa.Text),
@@ -226,9 +233,10 @@ class Escalation:
 @dataclass(frozen=True)
 class Incident:
     id: int
+    kind: str  # drift (the hourly check), performance or volume (the daily one)
     status: str
     model_version: int
-    drifted: list[str]  # the drifted checks of the window that opened it
+    drifted: list[str]  # what opened it: the drifted checks of its window, or the daily check's findings
     # Every check it has seen drifted, with the highest severity band reached; None when opened before migration 0007
     # and not extended since.
     checks: dict[str, int] | None
@@ -242,6 +250,119 @@ class Incident:
     open_notified_at: datetime | None
     resolved_notified_at: datetime | None
     run_id: str
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A metric's point figure and its confidence interval; any of them None where the day cannot define it."""
+
+    value: float | None
+    lower: float | None
+    upper: float | None
+
+
+@dataclass(frozen=True)
+class PerformanceDay:
+    """One scored day of one version and role: realized figures once its labels matured, the estimate from before."""
+
+    ds: date
+    rows_scored: int
+    rows_labelled: int  # as the realized figures saw them; the estimate's count while none are written
+    positives: int | None
+    label_coverage: float | None  # rows_labelled / rows_scored: below 1 while labels are still maturing
+    threshold: float | None  # the decision threshold precision, recall, f1 and positive_rate are at
+    realized: dict[str, Figure]  # metric -> figure; empty while the day's labels mature
+    estimated: dict[str, Figure]
+    estimation_error: dict[str, float]  # metric -> estimate minus realized, for the metrics of a matured day
+
+    @property
+    def matured(self) -> bool:
+        return bool(self.realized)
+
+
+@dataclass(frozen=True)
+class PerformanceSeries:
+    model_version: int
+    role: str
+    days: list[PerformanceDay]  # oldest first
+
+    def figures(self, source: str, metric: str, days: list[date]) -> list[Figure | None]:
+        """The metric's figures of one source on `days` (a chart's shared axis); None where this series has none."""
+        by_day = {day.ds: getattr(day, source).get(metric) for day in self.days}
+        return [by_day.get(ds) for ds in days]
+
+
+@dataclass(frozen=True)
+class DatedFigure:
+    ds: date
+    model_version: int
+    figure: Figure
+
+
+@dataclass(frozen=True)
+class ThresholdInForce:
+    """The champion's decision threshold and the policy that chose it, as a sentence people can check."""
+
+    model_version: int
+    threshold: float | None  # None: registered before thresholds were stored; it scores at the spec's fixed threshold
+    policy: dict[str, Any] | None  # {policy, target, threshold, validation: {precision, recall, ...}}
+    description: str
+
+
+@dataclass(frozen=True)
+class PerformanceHistory:
+    model_name: str
+    since: date | None  # the first day of the range; None when nothing is stored
+    series: list[PerformanceSeries]  # the champion role first (newest version first), then shadow
+    threshold: ThresholdInForce | None  # None when the model has no champion
+    # The champion role's ROC AUC at a glance: the latest matured day, the latest estimated day, and how far
+    # estimates were from what the labels showed (mean |estimate - realized| over the matured days in range).
+    latest_realized_auc: DatedFigure | None
+    latest_estimated_auc: DatedFigure | None
+    auc_estimation_mae: float | None
+    auc_estimation_days: int
+
+    @property
+    def days(self) -> list[date]:
+        """Every day any series has, oldest first: the shared axis of the page's chart."""
+        return sorted({day.ds for series in self.series for day in series.days})
+
+    @property
+    def metrics(self) -> list[str]:
+        """Every metric stored in range, in reading order (roc_auc first)."""
+        stored = {metric for one in self.series for day in one.days for metric in (*day.realized, *day.estimated)}
+        return sorted(stored, key=_metric_order)
+
+
+@dataclass(frozen=True)
+class VolumeDay:
+    """One day of the volume and freshness check: its rows against the same weekday of the trailing weeks."""
+
+    ds: date
+    rows: int
+    expected_rows: float | None  # median of the same weekday in the trailing weeks; None without enough history
+    mad: float | None  # their median absolute deviation (unscaled)
+    robust_z: float | None  # (rows - expected) / (1.4826 mad)
+    relative_change: float | None  # (rows - expected) / expected
+    rows_at_scoring: int | None  # rows the nightly run read; None when the day was not scored
+    late_rows: int | None
+    late_share: float | None
+    verdict: str  # ok, low, high, missing, late, or why it could not be judged
+    reason: str
+    checked_at: datetime
+    run_id: str
+
+    @property
+    def finding(self) -> bool:
+        return self.verdict in VOLUME_FINDINGS
+
+    def tolerated(self, max_robust_z: float, min_relative_change: float) -> tuple[float, float] | None:
+        """The rows the day could have had and still be ok: expected ± the larger of max_robust_z scaled MADs and
+        min_relative_change of the median, since the check needs both to flag a day."""
+        if self.expected_rows is None:
+            return None
+        spread = max(max_robust_z * MAD_TO_SIGMA * (self.mad or 0.0), min_relative_change * self.expected_rows)
+        return max(self.expected_rows - spread, 0.0), self.expected_rows + spread
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -532,7 +653,7 @@ def incidents(engine: Engine, model_name: str) -> list[Incident]:
     """Open and resolved incidents, newest first, with what opened them, what grew them and when people were told."""
     stamps = ("opened_window_end", "last_drifted_window_end", "resolved_window_end", "opened_at", "resolved_at", "open_notified_at",
               "resolved_notified_at")
-    query = sa.text(f"SELECT id, status, model_version, drifted, checks, summary, run_id, {', '.join(stamps)} FROM alerts"
+    query = sa.text(f"SELECT id, kind, status, model_version, drifted, checks, summary, run_id, {', '.join(stamps)} FROM alerts"
                     " WHERE model_name = :m ORDER BY id DESC").columns(drifted=sa.JSON, checks=sa.JSON, **dict.fromkeys(stamps, TIMESTAMP))
     grown = sa.text(
         "SELECT e.id, e.alert_id, e.window_end, e.new_checks, e.raised, e.drifted, e.created_at, e.notified_at, e.run_id"
@@ -549,8 +670,151 @@ def incidents(engine: Engine, model_name: str) -> list[Incident]:
                            _utc(row["notified_at"]), row["run_id"])
             )
     return [
-        Incident(id=row["id"], status=row["status"], model_version=row["model_version"], drifted=list(row["drifted"]), checks=row["checks"],
-                 escalations=escalations.get(row["id"], []), summary=row["summary"], run_id=row["run_id"],
+        Incident(id=row["id"], kind=row["kind"], status=row["status"], model_version=row["model_version"], drifted=list(row["drifted"]),
+                 checks=row["checks"], escalations=escalations.get(row["id"], []), summary=row["summary"], run_id=row["run_id"],
                  **{name: _utc(row[name]) for name in stamps})
+        for row in rows
+    ]
+
+
+# --- outcomes ---------------------------------------------------------------------------------
+
+
+def _percent(share: float) -> str:
+    return f"{share * 100:.3g}%"
+
+
+def describe_threshold(model_version: int, threshold: float | None, policy: dict[str, Any] | None, scored_at: float | None) -> str:
+    """The threshold in force as one line, e.g. "alert_rate 1% → threshold 0.187, validation precision 0.41, recall 0.38".
+
+    `scored_at` is the threshold the daily figures were computed at: for a version stored before thresholds
+    were, the only record of the spec's fixed threshold it scores at.
+    """
+    if threshold is None:
+        at = "" if scored_at is None else f"threshold {scored_at:.3g}, "
+        return f"{at}the spec's fixed threshold (v{model_version} was stored before thresholds were)"
+    policy = policy or {}
+    name, target = str(policy.get("policy", "fixed")).lower().replace("_", ""), policy.get("target")
+    if name == "alertrate" and target is not None:
+        chosen = f"alert_rate {_percent(float(target))} → threshold {threshold:.3g}"
+    elif name == "minprecision" and target is not None:
+        chosen = f"min_precision {float(target):.3g} → threshold {threshold:.3g}"
+    else:
+        chosen = f"fixed threshold {threshold:.3g}"
+    validation = policy.get("validation") or {}
+    reached = [f"{metric} {float(validation[metric]):.2f}" for metric in ("precision", "recall") if validation.get(metric) is not None]
+    if validation.get("positive_rate") is not None:
+        reached.append(f"flagging {_percent(float(validation['positive_rate']))}")
+    return chosen + (f", validation {', '.join(reached)}" if reached else "")
+
+
+def _metric_order(metric: str) -> tuple[int, str]:
+    return (METRIC_ORDER.index(metric) if metric in METRIC_ORDER else len(METRIC_ORDER), metric)
+
+
+def _performance_day(ds: date, rows: list[Any]) -> PerformanceDay:
+    """One day of one series from its stored rows (both sources, every metric)."""
+    by_source: dict[str, dict[str, Figure]] = {"realized": {}, "estimated": {}}
+    errors = {}
+    for row in sorted(rows, key=lambda row: _metric_order(row["metric"])):
+        by_source.setdefault(row["source"], {})[row["metric"]] = Figure(_number(row["value"]), _number(row["lower"]), _number(row["upper"]))
+        error = _number(row["estimation_error"])
+        if row["source"] == "estimated" and error is not None:
+            errors[row["metric"]] = error
+    # Counts are the same on every row of a source; the realized ones are rewritten as late labels arrive.
+    counts = next((row for row in rows if row["source"] == "realized"), rows[0])
+    scored, labelled = int(counts["rows_scored"]), int(counts["rows_labelled"])
+    return PerformanceDay(
+        ds=ds,
+        rows_scored=scored,
+        rows_labelled=labelled,
+        positives=None if counts["positives"] is None else int(counts["positives"]),
+        label_coverage=_rate(labelled, scored),
+        threshold=_number(counts["threshold"]),
+        realized=by_source["realized"],
+        estimated=by_source["estimated"],
+        estimation_error=errors,
+    )
+
+
+def performance(engine: Engine, model_name: str, *, days: int = 60) -> PerformanceHistory:
+    """Realized and estimated figures per version and role over the last `days` days (counted back from the latest), with
+    label coverage, estimation errors, the champion's AUC at a glance and the threshold in force."""
+    # One row whatever exists: the latest stored day and the champion's threshold (NULLs when there is none).
+    context = sa.text(
+        "SELECT (SELECT MAX(ds) FROM performance_daily WHERE model_name = :m) AS latest, v.version, v.threshold, v.threshold_policy"
+        " FROM (SELECT 1 AS one) AS one LEFT JOIN model_aliases a ON a.model_name = :m AND a.alias = 'champion'"
+        " LEFT JOIN model_versions v ON v.model_name = a.model_name AND v.version = a.version"
+    ).columns(threshold_policy=sa.JSON)
+    stored = sa.text(
+        "SELECT ds, model_version, role, source, metric, value, lower, upper, threshold, rows_scored, rows_labelled, positives,"
+        " estimation_error FROM performance_daily WHERE model_name = :m AND ds >= :since ORDER BY model_version, role, ds"
+    )
+    with engine.connect() as connection:
+        latest, champion, threshold, policy = connection.execute(context, {"m": model_name}).one()
+        since = None if latest is None else _day(latest) - timedelta(days=days - 1)
+        rows = [] if since is None else connection.execute(stored, {"m": model_name, "since": since}).mappings().all()
+
+    grouped: dict[tuple[int, str], dict[date, list[Any]]] = {}
+    for row in rows:
+        grouped.setdefault((row["model_version"], row["role"]), {}).setdefault(_day(row["ds"]), []).append(row)
+    series = [
+        PerformanceSeries(version, role, [_performance_day(ds, day_rows) for ds, day_rows in sorted(by_day.items())])
+        for (version, role), by_day in grouped.items()
+    ]
+    series.sort(key=lambda one: (one.role != "champion", one.role, -one.model_version))
+
+    champion_days = sorted(
+        ((day, one.model_version) for one in series if one.role == "champion" for day in one.days), key=lambda pair: pair[0].ds
+    )
+    realized = [(day, version) for day, version in champion_days if "roc_auc" in day.realized]
+    estimated = [(day, version) for day, version in champion_days if "roc_auc" in day.estimated]
+    errors = [abs(day.estimation_error["roc_auc"]) for day, _ in champion_days if "roc_auc" in day.estimation_error]
+    in_force = None
+    if champion is not None:
+        scored_at = next((day.threshold for day, version in reversed(champion_days) if version == champion), None)
+        in_force = ThresholdInForce(champion, _number(threshold), policy,
+                                    describe_threshold(champion, _number(threshold), policy, scored_at))
+    return PerformanceHistory(
+        model_name=model_name,
+        since=since,
+        series=series,
+        threshold=in_force,
+        latest_realized_auc=DatedFigure(realized[-1][0].ds, realized[-1][1], realized[-1][0].realized["roc_auc"]) if realized else None,
+        latest_estimated_auc=DatedFigure(estimated[-1][0].ds, estimated[-1][1], estimated[-1][0].estimated["roc_auc"]) if estimated else None,
+        auc_estimation_mae=sum(errors) / len(errors) if errors else None,
+        auc_estimation_days=len(errors),
+    )
+
+
+def volume_checks(engine: Engine, model_name: str, *, days: int = 60) -> list[VolumeDay]:
+    """The daily volume and freshness verdicts of the last `days` days (counted back from the latest checked), oldest first."""
+    columns = ("rows", "expected_rows", "mad", "robust_z", "relative_change", "rows_at_scoring", "late_rows", "late_share", "verdict",
+               "reason", "checked_at", "run_id")
+    with engine.connect() as connection:
+        latest = connection.execute(sa.text("SELECT MAX(ds) FROM volume_daily WHERE model_name = :m"), {"m": model_name}).scalar_one()
+        if latest is None:
+            return []
+        rows = connection.execute(
+            sa.text(f"SELECT ds, {', '.join(columns)} FROM volume_daily WHERE model_name = :m AND ds >= :since ORDER BY ds")
+            .columns(checked_at=TIMESTAMP),
+            {"m": model_name, "since": _day(latest) - timedelta(days=days - 1)},
+        ).mappings().all()
+    return [
+        VolumeDay(
+            ds=_day(row["ds"]),
+            rows=int(row["rows"]),
+            expected_rows=_number(row["expected_rows"]),
+            mad=_number(row["mad"]),
+            robust_z=_number(row["robust_z"]),
+            relative_change=_number(row["relative_change"]),
+            rows_at_scoring=row["rows_at_scoring"],
+            late_rows=row["late_rows"],
+            late_share=_number(row["late_share"]),
+            verdict=row["verdict"],
+            reason=row["reason"],
+            checked_at=_utc(row["checked_at"]),
+            run_id=row["run_id"],
+        )
         for row in rows
     ]

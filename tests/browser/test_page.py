@@ -2,7 +2,8 @@
 
 The API server runs as `airflow api-server` on a free port, over a warehouse with a drifted day
 scored and checked through Airflow (dag.test), so the page shows what a user would find after a
-drift incident. Screenshots land in tests/browser/screenshots/ (kept by CI, ignored by git).
+drift incident; three weeks of the daily performance and volume check's rows (tests/web/outcomes.py)
+ending that day fill the outcome panels. Screenshots land in tests/browser/screenshots/ (kept by CI, ignored by git).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from batchwatch.demo.simulate import Scenario
 from batchwatch.modeling.training import bootstrap_champion
 from batchwatch.spec import get_spec
 from batchwatch.warehouse import make_engine, migrate
+from tests.web import outcomes
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -67,7 +69,8 @@ def drifted_warehouse(tmp_path_factory, airflow_db) -> str:
     simulate_into(engine, start=FIRST_DAY, end=DRIFT_DAY, rows_per_day=ROWS_PER_DAY, malformed_rate=0.01)
     drifted = (Scenario("null_burst", DRIFT_DAY, "country", 0.5), Scenario("mean_shift", DRIFT_DAY, "amount", 1.0))
     simulate_into(engine, start=DRIFT_DAY, end=DRIFT_DAY + timedelta(days=1), rows_per_day=ROWS_PER_DAY, scenarios=drifted, seed=8)
-    bootstrap_champion(engine, get_spec("fraud"), start=HISTORY_START, end=FIRST_DAY)
+    champion = bootstrap_champion(engine, get_spec("fraud"), start=HISTORY_START, end=FIRST_DAY)
+    outcomes.insert_outcomes(engine, "fraud", champion, None, shift=(DRIFT_DAY.date() - outcomes.DAYS[-1]).days)
     engine.dispose()
 
     for dag_id, days in (("fraud_nightly_predict", (FIRST_DAY, DRIFT_DAY)), ("fraud_hourly_drift", (FIRST_DAY, DRIFT_DAY))):
@@ -206,6 +209,22 @@ def test_the_page_shows_a_drift_incident_inside_airflow(airflow_server):
         )
         page.screenshot(path=SCREENSHOTS / "08-task-extra-links.png")
         extra.click()
-        expect(page.locator(".banner")).to_contain_text("fraud_hourly_drift")
+        expect(page.locator(".banner").first).to_contain_text("fraud_hourly_drift")
         expect(page.locator("tr.incident-open")).to_have_count(1)
+
+        # Outcomes: realized against estimated AUC over label coverage, every metric of the latest days, the volume check.
+        page.goto(f"{base}/batchwatch/models/fraud")
+        performance = page.locator("#performance")
+        expect(performance.get_by_test_id("threshold")).to_contain_text("Threshold in force (champion v1)")
+        expect(performance.locator("svg.chart.interval polyline.line.realized")).to_have_count(1)
+        expect(performance.locator("svg.chart.interval rect.bar.maturing")).to_have_count(outcomes.DELAY_DAYS)
+        expect(performance.locator("tr.perf-day.maturing")).to_have_count(outcomes.DELAY_DAYS)
+        expect(performance.get_by_test_id("latest-realized")).to_contain_text(str(DRIFT_DAY.date() - timedelta(days=outcomes.DELAY_DAYS)))
+        volume = page.locator("#volume_checks")
+        expect(volume.locator("svg rect.mark")).to_have_count(3)
+        expect(volume.get_by_test_id("volume-latest")).to_contain_text(f"{DRIFT_DAY:%Y-%m-%d}: ok")
+        expect(page.locator("tr.incident-open .badge")).to_have_text("drift")
+        performance.screenshot(path=SCREENSHOTS / "09-performance.png")
+        volume.screenshot(path=SCREENSHOTS / "10-volume.png")
+        page.screenshot(path=SCREENSHOTS / "11-model-outcomes.png", full_page=True)
         browser.close()

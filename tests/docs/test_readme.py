@@ -141,13 +141,15 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Scratch:
     )
     output, _ = airflow_migrate.communicate(timeout=300)
     assert airflow_migrate.returncode == 0, output
-    # What `bin/airflow dags test` does, for both DAGs in one process. A manual run scores the last whole
+    # What `bin/airflow dags test` does, for the three DAGs in one process. A manual run scores the last whole
     # interval before its logical date: the day before yesterday, and the 24 hours that ended at midnight.
     scratch.python(
         "from datetime import datetime\n"
         "from airflow.dag_processing.dagbag import DagBag\n"
         "dags = DagBag().dags\n"
-        f"for dag_id, moment in [('fraud_nightly_predict', '{day[1]}T00:01:00+00:00'), ('fraud_hourly_drift', '{today}T00:01:00+00:00')]:\n"
+        f"for dag_id, moment in [('fraud_nightly_predict', '{day[1]}T00:01:00+00:00'), ('fraud_hourly_drift', '{today}T00:01:00+00:00'),\n"
+        # The daily check at the scored day's deadline: its volume and its estimated performance.
+        f"                       ('fraud_daily_performance', '{day[1]}T06:01:00+00:00')]:\n"
         "    run = dags[dag_id].test(logical_date=datetime.fromisoformat(moment), run_after=datetime.fromisoformat(moment))\n"
         "    assert str(run.state) == 'success', (dag_id, run.state)\n"
     )

@@ -52,6 +52,23 @@ def direct_scores(engine, version: int, day) -> pd.Series:
     return pd.Series(pipeline.predict_proba(build_features(valid, spec))[:, 1], index=valid["transaction_id"].to_numpy())
 
 
+def stored_threshold(engine, version: int) -> float:
+    """model_versions.threshold: what the version's policy chose on its validation set."""
+    with engine.connect() as connection:
+        return connection.execute(
+            sa.text("SELECT threshold FROM model_versions WHERE model_name = 'fraud' AND version = :v"), {"v": version}
+        ).scalar_one()
+
+
+def assert_labelled_at_their_thresholds(engine, written: pd.DataFrame) -> dict[str, float]:
+    """predicted_label = (score >= model_versions.threshold) on every row, for each role's version; the thresholds by role."""
+    thresholds = {}
+    for (role, version), rows in written.groupby(["role", "model_version"]):
+        thresholds[role] = stored_threshold(engine, int(version))
+        np.testing.assert_array_equal(rows["predicted_label"].to_numpy(), (rows["score"] >= thresholds[role]).astype(int).to_numpy())
+    return thresholds
+
+
 def comparable(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop(columns=["run_id", "scored_at"]).sort_values(["role", "entity_id"]).reset_index(drop=True)
 
@@ -76,8 +93,11 @@ def test_predictions_are_the_interval_minus_rejects_scored_by_the_champion(fraud
     actual = written.set_index("entity_id")["score"]
     assert set(actual.index) == set(expected.index)
     np.testing.assert_allclose(actual.loc[expected.index].to_numpy(), expected.to_numpy(), rtol=0, atol=1e-12)
-    np.testing.assert_array_equal(written["predicted_label"].to_numpy(), (written["score"] >= 0.5).astype(int).to_numpy())
+    threshold = assert_labelled_at_their_thresholds(engine, written)["champion"]
+    assert summary["threshold"] == threshold
     assert summary["positive_rate"] == pytest.approx(written["predicted_label"].mean(), abs=1e-6)
+    # fraud.yaml flags the top 1% of the validation scores: about 1% of a day like the validation days, not ~0 as at 0.5.
+    assert 0.003 < summary["positive_rate"] < 0.03
     with engine.connect() as connection:
         latest = connection.execute(sa.text("SELECT COUNT(*) FROM champion_latest_predictions WHERE model_name = 'fraud'")).scalar_one()
     assert latest == len(written)
@@ -194,7 +214,8 @@ def test_a_challenger_scores_in_shadow_beside_the_champion(fraud_world):
     labelled = training.read_labelled(engine, spec, HISTORY_START + timedelta(days=3), FIRST_DAY, FIRST_DAY)
     challenger = training.train(spec, labelled)
     version = registry.register(
-        engine, spec, challenger.pipeline, metrics=challenger.metrics, trained_on={"rows": len(labelled)}, parent_version=fraud_world["champion"]
+        engine, spec, challenger.pipeline, metrics=challenger.metrics, trained_on={"rows": len(labelled)}, parent_version=fraud_world["champion"],
+        threshold_policy=challenger.threshold_policy, calibration=challenger.calibration.to_json(),
     )
     registry.set_alias(engine, "fraud", "challenger", version, reason="shadow test", actor="tests")
 
@@ -208,6 +229,10 @@ def test_a_challenger_scores_in_shadow_beside_the_champion(fraud_world):
     assert set(shadow_rows["entity_id"]) == set(champion_rows["entity_id"])
     expected = direct_scores(engine, version, DAY)
     np.testing.assert_allclose(shadow_rows.set_index("entity_id")["score"].loc[expected.index].to_numpy(), expected.to_numpy(), atol=1e-12)
+    # Each role is labelled at its own version's threshold, and the two versions chose different ones.
+    thresholds = assert_labelled_at_their_thresholds(engine, written)
+    assert thresholds["shadow"] == challenger.threshold != thresholds["champion"]
+    assert (results["predict"]["threshold"], results["predict"]["shadow_threshold"]) == (thresholds["champion"], thresholds["shadow"])
     with engine.connect() as connection:
         latest_versions = connection.execute(sa.text("SELECT DISTINCT model_version FROM champion_latest_predictions")).scalars().all()
     assert latest_versions == [fraud_world["champion"]]

@@ -38,7 +38,7 @@ def test_the_link_is_declared_on_every_batchwatch_operator():
     from batchwatch_airflow.links import BatchwatchPageLink, DriftReportLink
 
     classes = [getattr(operators, name) for name in dir(operators) if name.endswith("Operator") and name != "BaseOperator"]
-    assert len(classes) == 6
+    assert len(classes) == 9  # the eight task operators and the daily checks' base
     for cls in classes:
         expected = [BatchwatchPageLink, DriftReportLink] if cls is operators.DriftCheckOperator else [BatchwatchPageLink]
         assert [type(link) for link in cls.operator_extra_links] == expected, cls.__name__

@@ -23,11 +23,16 @@ def test_a_scraper_with_a_token_reads_the_warehouse_gauges(served_world, web):
     metrics = samples(response.text)
 
     with engine.connect() as connection:
-        open_alerts = connection.execute(sa.text("SELECT COUNT(*) FROM alerts WHERE model_name = 'fraud' AND status = 'open'")).scalar_one()
+        open_alerts = connection.execute(
+            sa.text("SELECT COUNT(*) FROM alerts WHERE model_name = 'fraud' AND status = 'open' AND kind = 'drift'")
+        ).scalar_one()
         drifted = connection.execute(
             sa.text("SELECT column_name, test FROM drift_results WHERE model_name = 'fraud' AND verdict = 'drifted'")
         ).all()
-    assert metrics["batchwatch_open_incidents"] == {(("model", "churn"),): 0.0, (("model", "fraud"),): float(open_alerts)} and open_alerts == 1
+    assert metrics["batchwatch_open_incidents"] == {
+        **{(("kind", kind), ("model", model)): 0.0 for kind in ("drift", "performance", "volume") for model in ("churn", "fraud")},
+        (("kind", "drift"), ("model", "fraud")): float(open_alerts),
+    } and open_alerts == 1
     assert metrics["batchwatch_model_version"] == {(("alias", "champion"), ("model", "fraud")): float(served_world["champion"])}
     flagged = {(dict(key)["column"], dict(key)["test"]) for key, value in metrics["batchwatch_drift_verdict"].items()
                if value == 1.0 and dict(key)["verdict"] == "drifted"}

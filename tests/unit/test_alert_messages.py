@@ -105,3 +105,22 @@ def test_an_infinite_effect_size_renders_and_stays_valid_json() -> None:
 def test_the_spec_refuses_an_alert_base_url_that_is_not_http(url: str) -> None:
     with pytest.raises(ValidationError, match="alert_base_url"):
         Drift(alert_base_url=url)
+
+
+def test_a_performance_incident_reads_as_one_with_its_findings_and_day():
+    line = "realized roc_auc 0.612 [0.580, 0.650] on 2026-10-14 (champion v3, 3,000 rows): upper bound 0.650 < 0.830 (v3's validation 0.880 - 0.05)"
+    alert = {"alert_id": 7, "kind": "performance", "status": "open", "model_name": "fraud", "model_version": 3,
+             "window_end": "2026-10-19T00:00:00+00:00", "summary": line, "drifted": [line], "checks": []}
+    message = render_alert(alert, base_url="http://airflow.example")
+    assert message["subject"] == f"[Batchwatch] fraud: performance incident #7 opened: {line}"
+    assert message["text"].splitlines() == [
+        "Performance incident #7 opened for model fraud (champion v3), day 2026-10-18.",
+        "Degraded figures (value [confidence interval] against its limit):",
+        f"- {line}",
+        "Batchwatch page: http://airflow.example/batchwatch/models/fraud",
+    ]
+    document = json.loads(message["json"])
+    assert (document["event"], document["day"], document["findings"]) == ("batchwatch.performance_incident.open", "2026-10-18", [line])
+    resolved = render_alert({**alert, "status": "resolved"}, base_url="http://airflow.example")
+    assert resolved["subject"] == "[Batchwatch] fraud: performance incident #7 resolved"
+    assert "What it had found:" in resolved["text"]

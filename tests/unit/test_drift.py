@@ -130,6 +130,31 @@ def test_prediction_drift_follows_scores_not_labels(spec, champion):
     assert moving.check(DRIFT_START)["score_distribution:__score__"] == drift.OK
 
 
+def test_positives_are_counted_at_the_versions_threshold(spec, champion):
+    """The positive-rate test compares the shares flagged at the version's own threshold, the one its labels are written at."""
+    from dataclasses import replace
+
+    from batchwatch.stats.drift import proportion_test
+
+    reference = champion.reference
+    assert reference.threshold == champion.threshold
+    assert 0 < reference.positives <= 0.01 * reference.scored, "fraud.yaml flags at most 1% of the validation scores"
+    stored = reference.to_rows()
+    assert drift.ReferenceProfile.from_rows(stored).threshold == champion.threshold
+    for row in stored:  # a profile stored before thresholds were: the check takes the version's threshold
+        row["profile"].pop("threshold", None)
+    assert drift.ReferenceProfile.from_rows(stored).threshold is None
+
+    watch = Watch(spec, champion, days=1)
+    inside = watch.inside(WATCH_START + timedelta(hours=12))
+    scores = watch.scores[inside & watch.valid]
+    for judged in (reference, replace(reference, threshold=0.5)):
+        results = drift.evaluate(spec, judged, watch.features[inside], scores)
+        rate = next(r for r in results if r.test == "positive_rate")
+        expected = proportion_test(judged.positives, judged.scored, int(np.sum(scores >= judged.threshold)), len(scores))
+        assert rate.statistic == pytest.approx(expected.z, abs=1e-12)
+
+
 def test_a_huge_window_with_a_negligible_shift_is_not_flagged(spec):
     """On 1M rows KS calls a 0.02-sd shift significant; the effect-size floors keep it from being a verdict.
 
@@ -227,10 +252,10 @@ def test_the_offline_check_gives_the_scheduled_checks_results(spec, champion):
     watch = Watch(spec, champion, days=2)
     before, window = watch.features.iloc[5_000:25_000], watch.features.iloc[:5_000]
     scores_before, scores_now = watch.scores[5_000:25_000], watch.scores[:5_000]
-    reference = drift.build_reference(spec, before.reset_index(drop=True), scores_before)
+    reference = drift.build_reference(spec, before.reset_index(drop=True), scores_before, threshold=champion.threshold)
     scheduled = [r.row() for r in drift.evaluate(spec, reference, window, scores_now, seed=3)]
     offline = compare_frames(
         before, window, columns=spec.model_features, categorical=spec.categorical_features, reference_scores=scores_before,
-        current_scores=scores_now, score_threshold=spec.scoring.threshold, settings=spec.drift, seed=3,
+        current_scores=scores_now, score_threshold=champion.threshold, settings=spec.drift, seed=3,
     )
     assert [r.row() for r in offline.results] == scheduled and offline.status == drift.window_status(offline.results)

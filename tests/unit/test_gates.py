@@ -165,7 +165,8 @@ def test_brier_ceiling_fails_on_empty_or_nan_scores() -> None:
         lambda: auc_non_inferiority([0, 1], [0.1, 0.9], [0.1], margin=0.01),
         lambda: brier_ceiling([0, 2], [0.1, 0.9], maximum=0.2),
         lambda: slice_checks(pd.DataFrame({"c": ["a"]}), [0, 1], [0.1, 0.9], [0.1, 0.9], margin=0, min_rows=1, min_positives=1),
-        lambda: shadow_agreement([0.1, 0.9], [0.1], threshold=0.5, min_agreement=0.9, min_rows=1),
+        lambda: shadow_agreement([0.1, 0.9], [0.1], champion_labels=[0, 1], challenger_labels=[0], min_agreement=0.9, min_rows=1),
+        lambda: shadow_agreement([0.1, 0.9], [0.1, 0.9], champion_labels=[0], challenger_labels=[0, 1], min_agreement=0.9, min_rows=1),
     ],
 )
 def test_mismatched_or_invalid_inputs_raise(call: Callable[[], object]) -> None:
@@ -254,26 +255,46 @@ def test_slices_without_enough_positives_or_with_one_class_are_not_judged() -> N
 # --- shadow agreement --------------------------------------------------------------------------
 
 
+def decided(scores, threshold: float) -> np.ndarray:
+    """The labels a model at `threshold` gives, as the nightly run writes them (a NaN score is never flagged)."""
+    return (np.asarray(scores, dtype=float) >= threshold).astype(int)
+
+
+def agreement(champion, challenger, champion_threshold: float = 0.5, challenger_threshold: float = 0.5, **settings):
+    return shadow_agreement(
+        champion, challenger, champion_labels=decided(champion, champion_threshold),
+        challenger_labels=decided(challenger, challenger_threshold), **settings,
+    )
+
+
 def test_shadow_agreement_counts_shared_decisions() -> None:
     champion = np.array([0.1, 0.2, 0.6, 0.9, 0.4, 0.7, 0.3, 0.8, 0.05, 0.55])
     challenger = champion.copy()
     challenger[[2, 4]] = [0.4, 0.6]  # two flipped decisions
-    gate = shadow_agreement(champion, challenger, threshold=0.5, min_agreement=0.75, min_rows=10)
+    gate = agreement(champion, challenger, min_agreement=0.75, min_rows=10)
     assert (gate.passed, gate.value, gate.threshold) == (True, 0.8, 0.75)
     assert "Spearman correlation" in gate.detail
-    assert shadow_agreement(champion, challenger, threshold=0.5, min_agreement=0.9, min_rows=10).passed is False
+    assert agreement(champion, challenger, min_agreement=0.9, min_rows=10).passed is False
+
+
+def test_shadow_agreement_compares_each_models_decisions_at_its_own_threshold() -> None:
+    champion = np.array([0.1, 0.2, 0.6, 0.9, 0.4, 0.7, 0.3, 0.8, 0.05, 0.55])
+    challenger = champion / 2  # the same ranking on another scale: at its own threshold (half the champion's) it decides alike
+    assert agreement(champion, challenger, 0.5, 0.25, min_agreement=1.0, min_rows=10).value == 1.0
+    # At the champion's threshold it would flag none of the champion's five.
+    assert agreement(champion, challenger, 0.5, 0.5, min_agreement=1.0, min_rows=10).value == 0.5
 
 
 def test_shadow_agreement_counts_nan_as_disagreement_and_reports_rank_correlation() -> None:
     champion = np.array([0.1, 0.2, 0.3, 0.9])
-    gate = shadow_agreement(champion, np.array([0.15, 0.25, np.nan, 0.95]), threshold=0.5, min_agreement=0.5, min_rows=1)
+    gate = agreement(champion, np.array([0.15, 0.25, np.nan, 0.95]), min_agreement=0.5, min_rows=1)
     assert gate.value == 0.75
     assert "Spearman correlation 1.000, 1 rows with a NaN score" in gate.detail
 
 
 def test_shadow_agreement_with_too_few_rows_is_not_applicable() -> None:
-    assert shadow_agreement([0.1, 0.9], [0.2, 0.8], threshold=0.5, min_agreement=0.9, min_rows=100).passed is None
-    assert shadow_agreement([], [], threshold=0.5, min_agreement=0.9, min_rows=0).passed is None
+    assert agreement([0.1, 0.9], [0.2, 0.8], min_agreement=0.9, min_rows=100).passed is None
+    assert agreement([], [], min_agreement=0.9, min_rows=0).passed is None
 
 
 # --- results -----------------------------------------------------------------------------------

@@ -188,3 +188,24 @@ def test_a_checks_band_is_its_largest_effect_over_threshold_placed_among_the_ban
     assert found["distribution:amount"].tests == AMOUNT_TESTS
     assert found["score_distribution:__score__"].stored("s")["ratio"] is None, "JSONB has no infinity"
     assert {f.band for f in drift.findings(results, ()).values()} == {0}, "with no bands, every drifted check is in band 0"
+
+
+def test_incidents_of_each_kind_open_and_resolve_on_their_own(engine):
+    """A model has a drift incident and a performance incident at once: a clean day resolves its own kind only."""
+    assert check(engine, 0, NULLS)["status"] == "open"
+    day_end = OPENED + timedelta(days=1)
+    line = "realized roc_auc 0.612 [0.580, 0.650] on 2026-10-14 (champion v1, 3,000 rows): upper bound 0.650 < 0.830"
+    with engine.begin() as connection:
+        opened = incidents.update_incident(connection, "fraud", 1, kind="performance", found=True, window_end=day_end, drifted=[line],
+                                           findings={"realized:roc_auc": Finding(0, None)}, run_id="daily")
+        assert opened["status"] == "open" and opened["kind"] == "performance"
+        resolved = incidents.update_incident(connection, "fraud", 1, kind="performance", found=False, window_end=day_end + timedelta(days=1),
+                                             drifted=[], findings={}, run_id="daily-2")
+        assert resolved["status"] == "resolved" and resolved["summary"] == "no performance finding in this window"
+    with engine.connect() as connection:
+        kinds = connection.execute(sa.text("SELECT kind, status FROM alerts ORDER BY id")).all()
+    assert [tuple(row) for row in kinds] == [("drift", "open"), ("performance", "resolved")]
+    pending = {change["kind"]: change for change in incidents.pending_notifications(engine, "fraud")}
+    assert pending["performance"]["status"] == "resolved" and pending["performance"]["checks"] == []
+    assert pending["performance"]["drifted"] == [line], "a daily incident's announcement carries its finding lines"
+    assert pending["drift"]["status"] == "open" and pending["drift"]["checks"] == []  # no drift_results were written by hand here

@@ -24,7 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "registry": {"warehouse", "spec", "serialization", "errors"},
     "scoring": {"registry", "warehouse", "data", "spec", "errors"},
     "monitoring": {"reporting", "scoring", "registry", "warehouse", "data", "stats", "spec", "serialization", "hashing", "errors"},
-    "modeling": {"monitoring", "scoring", "registry", "warehouse", "data", "spec", "serialization", "errors"},
+    "modeling": {"monitoring", "scoring", "registry", "warehouse", "data", "stats", "spec", "serialization", "errors"},
     "promotion": {"modeling", "scoring", "registry", "warehouse", "data", "stats", "spec", "serialization", "errors"},
     # Read-only surfaces over the warehouse, served by the plugin's web app.
     "serving": {"warehouse", "data", "errors"},

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from batchwatch.spec import SpecError, get_spec, load_spec, load_specs, parse_spec
+from batchwatch.spec.model import AlertRate, MinPrecision
 
 FRAUD_YAML = Path(__file__).resolve().parents[2] / "include" / "models" / "fraud.yaml"
 
@@ -61,7 +62,7 @@ def test_fraud_spec_values(fraud_spec) -> None:
     assert fraud_spec.estimator.factory == "batchwatch.training.hist_gradient_boosting"
     assert fraud_spec.estimator.params == {"max_iter": 40, "learning_rate": 0.2, "max_leaf_nodes": 8, "min_samples_leaf": 200}
     scoring = fraud_spec.scoring
-    assert (scoring.threshold, scoring.chunk_size, scoring.max_reject_rate) == (0.5, 100_000, 0.05)
+    assert (scoring.threshold, scoring.chunk_size, scoring.max_reject_rate) == (AlertRate(alert_rate=0.01), 100_000, 0.05)
     assert fraud_spec.schedules.nightly_predict == "0 0 * * *"
     assert fraud_spec.tags == ("fraud", "demo")
 
@@ -90,6 +91,20 @@ def test_query_source_is_wrapped_as_a_subquery() -> None:
     spec = parse_spec(data)
     assert spec.source.table is None
     assert spec.source.relation == "(SELECT * FROM events WHERE x > 0)"
+
+
+@pytest.mark.parametrize(
+    ("threshold", "expected"),
+    [
+        pytest.param(0.3, 0.3, id="fixed"),
+        pytest.param({"alert_rate": 0.02}, AlertRate(alert_rate=0.02), id="alert-rate"),
+        pytest.param({"min_precision": 0.6}, MinPrecision(min_precision=0.6), id="min-precision"),
+    ],
+)
+def test_each_threshold_policy_parses(threshold: Any, expected: Any) -> None:
+    data = minimal()
+    data["scoring"] = {"threshold": threshold}
+    assert parse_spec(data).scoring.threshold == expected
 
 
 def test_schema_qualified_table_is_accepted() -> None:

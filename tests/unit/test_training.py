@@ -7,16 +7,18 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import f1_score, precision_recall_curve, precision_score, recall_score, roc_auc_score
 
 from batchwatch import training
 from batchwatch.data.features import build_features
 from batchwatch.data.validation import validate
 from batchwatch.demo.simulate import simulate
+from batchwatch.modeling.decision import ThresholdUnreachable, alert_rate_threshold
 from batchwatch.modeling.estimators import make_pipeline
 from batchwatch.modeling.training import LABEL, read_labelled, train
 from batchwatch.scoring import score
 from batchwatch.spec import SpecError, parse_spec
+from batchwatch.stats.calibration import expected_calibration_error, fit_calibration
 from batchwatch.warehouse import load_frame
 
 D1 = datetime(2024, 5, 6, tzinfo=timezone.utc)
@@ -65,8 +67,48 @@ def test_the_split_is_out_of_time(fraud_spec, trained, labelled) -> None:
     recent = labelled.iloc[split:]
     scores = score(trained.pipeline, build_features(recent, fraud_spec))
     assert metrics["validation"]["roc_auc"] == pytest.approx(roc_auc_score(recent[LABEL], scores), abs=1e-12)
-    assert metrics["validation"]["positive_rate"] == pytest.approx(np.mean(scores >= fraud_spec.scoring.threshold), abs=1e-12)
+    assert metrics["validation"]["positive_rate"] == pytest.approx(np.mean(scores >= trained.threshold), abs=1e-12)
     assert labelled["event_time"].iloc[split - 1] <= labelled["event_time"].iloc[split]
+
+
+def test_the_threshold_and_calibration_are_chosen_on_the_validation_rows(fraud_spec, trained, labelled) -> None:
+    """fraud.yaml asks for {alert_rate: 0.01}: the top 1% of the validation scores, and the metrics at that threshold."""
+    split = int(len(labelled) * 0.8)
+    labels = labelled[LABEL].iloc[split:].to_numpy()
+    scores = score(trained.pipeline, build_features(labelled.iloc[split:], fraud_spec))
+    policy = trained.threshold_policy
+    assert (policy["policy"], policy["target"]) == ("alert_rate", 0.01)
+    assert trained.threshold == policy["threshold"] == alert_rate_threshold(scores, 0.01)
+    flagged = scores >= trained.threshold
+    assert flagged.sum() == 40  # 1% of 4,000 validation rows
+    validation = trained.metrics["validation"]
+    expected = {"precision": precision_score(labels, flagged), "recall": recall_score(labels, flagged), "f1": f1_score(labels, flagged)}
+    assert {name: validation[name] for name in expected} == pytest.approx(expected, abs=1e-12)
+    assert {name: policy["validation"][name] for name in expected} == pytest.approx(expected, abs=1e-12)
+    assert validation["precision"] > 3 * validation["label_rate"], "the top 1% is far richer in fraud than the base rate"
+    assert validation["ece"] == pytest.approx(expected_calibration_error(labels, scores), abs=1e-15)
+    assert trained.calibration == fit_calibration(labels, scores)
+    assert trained.reference.threshold == trained.threshold
+    assert trained.reference.positives == 40
+
+
+def test_a_min_precision_policy_takes_the_lowest_threshold_reaching_it(fraud_data, labelled) -> None:
+    fraud_data["scoring"]["threshold"] = {"min_precision": 0.5}
+    spec = parse_spec(fraud_data)
+    trained = train(spec, labelled)
+    split = int(len(labelled) * 0.8)
+    labels = labelled[LABEL].iloc[split:].to_numpy()
+    scores = score(trained.pipeline, build_features(labelled.iloc[split:], spec))
+    precision, _, thresholds = precision_recall_curve(labels, scores)
+    assert trained.threshold == thresholds[precision[:-1] >= 0.5].min()
+    assert trained.metrics["validation"]["precision"] >= 0.5
+
+
+def test_a_min_precision_out_of_reach_fails_training(fraud_data, labelled) -> None:
+    fraud_data["scoring"]["threshold"] = {"min_precision": 0.9}
+    noise = labelled.assign(**{LABEL: np.random.default_rng(0).permutation(labelled[LABEL].to_numpy())})  # labels that no feature predicts
+    with pytest.raises(ThresholdUnreachable, match=r"^fraud: scoring\.threshold\.min_precision: no threshold reaches a precision of 0\.9 "):
+        train(parse_spec(fraud_data), noise)
 
 
 def test_holdout_fraction_is_honoured(fraud_data, labelled) -> None:

@@ -17,10 +17,12 @@ from batchwatch import registry
 from batchwatch.data.features import build_features
 from batchwatch.data.validation import validate
 from batchwatch.errors import PermanentError
+from batchwatch.modeling.decision import ThresholdUnreachable, fit_threshold, threshold_metrics
 from batchwatch.modeling.estimators import make_pipeline
 from batchwatch.monitoring.drift import ReferenceProfile, build_reference
 from batchwatch.scoring import score
 from batchwatch.spec import ModelSpec, quote
+from batchwatch.stats.calibration import Calibration, expected_calibration_error, fit_calibration
 from batchwatch.warehouse import read_frame, utc_timestamp
 
 LABEL = "__label__"
@@ -70,12 +72,14 @@ def valid_rows(spec: ModelSpec, labelled: pd.DataFrame) -> pd.DataFrame:
 
 
 def evaluate(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+    """The figures the daily performance check compares a version's realized ones with (precision, recall, F1 at `threshold`)."""
     both_classes = len(np.unique(labels)) == 2
     return {
         "roc_auc": float(roc_auc_score(labels, scores)) if both_classes else float("nan"),
         "average_precision": float(average_precision_score(labels, scores)) if both_classes else float("nan"),
         "brier": float(brier_score_loss(labels, scores)),
-        "positive_rate": float(np.mean(scores >= threshold)),
+        "ece": expected_calibration_error(labels, scores),
+        **threshold_metrics(labels, scores, threshold),
         "label_rate": float(np.mean(labels)),
         "rows": int(len(labels)),
     }
@@ -87,6 +91,12 @@ class TrainedModel:
     metrics: dict[str, Any]
     reference: ReferenceProfile  # what the drift check compares with: training rows, validation scores
     holdout_from: str | None  # event time (UTC, ISO) of the first validation row; None when there is none
+    threshold_policy: dict[str, Any]  # modeling.decision.fit_threshold on the validation rows
+    calibration: Calibration  # fitted on the validation rows
+
+    @property
+    def threshold(self) -> float:
+        return float(self.threshold_policy["threshold"])
 
 
 def holdout_start(spec: ModelSpec, labelled: pd.DataFrame) -> int:
@@ -115,16 +125,22 @@ def train(spec: ModelSpec, labelled: pd.DataFrame) -> TrainedModel:
     started = time.perf_counter()
     pipeline.fit(features.iloc[:split], labels[:split])
     fit_seconds = time.perf_counter() - started
-    threshold = spec.scoring.threshold
     train_scores = score(pipeline, features.iloc[:split])
     validation_scores = score(pipeline, features.iloc[split:])
+    # The threshold and the calibration are chosen on the out-of-time validation rows, which the model never saw.
+    try:
+        threshold_policy = fit_threshold(spec.scoring.threshold, labels[split:], validation_scores)
+    except ThresholdUnreachable as error:
+        raise ThresholdUnreachable(f"{spec.name}: {error}") from None
+    threshold = threshold_policy["threshold"]
     metrics = {
         "train": evaluate(labels[:split], train_scores, threshold),
         "validation": evaluate(labels[split:], validation_scores, threshold),
         "fit_seconds": round(fit_seconds, 3),
     }
     holdout_from = utc_timestamp(valid[spec.source.event_time].iloc[split]).isoformat() if split < len(valid) else None
-    return TrainedModel(pipeline, metrics, build_reference(spec, arrived_before_holdout, validation_scores), holdout_from)
+    reference = build_reference(spec, arrived_before_holdout, validation_scores, threshold=threshold)
+    return TrainedModel(pipeline, metrics, reference, holdout_from, threshold_policy, fit_calibration(labels[split:], validation_scores))
 
 
 def bootstrap_champion(engine: Engine, spec: ModelSpec, *, start: datetime, end: datetime) -> int:
@@ -144,6 +160,8 @@ def bootstrap_champion(engine: Engine, spec: ModelSpec, *, start: datetime, end:
         trained_on={"start": start.isoformat(), "end": end.isoformat(), "labels_as_of": as_of.isoformat(), "rows": len(labelled)},
         parent_version=None,
         reference=trained.reference,
+        threshold_policy=trained.threshold_policy,
+        calibration=trained.calibration.to_json(),
     )
     if registry.alias_version(engine, spec.name, "champion") != version:
         registry.set_alias(engine, spec.name, "champion", version, reason="bootstrap: first champion from labelled history", actor="bootstrap")

@@ -22,7 +22,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -127,12 +127,16 @@ class ReferenceProfile:
     positives: int  # validation rows scored at or over the threshold
     scored: int  # validation rows scored
     joint: pd.DataFrame  # a sample of whole feature rows, for the multivariate check
+    # The version's decision threshold `positives` were counted at, and current positives are; None in a profile
+    # stored before thresholds were (0008): the check then takes the version's (registry.load_version).
+    threshold: float | None = None
 
     def to_rows(self) -> list[dict[str, Any]]:
         rows = [{"column_name": name, "kind": "numeric", "profile": ref.to_dict()} for name, ref in self.numeric.items()]
         rows += [{"column_name": name, "kind": "categorical", "profile": ref.to_dict()} for name, ref in self.categorical.items()]
         rows.append(
-            {"column_name": SCORES, "kind": "score", "profile": {**self.scores.to_dict(), "positives": self.positives, "scored": self.scored}}
+            {"column_name": SCORES, "kind": "score",
+             "profile": {**self.scores.to_dict(), "positives": self.positives, "scored": self.scored, "threshold": self.threshold}}
         )
         joint = {name: self.joint[name].astype(object).where(self.joint[name].notna(), None).tolist() for name in self.joint}
         rows.append({"column_name": JOINT, "kind": "joint", "profile": {"columns": json_safe(joint)}})
@@ -152,12 +156,22 @@ class ReferenceProfile:
             positives=int(score_profile["positives"]),
             scored=int(score_profile["scored"]),
             joint=joint,
+            threshold=score_profile.get("threshold"),
         )
 
 
-def build_reference(spec: ModelSpec | FrameSpec, features: pd.DataFrame, validation_scores: np.ndarray | None) -> ReferenceProfile:
-    """Profile every model feature of the training rows and the validation scores (fixed seed: reproducible)."""
+def build_reference(
+    spec: ModelSpec | FrameSpec, features: pd.DataFrame, validation_scores: np.ndarray | None, threshold: float | None = None
+) -> ReferenceProfile:
+    """Profile every model feature of the training rows and the validation scores (fixed seed: reproducible).
+
+    Positives are counted at `threshold`, the version's decision threshold; without one, at the spec's fixed threshold.
+    """
     seed = 0
+    if threshold is None:
+        threshold = spec.scoring.threshold
+        if not isinstance(threshold, float | int):
+            raise InvalidArgument("scoring.threshold names a policy, not a number: pass the version's threshold to build_reference")
     size = spec.drift.reference_sample_size
     categorical = set(spec.categorical_features)
     joint_rows = min(len(features), spec.drift.multivariate.sample_rows)
@@ -169,9 +183,10 @@ def build_reference(spec: ModelSpec | FrameSpec, features: pd.DataFrame, validat
         },
         categorical={name: CategoricalReference.from_values(features[name]) for name in spec.model_features if name in categorical},
         scores=None if validation_scores is None else NumericReference.from_values(np.asarray(validation_scores, dtype=float), size, seed),
-        positives=0 if validation_scores is None else int(np.sum(np.asarray(validation_scores) >= spec.scoring.threshold)),
+        positives=0 if validation_scores is None else int(np.sum(np.asarray(validation_scores) >= threshold)),
         scored=0 if validation_scores is None else len(validation_scores),
         joint=features.sample(n=joint_rows, random_state=seed).reset_index(drop=True) if joint_rows else features.iloc[:0],
+        threshold=float(threshold),
     )
 
 
@@ -419,7 +434,7 @@ def evaluate(
     if reference.scores is not None and scores is not None:
         scores = np.asarray(scores, dtype=float)
         results += _numeric_tests(SCORES, reference.scores, scores, spec, rng, test_prefix="score_")
-        positives = int(np.sum(scores >= spec.scoring.threshold))
+        positives = int(np.sum(scores >= reference.threshold))
         results.append(
             _rate_test(SCORES, "positive_rate", reference.positives, reference.scored, positives, len(scores),
                        settings.positive_rate_h_threshold, settings.fdr)
@@ -565,6 +580,8 @@ def check_window(engine: Engine, spec: ModelSpec, *, window_end: datetime, run_i
     start, end = window_of(spec, window_end)
     champion = champion_of_window(engine, spec, start, end)
     reference = load_reference(engine, spec.name, champion.version)
+    if reference.threshold is None:
+        reference = replace(reference, threshold=champion.threshold)
     raw, in_window, fraction = read_window(engine, spec, start, end)
     first, last = window_span(engine, spec, start, end)
     coverage = span_coverage(first, last, start, end)
@@ -641,7 +658,7 @@ def champion_of_window(engine: Engine, spec: ModelSpec, start: datetime, end: da
         if not terms:
             return load_champion(engine, spec, ", so there is no reference to check drift against")
         version = _first_champion_for(engine, spec, terms[0], start, end)
-    champion = registry.load_version(engine, spec.name, version)
+    champion = registry.load_version(engine, spec.name, version, spec=spec)
     check_features(spec, champion)
     return champion
 

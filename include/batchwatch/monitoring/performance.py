@@ -26,6 +26,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from batchwatch import registry
 from batchwatch.monitoring.incidents import Finding, update_incident
 from batchwatch.spec import LOWER_IS_BETTER, ModelSpec, quote
 from batchwatch.stats.calibration import Calibration
@@ -49,22 +50,16 @@ class Decision:
 
 
 def decision_of(connection: Connection, spec: ModelSpec, version: int) -> Decision:
-    """The version's stored threshold and calibration (0008), and its validation figures to compare days with.
-
-    A version stored before 0008 has no threshold: it scored at the spec's number, or 0.5 when the spec
-    names a policy (what the nightly run used), and is judged uncalibrated.
-    """
+    """The version's threshold and calibration (registry.threshold_of: the spec's number, or 0.5, for a version stored
+    before thresholds were), and its validation figures, at that threshold, to compare days with."""
     row = connection.execute(
-        sa.text("SELECT threshold, threshold_policy, calibration, metrics FROM model_versions WHERE model_name = :m AND version = :v")
-        .columns(threshold_policy=sa.JSON, calibration=sa.JSON, metrics=sa.JSON),
+        sa.text("SELECT model_name, version, threshold, calibration, metrics FROM model_versions WHERE model_name = :m AND version = :v")
+        .columns(calibration=sa.JSON, metrics=sa.JSON),
         {"m": spec.name, "v": version},
     ).mappings().one()
-    fixed = spec.scoring.threshold if isinstance(spec.scoring.threshold, float) else 0.5
-    validation = {**(row["metrics"] or {}).get("validation", {}), **((row["threshold_policy"] or {}).get("validation") or {})}
-    if row["calibration"] and row["calibration"].get("ece_raw") is not None:
-        validation.setdefault("ece", row["calibration"]["ece_raw"])
+    validation = (row["metrics"] or {}).get("validation", {})
     numbers = {key: float(value) for key, value in validation.items() if isinstance(value, int | float)}
-    return Decision(row["threshold"] if row["threshold"] is not None else fixed, row["calibration"], numbers)
+    return Decision(registry.threshold_of(row, spec), row["calibration"], numbers)
 
 
 @dataclass(frozen=True)

@@ -260,21 +260,31 @@ def _slice_gate(
 
 
 def shadow_agreement(
-    champion_scores: ArrayLike, challenger_scores: ArrayLike, *, threshold: float, min_agreement: float, min_rows: int
+    champion_scores: ArrayLike,
+    challenger_scores: ArrayLike,
+    *,
+    champion_labels: ArrayLike,
+    challenger_labels: ArrayLike,
+    min_agreement: float,
+    min_rows: int,
 ) -> GateResult:
     """Do the two models make the same decisions on live rows, where labels have not arrived yet?
 
-    A NaN score on either side counts as a disagreement. The Spearman correlation of the scores
-    goes in the detail: it shows whether disagreements are borderline or the rankings differ.
+    Each model's labels are its own decisions, at its own threshold (the two may differ). A NaN score
+    on either side counts as a disagreement. The Spearman correlation of the scores goes in the
+    detail: it shows whether disagreements are borderline or the rankings differ.
     """
     name = "shadow_agreement"
     champion = as_scores(champion_scores, None, "champion_scores")
     challenger = as_scores(challenger_scores, len(champion), "challenger_scores")
     rows = len(champion)
+    champion_decisions, challenger_decisions = binary_labels(champion_labels), binary_labels(challenger_labels)
+    if len(champion_decisions) != rows or len(challenger_decisions) != rows:
+        raise ValueError(f"{rows} scores per model but {len(champion_decisions)} champion and {len(challenger_decisions)} challenger labels")
     if rows == 0 or rows < min_rows:
         return GateResult(name, None, None, min_agreement, f"not judged: {rows:,} shadow rows, fewer than {max(min_rows, 1):,}")
     both_present = ~np.isnan(champion) & ~np.isnan(challenger)
-    agree = both_present & ((champion >= threshold) == (challenger >= threshold))
+    agree = both_present & (champion_decisions == challenger_decisions)
     agreement = float(agree.mean())
     correlation = _spearman(champion[both_present], challenger[both_present])
     passed = agreement >= min_agreement
@@ -285,7 +295,7 @@ def shadow_agreement(
         passed,
         agreement,
         min_agreement,
-        f"champion and challenger agree on score >= {threshold:g} for {agreement:.2%} of {rows:,} shadow rows "
+        f"champion and challenger, each at its own threshold, label {agreement:.2%} of {rows:,} shadow rows alike "
         f"({'>=' if passed else '<'} {min_agreement:.2%}); Spearman correlation {correlation:.3f}{nan_text}",
     )
 

@@ -48,6 +48,7 @@ class Candidate:
     labels_as_of: str
     dry_run: bool
     metrics: dict[str, Any]
+    threshold: float  # the candidate's decision threshold: the one it is judged at
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(asdict(self))
@@ -83,12 +84,15 @@ def train_candidate(engine: Engine, spec: ModelSpec, *, as_of: datetime, window_
               "labels_as_of": as_of.isoformat(), "dry_run": dry_run, "metrics": json_safe(metrics)}
     if dry_run:
         uri, sha256 = _scratch_artifact(spec.name, run_id, trained.pipeline)
-        return Candidate(version=None, artifact_uri=uri, sha256=sha256, **common)
+        return Candidate(version=None, artifact_uri=uri, sha256=sha256, threshold=trained.threshold, **common)
     version = registry.register(
-        engine, spec, trained.pipeline, metrics=trained.metrics, trained_on=trained_on, parent_version=champion, reference=trained.reference
+        engine, spec, trained.pipeline, metrics=trained.metrics, trained_on=trained_on, parent_version=champion, reference=trained.reference,
+        threshold_policy=trained.threshold_policy, calibration=trained.calibration.to_json(),
     )
     row = registry.get_version(engine, spec.name, version)
-    return Candidate(version=version, artifact_uri=row["artifact_uri"], sha256=row["sha256"], **common)
+    # The registered version's threshold: a retrain recognised as an earlier training keeps that version's.
+    threshold, _ = registry.decision_of(engine, spec.name, version, spec=spec)
+    return Candidate(version=version, artifact_uri=row["artifact_uri"], sha256=row["sha256"], threshold=threshold, **common)
 
 
 def data_fingerprint(frame: pd.DataFrame) -> str:
@@ -109,8 +113,9 @@ def existing_candidate(engine: Engine, spec: ModelSpec, version: int, *, as_of: 
     if champion == version:
         raise PromotionRefused(f"{spec.name} v{version} is already the champion")
     start, end = training_window(spec, as_of, window_days)
+    threshold, _ = registry.decision_of(engine, spec.name, version, spec=spec)
     return Candidate(spec.name, version, row["artifact_uri"], row["sha256"], champion, start.isoformat(), end.isoformat(),
-                     as_of.isoformat(), dry_run, json_safe({**row["metrics"], "trained_on": row["trained_on"]}))
+                     as_of.isoformat(), dry_run, json_safe({**row["metrics"], "trained_on": row["trained_on"]}), threshold)
 
 
 def _scratch_artifact(model_name: str, run_id: str, pipeline: Any) -> tuple[str, str]:
@@ -121,9 +126,9 @@ def _scratch_artifact(model_name: str, run_id: str, pipeline: Any) -> tuple[str,
     return path.as_uri(), sha256
 
 
-def _load_candidate(engine: Engine, candidate: Candidate) -> Any:
+def _load_candidate(engine: Engine, spec: ModelSpec, candidate: Candidate) -> Any:
     if candidate.version is not None:
-        return registry.load_version(engine, candidate.model_name, candidate.version).pipeline
+        return registry.load_version(engine, candidate.model_name, candidate.version, spec=spec).pipeline
     return registry.read_artifact(registry.artifact_path(candidate.artifact_uri), candidate.sha256, f"the dry run of {candidate.model_name}")
 
 
@@ -140,7 +145,7 @@ def validate_candidate(engine: Engine, spec: ModelSpec, candidate: Candidate) ->
     holdout = labelled.iloc[holdout_start(spec, labelled):].reset_index(drop=True)
     labels = holdout[LABEL].to_numpy(dtype=int)
     features = build_features(holdout, spec)
-    challenger_scores = score(_load_candidate(engine, candidate), features)
+    challenger_scores = score(_load_candidate(engine, spec, candidate), features)
 
     results = [_unseen_holdout(spec, candidate, holdout)]
     rolled_back = registry.rolled_back_from(engine, spec.name, version=candidate.version, sha256=candidate.sha256)
@@ -149,14 +154,14 @@ def validate_candidate(engine: Engine, spec: ModelSpec, candidate: Candidate) ->
     results.append(gates.brier_ceiling(labels, challenger_scores, settings.max_brier))
     results += gates.output_sanity(
         challenger_scores,
-        threshold=spec.scoring.threshold,
+        threshold=candidate.threshold,
         positive_rate_min=settings.positive_rate_min,
         positive_rate_max=settings.positive_rate_max,
     )
     if candidate.champion_version is None:
         results.append(gates.GateResult("auc_non_inferiority", None, None, None, "no champion yet: nothing to be inferior to"))
     else:
-        champion = registry.load_version(engine, spec.name, candidate.champion_version)
+        champion = registry.load_version(engine, spec.name, candidate.champion_version, spec=spec)
         champion_scores = score(champion.pipeline, features)
         results.append(
             gates.auc_non_inferiority(
@@ -189,19 +194,25 @@ def _unseen_holdout(spec: ModelSpec, candidate: Candidate, holdout: pd.DataFrame
 
 
 def _shadow_gate(engine: Engine, spec: ModelSpec, candidate: Candidate) -> gates.GateResult:
-    """Agreement with the champion on the nightly rows where the candidate scored in shadow."""
+    """Agreement with the champion on the nightly rows where the candidate scored in shadow.
+
+    Each side's label is the one the nightly run wrote, at that model's own threshold: the decisions each made.
+    """
     settings = spec.retrain.gates
     if candidate.version is None:
         return gates.GateResult("shadow_agreement", None, None, None, "a dry-run candidate never shadowed")
     query = (
-        "SELECT c.score AS champion_score, s.score AS shadow_score FROM predictions s JOIN predictions c"
+        "SELECT c.score AS champion_score, s.score AS shadow_score, c.predicted_label AS champion_label, s.predicted_label AS shadow_label"
+        " FROM predictions s JOIN predictions c"
         " ON c.model_name = s.model_name AND c.entity_id = s.entity_id AND c.ds = s.ds AND c.role = 'champion'"
         " WHERE s.model_name = :m AND s.role = 'shadow' AND s.model_version = :v"
     )
-    rows = read_frame(engine, query, {"m": spec.name, "v": candidate.version}, ["champion_score", "shadow_score"], [])
+    columns = ["champion_score", "shadow_score", "champion_label", "shadow_label"]
+    rows = read_frame(engine, query, {"m": spec.name, "v": candidate.version}, columns, [])
     return gates.shadow_agreement(
         rows["champion_score"].to_numpy(dtype=float), rows["shadow_score"].to_numpy(dtype=float),
-        threshold=spec.scoring.threshold, min_agreement=settings.shadow_min_agreement, min_rows=settings.shadow_min_rows,
+        champion_labels=rows["champion_label"].to_numpy(dtype=int), challenger_labels=rows["shadow_label"].to_numpy(dtype=int),
+        min_agreement=settings.shadow_min_agreement, min_rows=settings.shadow_min_rows,
     )
 
 

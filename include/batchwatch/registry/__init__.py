@@ -17,12 +17,14 @@ from batchwatch.registry.store import (
     ALIASES,
     CHAMPION_EVENTS,
     DATA_FINGERPRINT,
+    LEGACY_THRESHOLD,
     ChampionTerm,
     LoadedModel,
     alias_version,
     alias_version_in,
     champion_at,
     champion_terms,
+    decision_of,
     get_version,
     load_alias,
     load_version,
@@ -34,11 +36,12 @@ from batchwatch.registry.store import (
     register,
     rolled_back_from,
     set_alias,
+    threshold_of,
 )
 
 __all__ = [
-    "ALIASES", "CHAMPION_EVENTS", "DATA_FINGERPRINT", "ArtifactIntegrityError", "ChampionTerm", "LoadedModel", "RegistryError",
-    "alias_version", "alias_version_in", "artifact_path", "artifact_root", "champion_at", "champion_terms", "dump_artifact", "get_version",
-    "load_alias", "load_version", "lock_model", "mark_rolled_back", "pipeline_steps", "point_alias", "read_artifact", "record_event",
-    "register", "rolled_back_from", "set_alias", "write_artifact",
+    "ALIASES", "CHAMPION_EVENTS", "DATA_FINGERPRINT", "LEGACY_THRESHOLD", "ArtifactIntegrityError", "ChampionTerm", "LoadedModel", "RegistryError",
+    "alias_version", "alias_version_in", "artifact_path", "artifact_root", "champion_at", "champion_terms", "decision_of", "dump_artifact",
+    "get_version", "load_alias", "load_version", "lock_model", "mark_rolled_back", "pipeline_steps", "point_alias", "read_artifact",
+    "record_event", "register", "rolled_back_from", "set_alias", "threshold_of", "write_artifact",
 ]

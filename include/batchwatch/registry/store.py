@@ -10,6 +10,7 @@ says so in model_events, so rerunning a job does not grow the registry.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,7 +33,10 @@ CHAMPION_EVENTS = ("set_champion", "promoted", "forced", "rollback")
 TRAINING_WINDOW_KEYS = ("start", "end", "labels_as_of")
 # The key of `trained_on` holding a fingerprint of the training rows (retrain.data_fingerprint).
 DATA_FINGERPRINT = "data_sha256"
-JSON_COLUMNS = ("metrics", "params", "features", "pipeline_steps", "trained_on")
+JSON_COLUMNS = ("metrics", "params", "features", "pipeline_steps", "trained_on", "threshold_policy", "calibration")
+NULLABLE_JSON_COLUMNS = ("threshold_policy", "calibration")
+# What a version registered before thresholds were stored (0008) labels at when its spec names a policy, not a number.
+LEGACY_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,8 @@ class LoadedModel:
     pipeline: Any
     sha256: str
     features: list[str]
+    threshold: float  # predicted_label = score >= threshold, chosen for this version when it was trained
+    calibration: dict[str, Any] | None  # stats.calibration.Calibration.to_json(); None: raw scores
 
 
 def _now() -> datetime:
@@ -67,13 +73,17 @@ def register(
     trained_on: dict[str, Any],
     parent_version: int | None,
     reference: Any = None,
+    threshold_policy: dict[str, Any] | None = None,
+    calibration: dict[str, Any] | None = None,
     root: Path | None = None,
 ) -> int:
     """Dump the fitted pipeline, record it with its sha256 and metadata, return the new version.
 
-    `reference` (a drift.ReferenceProfile) is stored with the version, in the same transaction.
-    When a version of the model is the same training (see _same_training), that version is
-    returned instead and a `registered_again` event records it.
+    `reference` (a drift.ReferenceProfile) is stored with the version, in the same transaction, and so
+    are `threshold_policy` (modeling.decision.fit_threshold: its "threshold" fills the threshold column)
+    and `calibration` (Calibration.to_json()). When a version of the model is the same training (see
+    _same_training), that version is returned instead, with the threshold and calibration it already
+    has, and a `registered_again` event records it.
     """
     root = root or artifact_root()
     blob, sha256 = dump_artifact(pipeline)
@@ -100,10 +110,14 @@ def register(
         connection.execute(
             sa.text(
                 "INSERT INTO model_versions (model_name, version, artifact_uri, sha256, metrics, params, features,"
-                " pipeline_steps, trained_on, parent_version, created_at)"
+                " pipeline_steps, trained_on, parent_version, created_at, threshold, threshold_policy, calibration)"
                 " VALUES (:model_name, :version, :artifact_uri, :sha256, :metrics, :params, :features,"
-                " :pipeline_steps, :trained_on, :parent_version, :created_at)"
-            ).bindparams(*(sa.bindparam(name, type_=sa.JSON) for name in JSON_COLUMNS)),
+                " :pipeline_steps, :trained_on, :parent_version, :created_at, :threshold, :threshold_policy, :calibration)"
+            ).bindparams(
+                *(sa.bindparam(name, type_=sa.JSON) for name in JSON_COLUMNS if name not in NULLABLE_JSON_COLUMNS),
+                # SQL NULL, not JSON null, when a version has none: "IS NULL" finds the versions registered without one.
+                *(sa.bindparam(name, type_=sa.JSON(none_as_null=True)) for name in NULLABLE_JSON_COLUMNS),
+            ),
             {
                 "model_name": spec.name,
                 "version": version,
@@ -116,6 +130,9 @@ def register(
                 "trained_on": trained_on,
                 "parent_version": parent_version,
                 "created_at": _now(),
+                "threshold": None if threshold_policy is None else float(threshold_policy["threshold"]),
+                "threshold_policy": json_safe(threshold_policy),
+                "calibration": json_safe(calibration),
             },
         )
         if reference is not None:
@@ -311,13 +328,41 @@ def champion_at(engine: Engine, model_name: str, when: datetime) -> int | None:
     return serving[-1] if serving else None
 
 
-def load_version(engine: Engine, model_name: str, version: int) -> LoadedModel:
-    """Load a registered pipeline, refusing any artifact whose bytes are not the registered ones."""
+def threshold_of(row: Mapping[str, Any], spec: ModelSpec | None) -> float:
+    """The version's stored threshold; for one registered before thresholds were stored, the spec's number if it
+    names one (what such versions always scored at), else LEGACY_THRESHOLD with a warning."""
+    if row["threshold"] is not None:
+        return float(row["threshold"])
+    policy = None if spec is None else spec.scoring.threshold
+    if isinstance(policy, float):
+        return policy
+    log.warning(
+        "%s v%d was registered before decision thresholds were stored: it labels at %g. Retrain it (or register a new "
+        "version) for a threshold chosen by scoring.threshold on its validation set",
+        row["model_name"], row["version"], LEGACY_THRESHOLD,
+    )
+    return LEGACY_THRESHOLD
+
+
+def decision_of(engine: Engine, model_name: str, version: int, *, spec: ModelSpec | None = None) -> tuple[float, dict[str, Any] | None]:
+    """The threshold a version labels at and its calibration (Calibration JSON, None for raw scores), without loading its artifact.
+
+    Pass the model's spec so a version registered before thresholds were stored gets the spec's fixed threshold.
+    """
+    row = get_version(engine, model_name, version)
+    return threshold_of(row, spec), row["calibration"]
+
+
+def load_version(engine: Engine, model_name: str, version: int, *, spec: ModelSpec | None = None) -> LoadedModel:
+    """Load a registered pipeline, refusing any artifact whose bytes are not the registered ones.
+
+    Pass the model's spec so a version registered before thresholds were stored gets the spec's fixed threshold.
+    """
     row = get_version(engine, model_name, version)
     pipeline = read_artifact(artifact_path(row["artifact_uri"]), row["sha256"], f"{model_name} v{version}")
-    return LoadedModel(model_name, version, pipeline, row["sha256"], list(row["features"]))
+    return LoadedModel(model_name, version, pipeline, row["sha256"], list(row["features"]), threshold_of(row, spec), row["calibration"])
 
 
-def load_alias(engine: Engine, model_name: str, alias: str) -> LoadedModel | None:
+def load_alias(engine: Engine, model_name: str, alias: str, *, spec: ModelSpec | None = None) -> LoadedModel | None:
     version = alias_version(engine, model_name, alias)
-    return None if version is None else load_version(engine, model_name, version)
+    return None if version is None else load_version(engine, model_name, version, spec=spec)

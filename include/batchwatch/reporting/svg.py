@@ -9,6 +9,7 @@ import bisect
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from html import escape
+from typing import NamedTuple
 
 WIDTH, HEIGHT, PAD = 640, 140, 28
 
@@ -42,6 +43,138 @@ def line_chart(labels: Sequence[str], values: Sequence[float | None], *, title: 
     return (
         f'<svg class="chart line" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}">'
         f"<title>{escape(title)}</title>{axis}{lines}{''.join(dots)}</svg>"
+    )
+
+
+class IntervalSeries(NamedTuple):
+    """One line of an interval chart, with a shaded band where `lower` and `upper` are given; `css` names its classes."""
+
+    name: str
+    values: Sequence[float | None]
+    lower: Sequence[float | None] = ()
+    upper: Sequence[float | None] = ()
+    css: str = ""
+
+
+def _runs_of_present(present: Sequence[bool]) -> list[range]:
+    """Maximal runs of consecutive indices where `present` holds: a gap breaks a line or a band."""
+    runs: list[range] = []
+    start = None
+    for i, here in enumerate([*present, False]):
+        if here and start is None:
+            start = i
+        elif not here and start is not None:
+            runs.append(range(start, i))
+            start = None
+    return runs
+
+
+def interval_chart(
+    labels: Sequence[str],
+    series: Sequence[IntervalSeries],
+    *,
+    title: str,
+    fmt: str = "{:.3f}",
+    marks: Sequence[str | None] = (),
+    bars: Sequence[float | None] = (),
+    bar_classes: Sequence[str] = (),
+    bars_label: str = "",
+    bars_top: float = 1.0,
+    width: int = 900,
+) -> str:
+    """Lines over shared days, each with its confidence (or tolerance) band, a legend, and optionally `marks`
+    (a word per day, e.g. a verdict: the day's column is tinted and named) and a strip of `bars` beneath
+    (shares of `bars_top`, e.g. label coverage) on the same x positions.
+
+    The y axis spans the figures and their bands, not zero to the top: intervals of an AUC near 0.85
+    would be flat lines on a 0..1 axis. A missing value breaks its line and band.
+    """
+    if not labels:
+        return ""
+    left, right, top, plot_height, strip_height = 52, 16, 26, 150, 34
+    plot_bottom = top + plot_height
+    strip_top = plot_bottom + 12
+    bottom = strip_top + strip_height if bars else plot_bottom
+    height = bottom + 20
+    plot_width = width - left - right
+    step = plot_width / max(len(labels) - 1, 1)
+
+    def x(i: int) -> float:
+        return left + plot_width / 2 if len(labels) == 1 else left + i * step
+
+    finite = [value for one in series for values in (one.values, one.lower, one.upper) for value in values if value is not None]
+    if not finite:
+        return ""
+    low, high = min(finite), max(finite)
+    margin = (high - low) * 0.08 or abs(high) * 0.05 or 0.05
+    low, high = low - margin, high + margin
+
+    def y(value: float) -> float:
+        return plot_bottom - plot_height * (value - low) / (high - low)
+
+    parts = []
+    for tick in (low + margin, (low + high) / 2, high - margin):
+        parts.append(f'<line class="grid" x1="{left}" y1="{y(tick):.1f}" x2="{width - right}" y2="{y(tick):.1f}"/>'
+                     f'<text x="{left - 4}" y="{y(tick) + 4:.1f}" text-anchor="end">{escape(fmt.format(tick))}</text>')
+    column = min(step, plot_width / 2)
+    last_named = -1e9
+    for i, mark in enumerate(marks):
+        if mark is None:
+            continue
+        css = escape(f"mark mark-{mark}")
+        parts.append(f'<rect class="{css}" x="{x(i) - column / 2:.1f}" y="{top}" width="{column:.1f}" height="{plot_height}">'
+                     f"<title>{escape(labels[i])}: {escape(mark)}</title></rect>")
+        if x(i) - last_named >= 44:
+            parts.append(f'<text class="{css}" x="{x(i):.1f}" y="{top + 10}" text-anchor="middle">{escape(mark)}</text>')
+            last_named = x(i)
+    for one in series:
+        css = escape(one.css)
+        if one.lower and one.upper:
+            present = [lo is not None and hi is not None for lo, hi in zip(one.lower, one.upper, strict=True)]
+            for run in _runs_of_present(present):
+                if len(run) == 1:
+                    i = run[0]
+                    parts.append(f'<rect class="band {css}" x="{x(i) - 2:.1f}" y="{y(one.upper[i]):.1f}" width="4" '
+                                 f'height="{max(y(one.lower[i]) - y(one.upper[i]), 0.5):.1f}"/>')
+                    continue
+                edge = [f"{x(i):.1f},{y(one.upper[i]):.1f}" for i in run] + [f"{x(i):.1f},{y(one.lower[i]):.1f}" for i in reversed(run)]
+                parts.append(f'<polygon class="band {css}" points="{" ".join(edge)}"/>')
+        for run in _runs_of_present([value is not None for value in one.values]):
+            if len(run) > 1:
+                parts.append(f'<polyline class="line {css}" points="{" ".join(f"{x(i):.1f},{y(one.values[i]):.1f}" for i in run)}"/>')
+        for i, value in enumerate(one.values):
+            if value is None:
+                continue
+            interval = ""
+            if one.lower and one.upper and one.lower[i] is not None and one.upper[i] is not None:
+                interval = f" [{fmt.format(one.lower[i])}, {fmt.format(one.upper[i])}]"
+            parts.append(f'<circle class="dot {css}" cx="{x(i):.1f}" cy="{y(value):.1f}" r="2.5">'
+                         f"<title>{escape(labels[i])} · {escape(one.name)}: {escape(fmt.format(value) + interval)}</title></circle>")
+    if bars:
+        parts.append(f'<line class="axis" x1="{left}" y1="{bottom}" x2="{width - right}" y2="{bottom}"/>'
+                     f'<text x="{left - 4}" y="{strip_top + 8}" text-anchor="end">{escape(f"{bars_top:.0%}")}</text>'
+                     f'<text class="strip-label" x="{width - right}" y="{strip_top - 2}" text-anchor="end">{escape(bars_label)}</text>')
+        bar_width = max(min(step * 0.7, 18), 1.5)
+        for i, share in enumerate(bars):
+            if share is None:
+                continue
+            bar = strip_height * min(max(share / bars_top, 0.0), 1.0)
+            css = escape(f"bar {bar_classes[i] if i < len(bar_classes) else ''}".strip())
+            parts.append(f'<rect class="{css}" x="{x(i) - bar_width / 2:.1f}" y="{bottom - bar:.1f}" width="{bar_width:.1f}" '
+                         f'height="{max(bar, 0.5):.1f}"><title>{escape(labels[i])}: {share:.1%} {escape(bars_label)}</title></rect>')
+    ticks = sorted({0, len(labels) // 2, len(labels) - 1})
+    for n, i in enumerate(ticks):
+        anchor = "start" if n == 0 and len(ticks) > 1 else "end" if n == len(ticks) - 1 and len(ticks) > 1 else "middle"
+        parts.append(f'<text x="{x(i):.1f}" y="{height - 4}" text-anchor="{anchor}">{escape(labels[i])}</text>')
+    legend, at = [], left
+    for one in series:
+        css = escape(one.css)
+        legend.append(f'<line class="line {css}" x1="{at}" y1="10" x2="{at + 22}" y2="10"/>'
+                      f'<text class="legend" x="{at + 26}" y="14">{escape(one.name)}</text>')
+        at += 40 + 6.5 * len(one.name)
+    return (
+        f'<svg class="chart interval" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">'
+        f"<title>{escape(title)}</title>{''.join(legend)}{''.join(parts)}</svg>"
     )
 
 

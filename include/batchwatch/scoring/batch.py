@@ -92,7 +92,8 @@ def _score_chunk(
     entity_ids = checked.valid[spec.source.entity_key].astype(str).tolist()
     for route in routes:
         scores = score(route.model.pipeline, features)
-        labels = (scores >= spec.scoring.threshold).astype(np.int16)
+        # Each model labels at its own threshold: a shadow's labels are its decisions, not the champion's.
+        labels = (scores >= route.model.threshold).astype(np.int16)
         writer.write_predictions(route.model.version, route.role, entity_ids, scores, labels)
         if route.serves:
             tally.positives += int(labels.sum())
@@ -201,7 +202,9 @@ def predict_interval(
         "model_name": spec.name,
         "ds": ds.isoformat(),
         "model_version": champion.version,
+        "threshold": champion.threshold,
         "shadow_version": challenger.version if challenger else None,
+        "shadow_threshold": challenger.threshold if challenger else None,
         "shadow_error": shadow_error,
         "rows_read": tally.read,
         "rows_scored": tally.scored,

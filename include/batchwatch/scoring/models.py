@@ -36,7 +36,7 @@ def check_features(spec: ModelSpec, model: LoadedModel) -> None:
 
 def load_champion(engine: Engine, spec: ModelSpec, consequence: str) -> LoadedModel:
     """The champion, checked against the spec's features; NoChampion, its message ending in `consequence`, if none."""
-    champion = registry.load_alias(engine, spec.name, "champion")
+    champion = registry.load_alias(engine, spec.name, "champion", spec=spec)
     if champion is None:
         raise NoChampion(f"model {spec.name!r} has no champion{consequence}")
     check_features(spec, champion)
@@ -46,7 +46,7 @@ def load_champion(engine: Engine, spec: ModelSpec, consequence: str) -> LoadedMo
 def load_challenger(engine: Engine, spec: ModelSpec) -> tuple[LoadedModel | None, str | None]:
     """The challenger only shadows: if it cannot be used, the champion still scores and the summary says why."""
     try:
-        challenger = registry.load_alias(engine, spec.name, "challenger")
+        challenger = registry.load_alias(engine, spec.name, "challenger", spec=spec)
         if challenger is not None:
             check_features(spec, challenger)
         return challenger, None

@@ -1,6 +1,7 @@
 """Model specs: one YAML file per model, validated into a frozen `ModelSpec` that drives every job."""
 
 from batchwatch.spec.model import (
+    LOWER_IS_BETTER,
     ModelSpec,
     SpecError,
     get_spec,
@@ -15,6 +16,7 @@ from batchwatch.spec.model import (
 )
 
 __all__ = [
+    "LOWER_IS_BETTER",
     "ModelSpec",
     "SpecError",
     "get_spec",

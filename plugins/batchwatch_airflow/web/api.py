@@ -58,6 +58,17 @@ def prediction_volume(spec: ReadableModel, engine: WarehouseDep, days: Days = 30
     return queries.prediction_volume(engine, spec.name, days=days)
 
 
+@router.get("/models/{model_name}/volume/checks")
+def volume_checks(spec: ReadableModel, engine: WarehouseDep, days: Days = 60) -> list[queries.VolumeDay]:
+    """The daily volume and freshness verdicts (`/volume` is the nightly job's own per-day counts)."""
+    return queries.volume_checks(engine, spec.name, days=days)
+
+
+@router.get("/models/{model_name}/performance")
+def performance(spec: ReadableModel, engine: WarehouseDep, days: Days = 60) -> queries.PerformanceHistory:
+    return queries.performance(engine, spec.name, days=days)
+
+
 @router.get("/models/{model_name}/versions")
 def versions(spec: ReadableModel, engine: WarehouseDep) -> list[queries.VersionRow]:
     return queries.versions(engine, spec.name)

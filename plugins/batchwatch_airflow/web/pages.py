@@ -23,16 +23,15 @@ from batchwatch import queries
 from batchwatch.spec import ModelSpec
 from batchwatch_airflow.links import URL_PREFIX
 from batchwatch_airflow.web import charts
-from batchwatch_airflow.web.security import ReadableModel, ReadableModels, WarehouseDep
+from batchwatch_airflow.web.security import JOBS, ReadableModel, ReadableModels, WarehouseDep
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
-# The model's DAGs as the DAG factory names them (`<model>_<job>`), in the order the overview lists them.
-JOBS = ("nightly_predict", "hourly_drift", "daily_performance", "weekly_retrain", "rollback")
 
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.globals.update(line_chart=charts.line_chart, density_chart=charts.density_chart, drift_heatmap=charts.drift_heatmap,
-                             current_against_reference=charts.current_against_reference, category_shares=charts.category_shares)
+                             current_against_reference=charts.current_against_reference, category_shares=charts.category_shares,
+                             performance_chart=charts.performance_chart, volume_chart=charts.volume_chart)
 router = APIRouter(tags=["Batchwatch pages"], include_in_schema=False)
 
 
@@ -66,8 +65,10 @@ class Panel:
 PANELS: list[Panel] = [
     Panel("overview", "Overview", lambda c: queries.model_overview(c.engine, c.model.name)),
     Panel("incidents", "Alerts", lambda c: queries.incidents(c.engine, c.model.name)),
+    Panel("performance", "Performance, realized and estimated (60 days)", lambda c: queries.performance(c.engine, c.model.name, days=60)),
     Panel("drift", "Drift, check × window (30 days)", lambda c: queries.drift_heatmap(c.engine, c.model.name, days=30)),
     Panel("volume", "Predictions over time", lambda c: queries.prediction_volume(c.engine, c.model.name, days=30)),
+    Panel("volume_checks", "Volume and freshness (60 days)", lambda c: queries.volume_checks(c.engine, c.model.name, days=60)),
     Panel("versions", "Versions and lineage", lambda c: queries.versions(c.engine, c.model.name)),
     Panel("aliases", "Alias history", lambda c: queries.alias_history(c.engine, c.model.name)),
     Panel("promotions", "Promotion decisions", lambda c: queries.promotion_decisions(c.engine, c.model.name)),

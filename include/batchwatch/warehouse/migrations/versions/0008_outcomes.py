@@ -49,6 +49,8 @@ def upgrade() -> None:
         sa.Column("run_id", sa.Text, nullable=False),
         sa.CheckConstraint("source IN ('realized', 'estimated')", name="ck_performance_daily_source"),
     )
+    # The newest day per role and source (the page's glance figures, the /metrics scrape) without reading a model's whole history.
+    op.create_index("ix_performance_daily_latest", "performance_daily", ["model_name", "role", "source", "ds"])
     # One row per model and day: rows against the same weekday of the trailing weeks, rows that came late, and the verdict.
     op.create_table(
         "volume_daily",
@@ -81,14 +83,16 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("uq_alerts_one_open", "alerts")
     op.execute("DELETE FROM alerts WHERE kind <> 'drift'")
-    with op.batch_alter_table("alerts") as alerts:
+    # Dropped in place (SQLite 3.35+ can): recreating a table that others reference would trip their foreign keys.
+    with op.batch_alter_table("alerts", recreate="never") as alerts:
         alerts.drop_column("kind")
     op.create_index(
         "uq_alerts_one_open", "alerts", ["model_name"], unique=True,
         postgresql_where=sa.text("status = 'open'"), sqlite_where=sa.text("status = 'open'"),
     )
     op.drop_table("volume_daily")
+    op.drop_index("ix_performance_daily_latest", "performance_daily")
     op.drop_table("performance_daily")
-    with op.batch_alter_table("model_versions") as versions:
+    with op.batch_alter_table("model_versions", recreate="never") as versions:
         for column in ("calibration", "threshold_policy", "threshold"):
             versions.drop_column(column)
