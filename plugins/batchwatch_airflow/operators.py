@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -196,11 +196,11 @@ class _DailyCheckOperator(BaseOperator):
         self.checked_until = checked_until
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from batchwatch.monitoring.incidents import announce
+        from batchwatch.monitoring.incidents import announce, day_due_by
         from batchwatch.spec import get_spec
 
         until = _moment(self.checked_until, context)
-        day = (until - timedelta(days=1)).date()
+        day = day_due_by(until)
         with _warehouse(self.warehouse_conn_id) as engine:
             spec = get_spec(self.model_name)
             summary = self.check(engine, spec, day, until, context["run_id"])

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from batchwatch import registry
 from batchwatch.demo.seed import simulate_into
 from batchwatch.demo.simulate import Scenario
 from batchwatch.modeling.training import bootstrap_champion
@@ -70,7 +71,9 @@ def drifted_warehouse(tmp_path_factory, airflow_db) -> str:
     drifted = (Scenario("null_burst", DRIFT_DAY, "country", 0.5), Scenario("mean_shift", DRIFT_DAY, "amount", 1.0))
     simulate_into(engine, start=DRIFT_DAY, end=DRIFT_DAY + timedelta(days=1), rows_per_day=ROWS_PER_DAY, scenarios=drifted, seed=8)
     champion = bootstrap_champion(engine, get_spec("fraud"), start=HISTORY_START, end=FIRST_DAY)
-    outcomes.insert_outcomes(engine, "fraud", champion, None, shift=(DRIFT_DAY.date() - outcomes.DAYS[-1]).days)
+    # The hand-written figures are at the real champion's stored threshold, as the daily check would have computed them.
+    threshold, _ = registry.decision_of(engine, "fraud", champion)
+    outcomes.insert_outcomes(engine, "fraud", champion, None, shift=(DRIFT_DAY.date() - outcomes.DAYS[-1]).days, champion_threshold=threshold)
     engine.dispose()
 
     for dag_id, days in (("fraud_nightly_predict", (FIRST_DAY, DRIFT_DAY)), ("fraud_hourly_drift", (FIRST_DAY, DRIFT_DAY))):

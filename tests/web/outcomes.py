@@ -107,13 +107,15 @@ def _with_intervals(compute: Any, threshold: float, version: int, ds: date, *arr
 
 
 @cache
-def performance_rows(model_name: str = "fraud", champion: int = CHAMPION, shadow: int | None = SHADOW, shift: int = 0) -> tuple[dict[str, Any], ...]:
+def performance_rows(
+    model_name: str = "fraud", champion: int = CHAMPION, shadow: int | None = SHADOW, shift: int = 0, champion_threshold: float | None = None
+) -> tuple[dict[str, Any], ...]:
     """Every performance_daily row of the champion (all DAYS) and the shadow (SHADOW_DAYS), `shift` days later; a version
-    with no policy here scores at the spec's fixed threshold, 0.5."""
+    with no policy here scores at `champion_threshold` (a real champion's stored threshold) or the spec's fixed 0.5."""
     rows = []
     computed_at = COMPUTED_AT + timedelta(days=shift)
     for version, role, days in ((champion, "champion", DAYS), (shadow, "shadow", SHADOW_DAYS if shadow else [])):
-        threshold = THRESHOLDS.get(version, 0.5)
+        threshold = THRESHOLDS.get(version, champion_threshold if role == "champion" and champion_threshold is not None else 0.5)
         for position, day in enumerate(days, start=len(DAYS) - len(days)):
             ds = day + timedelta(days=shift)
             scores, labels = simulated_day(version, ds, DRIFT_FROM + timedelta(days=shift))
@@ -191,10 +193,12 @@ def _alert(model_name: str, kind: str, status: str, opened: datetime, drifted: l
             "resolved_notified_at": None, "run_id": run_id, "checks": None}
 
 
-def insert_outcomes(engine: sa.Engine, model_name: str, champion: int = CHAMPION, shadow: int | None = SHADOW, shift: int = 0) -> None:
+def insert_outcomes(
+    engine: sa.Engine, model_name: str, champion: int = CHAMPION, shadow: int | None = SHADOW, shift: int = 0, champion_threshold: float | None = None
+) -> None:
     """The model's performance and volume rows, as the daily check would have written them."""
     with engine.begin() as connection:
-        connection.execute(sa.insert(schema.performance_daily), list(performance_rows(model_name, champion, shadow, shift)))
+        connection.execute(sa.insert(schema.performance_daily), list(performance_rows(model_name, champion, shadow, shift, champion_threshold)))
         connection.execute(sa.insert(schema.volume_daily), volume_rows(model_name, shift))
 
 

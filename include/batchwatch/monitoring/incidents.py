@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,6 +30,17 @@ log = logging.getLogger(__name__)
 # How alert_deliveries and the claims name an escalation: `escalated:<alert_escalations.id>`.
 ESCALATED = "escalated:"
 KINDS = ("drift", "performance", "volume")
+
+
+def day_window(ds: date) -> tuple[datetime, datetime]:
+    """The UTC day `ds` as [start, end): the window a daily check (volume, performance) judges and its incident is dated by."""
+    start = datetime.combine(ds, time(), tzinfo=timezone.utc)
+    return start, start + timedelta(days=1)
+
+
+def day_due_by(deadline: datetime) -> date:
+    """The UTC day a daily check run at `deadline` (its data interval end) judges: the one before it."""
+    return (deadline.astimezone(timezone.utc) - timedelta(days=1)).date()
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from datetime import time as clock
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from batchwatch import registry
-from batchwatch.monitoring.incidents import Finding, update_incident
+from batchwatch.monitoring.incidents import Finding, day_window, update_incident
 from batchwatch.spec import LOWER_IS_BETTER, ModelSpec, quote
 from batchwatch.stats.calibration import Calibration
 from batchwatch.stats.performance import Figure, ScoreGroups, estimated, realized
@@ -101,14 +100,9 @@ def _finite(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def day_bounds(ds: date) -> tuple[datetime, datetime]:
-    start = datetime.combine(ds, clock(), tzinfo=timezone.utc)
-    return start, start + timedelta(days=1)
-
-
 def matured(spec: ModelSpec, ds: date, as_of: datetime) -> bool:
     """Every label of the day's events is in by `as_of`: its last event plus label.delay_days have passed."""
-    return day_bounds(ds)[1] + timedelta(days=spec.label.delay_days) <= as_of
+    return day_window(ds)[1] + timedelta(days=spec.label.delay_days) <= as_of
 
 
 def read_groups(connection: Connection, spec: ModelSpec, ds: date, as_of: datetime) -> dict[tuple[int, str], ScoreGroups]:
@@ -327,6 +321,6 @@ def _update_incident(connection: Connection, spec: ModelSpec, check: Performance
     unjudged = [f"{verdict.source}:{metric}" for verdict in check.verdicts for metric in verdict.unjudged]
     version = check.verdicts[0].version
     return update_incident(
-        connection, spec.name, version, kind="performance", found=bool(findings), window_end=day_bounds(check.day)[1], drifted=lines,
+        connection, spec.name, version, kind="performance", found=bool(findings), window_end=day_window(check.day)[1], drifted=lines,
         findings=findings, run_id=run_id, unjudged=unjudged,
     )

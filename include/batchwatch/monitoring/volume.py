@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from batchwatch import registry
 from batchwatch.errors import InvalidArgument
-from batchwatch.monitoring.incidents import Finding, update_incident
+from batchwatch.monitoring.incidents import Finding, day_window, update_incident
 from batchwatch.serialization import finite_or_none
 from batchwatch.spec import ModelSpec, quote
 from batchwatch.spec.model import Volume as VolumeSettings
@@ -215,7 +215,7 @@ def check_volume(engine: Engine, spec: ModelSpec, day: date, *, run_id: str) -> 
         judged_at_all = today.verdict != INSUFFICIENT or bool(findings)
         incident = update_incident(
             connection, spec.name, registry.alias_version_in(connection, spec.name, "champion") or 0, kind="volume",
-            found=bool(findings) if judged_at_all else None, window_end=datetime.combine(day + timedelta(days=1), time(), tzinfo=timezone.utc),
+            found=bool(findings) if judged_at_all else None, window_end=day_window(day)[1],
             drifted=list(findings.values()), findings={check: Finding(band=0, ratio=None) for check in findings}, run_id=run_id,
         )
     return VolumeCheck(
@@ -239,9 +239,9 @@ class _DailyCounts:
 
     def __call__(self, ds: date) -> int:
         if ds not in self._counts:
-            start = datetime.combine(ds, time(), tzinfo=timezone.utc)
+            start, end = day_window(ds)
             with refused_queries(self._origin):
-                self._counts[ds] = self._connection.execute(self._query, {"start": start, "end": start + timedelta(days=1)}).scalar_one()
+                self._counts[ds] = self._connection.execute(self._query, {"start": start, "end": end}).scalar_one()
         return self._counts[ds]
 
 

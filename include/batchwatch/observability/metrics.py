@@ -44,7 +44,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -54,7 +54,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from batchwatch.monitoring import volume as volume_check
 from batchwatch.monitoring.drift import DRIFTED, INSUFFICIENT, OK
-from batchwatch.monitoring.incidents import KINDS
+from batchwatch.monitoring.incidents import KINDS, day_window
 from batchwatch.warehouse import partition_name, utc_timestamp
 from batchwatch.warehouse.schema import (
     alerts,
@@ -325,8 +325,7 @@ def _performance(connection: Connection, model: str, families: _Families) -> Non
         day = (row.role, row.source)
         if day not in versions:
             versions[day] = row.model_version
-            start = datetime.combine(_day(row.ds), time(), tzinfo=timezone.utc)
-            families.performance_day.add_metric([model, *day], start.timestamp())
+            families.performance_day.add_metric([model, *day], day_window(_day(row.ds))[0].timestamp())
             families.performance_version.add_metric([model, *day], float(row.model_version))
         elif versions[day] != row.model_version:
             continue
