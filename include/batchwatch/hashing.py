@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import zlib
+from collections.abc import Sequence
+
+import numpy as np
 
 BUCKETS = 1 << 20
 
 DRIFT_SAMPLE = "drift-sample"
+CANARY_ARM = "canary-arm"
 
 
 def bucket(key: str | None, salt: str) -> int:
@@ -23,3 +27,14 @@ def bucket(key: str | None, salt: str) -> int:
 def salt_seed(salt: str) -> int:
     """The salt as a signed 64-bit seed, for PostgreSQL's hashtextextended(text, seed)."""
     return int.from_bytes(hashlib.sha256(salt.encode()).digest()[:8], "big", signed=True)
+
+
+def canary_salt(model_name: str, release_id: int) -> str:
+    """A canary's own salt: each release draws fresh arms, so one canary's treatment entities are not the next one's."""
+    return f"{CANARY_ARM}:{model_name}:{release_id}"
+
+
+def in_share(keys: Sequence[str], salt: str, share: float) -> np.ndarray:
+    """Whether each key falls in the first `share` of the buckets: raising the share only adds keys, never moves one out."""
+    cut = round(share * BUCKETS)
+    return np.fromiter((bucket(key, salt) < cut for key in keys), dtype=bool, count=len(keys))

@@ -51,6 +51,9 @@ predictions = sa.Table(
     sa.Column("predicted_label", sa.SmallInteger, nullable=False),
     sa.Column("run_id", sa.Text, nullable=False),
     sa.Column("scored_at", TIMESTAMP, nullable=False),
+    # The entity's canary arm that day, on both models' rows: 'control' (the champion served) or 'treatment'
+    # (the challenger served); NULL on a day without a canary (0009).
+    sa.Column("arm", sa.Text),
 )
 
 rejected_rows = sa.Table(
@@ -254,4 +257,50 @@ volume_daily = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("checked_at", TIMESTAMP, nullable=False),
     sa.Column("run_id", sa.Text, nullable=False),
+)
+
+
+releases = sa.Table(
+    "releases",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_name", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),  # canary | guard
+    sa.Column("version", sa.Integer, nullable=False),  # the challenger (canary) or the new champion (guard)
+    sa.Column("baseline_version", sa.Integer, nullable=False),  # the champion, or the previous champion (guard)
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("plan", JSON, nullable=False),
+    sa.Column("salt", sa.Text),
+    sa.Column("step", sa.Integer),
+    sa.Column("started_on", sa.Date, nullable=False),
+    sa.Column("ends_on", sa.Date),
+    sa.Column("started_at", TIMESTAMP, nullable=False),
+    sa.Column("updated_at", TIMESTAMP, nullable=False),
+    sa.Column("ended_at", TIMESTAMP),
+    sa.Column("reason", sa.Text),
+    sa.Column("actor", sa.Text, nullable=False),
+)
+
+release_steps = sa.Table(
+    "release_steps",
+    metadata,
+    sa.Column("release_id", sa.Integer, sa.ForeignKey("releases.id"), primary_key=True, autoincrement=False),
+    sa.Column("step", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("share", sa.Double, nullable=False),
+    sa.Column("effective_from", sa.Date, nullable=False),
+    sa.Column("effective_until", sa.Date),
+)
+
+drill_reports = sa.Table(
+    "drill_reports",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_name", sa.Text, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("window_start", sa.Date, nullable=False),
+    sa.Column("window_end", sa.Date, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("faults", JSON, nullable=False),
+    sa.Column("started_at", TIMESTAMP, nullable=False),
+    sa.Column("finished_at", TIMESTAMP, nullable=False),
 )

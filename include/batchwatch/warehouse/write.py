@@ -53,6 +53,7 @@ def encode_prediction_rows(
     labels: np.ndarray,
     run_id: str,
     scored_at: datetime,
+    arm: str | None = None,
 ) -> bytes:
     """Rows of `predictions` in PostgreSQL's binary COPY format, built with numpy, not row by row.
 
@@ -61,7 +62,10 @@ def encode_prediction_rows(
     """
     head = struct.pack(">h", len(PREDICTION_COLUMNS)) + _field(model_name.encode()) + _field(struct.pack(">i", version)) + _field(role.encode())
     middle = _field(struct.pack(">i", (ds - PG_EPOCH.date()).days))
-    tail = _field(run_id.encode()) + _field(struct.pack(">q", (scored_at - PG_EPOCH) // timedelta(microseconds=1)))
+    tail = (
+        _field(run_id.encode()) + _field(struct.pack(">q", (scored_at - PG_EPOCH) // timedelta(microseconds=1)))
+        + (struct.pack(">i", -1) if arm is None else _field(arm.encode()))
+    )
     lengths = np.char.str_len(entity_ids)
     blocks = []
     for length in np.unique(lengths):
@@ -175,12 +179,15 @@ class IntervalWriter:
             self.stage = f"{self.partition}_next"
             connection.execute(f"CREATE TABLE {self.stage} ({_predictions_definition(connection)})")
 
-    def write_predictions(self, version: int, role: str, entity_ids: Sequence[str], scores: np.ndarray, labels: np.ndarray) -> None:
+    def write_predictions(
+        self, version: int, role: str, entity_ids: Sequence[str], scores: np.ndarray, labels: np.ndarray, arm: str | None = None
+    ) -> None:
+        """Rows of one model, all in canary arm `arm` (None: no canary that day)."""
         if not self._postgres:
             self._connection.executemany(
                 _sqlite_insert("predictions", PREDICTION_COLUMNS),
                 [
-                    (self.model_name, version, role, entity, self.ds.isoformat(), score, label, self.run_id, sqlite_value(self.written_at))
+                    (self.model_name, version, role, entity, self.ds.isoformat(), score, label, self.run_id, sqlite_value(self.written_at), arm)
                     for entity, score, label in zip(entity_ids, scores.tolist(), labels.tolist(), strict=True)
                 ],
             )
@@ -194,7 +201,9 @@ class IntervalWriter:
             self._copy = self._copy_context.__enter__()
             self._copy.write(BINARY_SIGNATURE)
         self._copy.write(
-            encode_prediction_rows(self.model_name, version, role, _as_bytes(entity_ids), self.ds, scores, labels, self.run_id, self.written_at)
+            encode_prediction_rows(
+                self.model_name, version, role, _as_bytes(entity_ids), self.ds, scores, labels, self.run_id, self.written_at, arm
+            )
         )
 
     def write_rejects(self, entity_ids: Sequence[str | None], reasons: Sequence[str], payloads: Sequence[dict[str, Any]]) -> None:
