@@ -1,9 +1,10 @@
-"""Serve the stored predictions: one entity's latest champion prediction, or a small batch of them.
+"""Serve the stored predictions: one entity's latest served prediction, or a small batch of them.
 
-Batch first, serve stored results on request: nothing is scored here. A served prediction is the
-champion's (the role that acted; the shadow's rows only measure the challenger), from the latest day
-the entity was scored. The lookup walks the predictions' unique index, whose leading columns
-(model_name, entity_id) find an entity's rows without reading a day.
+Batch first, serve stored results on request: nothing is scored here. A served prediction is the one
+acted on, from the latest day the entity was scored: the champion's, or during a canary the
+challenger's for an entity in the treatment arm (the shadow's other rows only measure the challenger).
+The lookup walks the predictions' unique index, whose leading columns (model_name, entity_id) find an
+entity's rows without reading a day.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ from batchwatch.warehouse import utc_timestamp
 from batchwatch.warehouse.schema import predictions
 
 MAX_BATCH = 100
-SERVED_ROLE = "champion"
+# The rows that were acted on, as the served_predictions view selects them.
+SERVED = sa.or_(
+    sa.and_(predictions.c.role == "champion", sa.or_(predictions.c.arm.is_(None), predictions.c.arm == "control")),
+    sa.and_(predictions.c.role == "shadow", predictions.c.arm == "treatment"),
+)
 
 
 class InvalidLookup(PermanentError, ValueError):
@@ -31,7 +36,7 @@ class InvalidLookup(PermanentError, ValueError):
 
 @dataclass(frozen=True)
 class ServedPrediction:
-    """The champion's latest prediction for one entity."""
+    """The latest prediction served for one entity."""
 
     model_name: str
     entity_id: str
@@ -39,6 +44,7 @@ class ServedPrediction:
     predicted_label: int
     model_version: int
     role: str
+    arm: str  # control (the champion's arm; also every entity outside a canary) or treatment (the challenger's)
     ds: date
     scored_at: datetime
     run_id: str
@@ -75,21 +81,22 @@ def _served(row: Any) -> ServedPrediction:
     ds = row.ds if isinstance(row.ds, date) else date.fromisoformat(str(row.ds))
     return ServedPrediction(
         model_name=row.model_name, entity_id=row.entity_id, score=float(row.score), predicted_label=int(row.predicted_label),
-        model_version=int(row.model_version), role=row.role, ds=ds, scored_at=utc_timestamp(row.scored_at).to_pydatetime(), run_id=row.run_id,
+        model_version=int(row.model_version), role=row.role,
+        arm=row.arm or "control", ds=ds, scored_at=utc_timestamp(row.scored_at).to_pydatetime(), run_id=row.run_id,
     )
 
 
 _COLUMNS = (
     predictions.c.model_name, predictions.c.entity_id, predictions.c.score, predictions.c.predicted_label, predictions.c.model_version,
-    predictions.c.role, predictions.c.ds, predictions.c.scored_at, predictions.c.run_id,
+    predictions.c.role, predictions.c.arm, predictions.c.ds, predictions.c.scored_at, predictions.c.run_id,
 )
 
 
 def latest_prediction(engine: Engine, model_name: str, entity_id: str) -> ServedPrediction | None:
-    """The champion's prediction of the latest day that scored `entity_id`, or None if none did."""
+    """The prediction served on the latest day that scored `entity_id`, or None if none did."""
     query = (
         sa.select(*_COLUMNS)
-        .where(predictions.c.model_name == model_name, predictions.c.entity_id == check_entity_id(entity_id), predictions.c.role == SERVED_ROLE)
+        .where(predictions.c.model_name == model_name, predictions.c.entity_id == check_entity_id(entity_id), SERVED)
         .order_by(predictions.c.ds.desc(), predictions.c.scored_at.desc())
         .limit(1)
     )
@@ -99,14 +106,14 @@ def latest_prediction(engine: Engine, model_name: str, entity_id: str) -> Served
 
 
 def latest_predictions(engine: Engine, model_name: str, entity_ids: Sequence[str]) -> dict[str, ServedPrediction]:
-    """The latest champion prediction of each id that has one (ids with none are absent), in one query."""
+    """The latest served prediction of each id that has one (ids with none are absent), in one query."""
     unique = check_entity_ids(entity_ids)
     recency = sa.func.row_number().over(
         partition_by=predictions.c.entity_id, order_by=(predictions.c.ds.desc(), predictions.c.scored_at.desc())
     ).label("recency")
     ranked = (
         sa.select(*_COLUMNS, recency)
-        .where(predictions.c.model_name == model_name, predictions.c.entity_id.in_(unique), predictions.c.role == SERVED_ROLE)
+        .where(predictions.c.model_name == model_name, predictions.c.entity_id.in_(unique), SERVED)
         .subquery()
     )
     query = sa.select(*(ranked.c[column.name] for column in _COLUMNS)).where(ranked.c.recency == 1)

@@ -19,7 +19,7 @@ from batchwatch.data.features import build_features
 from batchwatch.data.validation import validate
 from batchwatch.errors import InvalidArgument, PermanentError
 from batchwatch.scoring.models import load_challenger, load_champion, score
-from batchwatch.scoring.routing import Route, plan_routes
+from batchwatch.scoring.routing import Arms, Route, arms_on, plan_routes
 from batchwatch.spec import ModelSpec, quote
 from batchwatch.warehouse import IntervalWriter, is_unique_violation, replace_interval, stream_frames
 
@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 
 class RejectRateExceeded(PermanentError, RuntimeError):
     """Too many rows failed validation: something upstream is broken, so nothing is written."""
+
+
+class CanaryUnservable(PermanentError, RuntimeError):
+    """A canary's challenger must serve its arm, and cannot: scoring the day without it would serve the wrong model."""
 
 
 class DuplicateEntity(PermanentError, RuntimeError):
@@ -75,9 +79,12 @@ class _RepeatedKeys:
 
 
 def _score_chunk(
-    writer: IntervalWriter, spec: ModelSpec, raw: pd.DataFrame, routes: list[Route], tally: _Tally, repeated: _RepeatedKeys
+    writer: IntervalWriter, spec: ModelSpec, raw: pd.DataFrame, routes: list[Route], arms: Arms | None, tally: _Tally, repeated: _RepeatedKeys
 ) -> None:
-    """Validate one chunk, quarantine its rejects, score the rest with every model, hand both to the writer."""
+    """Validate one chunk, quarantine its rejects, score the rest with every model, hand both to the writer.
+
+    During a canary every row is written with its entity's arm, by both models.
+    """
     tally.read += len(raw)
     checked = validate(raw, spec, seen_before=repeated.seen_before(raw[spec.source.entity_key]))
     if len(checked.rejected):
@@ -89,14 +96,20 @@ def _score_chunk(
     if checked.valid.empty:
         return
     features = build_features(checked.valid, spec)
-    entity_ids = checked.valid[spec.source.entity_key].astype(str).tolist()
+    entity_ids = checked.valid[spec.source.entity_key].astype(str).to_numpy()
+    treatment = None if arms is None else arms.treatment(entity_ids.tolist())
     for route in routes:
         scores = score(route.model.pipeline, features)
         # Each model labels at its own threshold: a shadow's labels are its decisions, not the champion's.
         labels = (scores >= route.model.threshold).astype(np.int16)
-        writer.write_predictions(route.model.version, route.role, entity_ids, scores, labels)
-        if route.serves:
-            tally.positives += int(labels.sum())
+        if treatment is None:
+            writer.write_predictions(route.model.version, route.role, entity_ids, scores, labels)
+        else:
+            for arm, rows in (("control", ~treatment), ("treatment", treatment)):
+                writer.write_predictions(route.model.version, route.role, entity_ids[rows], scores[rows], labels[rows], arm=arm)
+        if route.serves != "none":
+            served = labels if route.serves == "all" else labels[treatment if route.serves == "treatment" else ~treatment]
+            tally.positives += int(served.sum())
     tally.scored += len(features)
 
 
@@ -110,7 +123,8 @@ def _check_reject_rate(spec: ModelSpec, ds: date, rejected: int, read: int, reas
 
 
 def _score_interval(
-    engine: Engine, spec: ModelSpec, routes: list[Route], start: datetime, end: datetime, run_id: str, chunk_size: int, repeated: _RepeatedKeys
+    engine: Engine, spec: ModelSpec, routes: list[Route], arms: Arms | None, start: datetime, end: datetime, run_id: str, chunk_size: int,
+    repeated: _RepeatedKeys,
 ) -> _Tally:
     """One pass over the interval inside one transaction; any exception leaves the interval as it was."""
     query, columns, text = source_query(spec)
@@ -122,7 +136,7 @@ def _score_interval(
         closing(stream_frames(engine, query, {"start": start, "end": end}, columns, text, chunk_size, spec.categorical_features, origin)) as chunks,
     ):
         for raw in chunks:
-            _score_chunk(writer, spec, raw, routes, tally, repeated)
+            _score_chunk(writer, spec, raw, routes, arms, tally, repeated)
         top = "; ".join(f"{reason} ({n})" for reason, n in tally.reasons.most_common(5))
         _check_reject_rate(spec, start.date(), tally.read - tally.scored, tally.read, top)
     return tally
@@ -168,12 +182,19 @@ def predict_interval(
         raise InvalidArgument(f"{spec.name}: the nightly job scores one day per run, got the interval [{start}, {end})")
     started = time.perf_counter()
     champion = load_champion(engine, spec, f"; register one first (bin/batchwatch bootstrap {spec.name})")
-    challenger, shadow_error = load_challenger(engine, spec)
-    routes = plan_routes(champion, challenger)
     ds: date = start.date()
+    with engine.connect() as connection:
+        arms = arms_on(connection, spec.name, ds)
+    challenger, shadow_error = load_challenger(engine, spec, canary_version=None if arms is None else arms.version)
+    if arms is not None and challenger is None:
+        raise CanaryUnservable(
+            f"{spec.name} {ds}: a canary of v{arms.version} serves {arms.share:.0%} of entities that day, but the challenger cannot "
+            f"be loaded ({shadow_error}); nothing was written. Restore its artifact, or stop the canary (bin/batchwatch canary stop {spec.name})."
+        )
+    routes = plan_routes(champion, challenger, arms)
     chunk_size = chunk_size or spec.scoring.chunk_size
     try:
-        tally = _score_interval(engine, spec, routes, start, end, run_id, chunk_size, _RepeatedKeys(set()))
+        tally = _score_interval(engine, spec, routes, arms, start, end, run_id, chunk_size, _RepeatedKeys(set()))
     except Exception as error:
         if not is_unique_violation(error):
             raise
@@ -187,7 +208,7 @@ def predict_interval(
             ) from error
         log.warning("%s %s: %d keys repeat in the interval; scoring again with every copy but the first rejected", spec.name, ds, len(repeated))
         try:
-            tally = _score_interval(engine, spec, routes, start, end, run_id, chunk_size, _RepeatedKeys(repeated))
+            tally = _score_interval(engine, spec, routes, arms, start, end, run_id, chunk_size, _RepeatedKeys(repeated))
         except Exception as again:
             if not is_unique_violation(again):
                 raise
@@ -206,6 +227,7 @@ def predict_interval(
         "shadow_version": challenger.version if challenger else None,
         "shadow_threshold": challenger.threshold if challenger else None,
         "shadow_error": shadow_error,
+        "canary": None if arms is None else {"release_id": arms.release_id, "version": arms.version, "share": arms.share},
         "rows_read": tally.read,
         "rows_scored": tally.scored,
         "rows_rejected": rejected,

@@ -43,10 +43,13 @@ def load_champion(engine: Engine, spec: ModelSpec, consequence: str) -> LoadedMo
     return champion
 
 
-def load_challenger(engine: Engine, spec: ModelSpec) -> tuple[LoadedModel | None, str | None]:
-    """The challenger only shadows: if it cannot be used, the champion still scores and the summary says why."""
+def load_challenger(engine: Engine, spec: ModelSpec, *, canary_version: int | None = None) -> tuple[LoadedModel | None, str | None]:
+    """The challenger (during a canary, the version under test); if it cannot be used, the champion still scores and the summary says why."""
     try:
-        challenger = registry.load_alias(engine, spec.name, "challenger", spec=spec)
+        if canary_version is None:
+            challenger = registry.load_alias(engine, spec.name, "challenger", spec=spec)
+        else:
+            challenger = registry.load_version(engine, spec.name, canary_version, spec=spec)
         if challenger is not None:
             check_features(spec, challenger)
         return challenger, None

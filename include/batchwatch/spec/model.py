@@ -29,6 +29,7 @@ CRON_SHAPES = {
     "nightly_predict": (re.compile(r"^([0-5]?[0-9]) +(1?[0-9]|2[0-3]) +\* +\* +\*$"), "a daily cron expression 'minute hour * * *'"),
     "hourly_drift": (re.compile(r"^([0-5]?[0-9]) +\* +\* +\* +\*$"), "an hourly cron expression 'minute * * * *'"),
     "daily_performance": (re.compile(r"^([0-5]?[0-9]) +(1?[0-9]|2[0-3]) +\* +\* +\*$"), "a daily cron expression 'minute hour * * *'"),
+    "daily_release": (re.compile(r"^([0-5]?[0-9]) +(1?[0-9]|2[0-3]) +\* +\* +\*$"), "a daily cron expression 'minute hour * * *'"),
     "weekly_retrain": (re.compile(r"^([0-5]?[0-9]) +(1?[0-9]|2[0-3]) +\* +\* +[0-6]$"), "a weekly cron expression 'minute hour * * day-of-week'"),
 }
 
@@ -268,8 +269,11 @@ class Schedules(_Strict):
     # The daily performance and volume check of the previous UTC day, "M H * * *": its run time is the day's
     # deadline (a day with no rows by then is reported missing), and it sees the labels observed by then.
     daily_performance: str = "0 6 * * *"
+    # The daily release decision (canary ramp, guard after a promotion), "M H * * *": after the performance check,
+    # so the labels it judges by are the ones that check saw.
+    daily_release: str = "0 7 * * *"
 
-    @field_validator("nightly_predict", "hourly_drift", "weekly_retrain", "daily_performance")
+    @field_validator("nightly_predict", "hourly_drift", "weekly_retrain", "daily_performance", "daily_release")
     @classmethod
     def _cadence(cls, value: str, info: ValidationInfo) -> str:
         pattern, shape = CRON_SHAPES[info.field_name]
@@ -472,6 +476,73 @@ class Retrain(_Strict):
     gates: Gates = Gates()
 
 
+class Canary(_Strict):
+    """A canary release: the challenger serves a hash-chosen share of entities, ramped up step by step as the statistics allow.
+
+    Every day the served predictions of each arm whose labels have matured are compared: the treatment arm (the challenger
+    served it) against the control arm (the champion did). A step is passed when the challenger is non-inferior on the primary
+    metric (superior, with require_superiority) and on every guardrail, judged by always-valid confidence sequences so that
+    looking every day does not inflate the error; it is stopped, its share back to 0, as soon as it is significantly worse on the
+    primary metric or beyond a guardrail's margin.
+    """
+
+    enabled: bool = Field(default=False, description="Start a canary with the weekly retrain's validated challenger instead of promoting it at once.")
+    steps: tuple[float, ...] = Field(
+        default=(0.05, 0.25, 0.5),
+        description="Shares of entities the challenger serves, one step after another; passing the last one promotes it. Ascending, in (0, 1).",
+    )
+    primary_metric: Literal["roc_auc", "precision", "recall", "brier"] = Field(
+        default="roc_auc",
+        description=(
+            "Judged on matured labels: roc_auc by DeLong's test, precision and recall (at each model's threshold) by a two-proportion "
+            "z-test on the risk difference, brier by Welch's t-test."
+        ),
+    )
+    design: Literal["arms", "paired"] = Field(
+        default="arms",
+        description=(
+            "arms: compare what each model achieved on the entities it served (unpaired; right when serving changes outcomes). "
+            "paired: compare both models on the same rows of the treatment arm, where both scored (more power; only when labels "
+            "do not depend on which prediction was served)."
+        ),
+    )
+    margin: float = Field(default=0.01, gt=0, le=1, description="Non-inferiority margin of the primary metric, in its own units.")
+    require_superiority: bool = Field(
+        default=False, description="Advance only when the challenger is significantly better, not merely non-inferior.",
+    )
+    guardrails: dict[Literal["positive_rate", "brier", "reject_rate"], float] = Field(
+        default_factory=lambda: {"positive_rate": 0.01, "brier": 0.005, "reject_rate": 0.01},
+        description=(
+            "Metrics that must not degrade beyond their margin (absolute): the served positive rate (either way: a review queue "
+            "that grows or dries up), the Brier score (calibration), and the share of rows quarantined."
+        ),
+    )
+    alpha: float = Field(default=0.05, gt=0, lt=0.5, description="Error rate of every decision, whatever the number of daily looks.")
+    power: float = Field(
+        default=0.8, gt=0.5, lt=1,
+        description="No step passes before the data give this chance of passing an equal challenger (a sample-size check).",
+    )
+    min_positives: int = Field(default=20, ge=1, description="Fewest labelled positives (and negatives) in each arm before any verdict.")
+    max_days_per_step: int = Field(
+        default=21, ge=1, description="A step that reaches no verdict in this many days stops the canary as inconclusive.",
+    )
+
+
+class Release(_Strict):
+    """How a new model reaches production: a canary ramp, a person's approval, and a guard period after the promotion."""
+
+    canary: Canary = Canary()
+    approval: bool = Field(default=False, description="A promotion the canary earned waits for a person to approve it in the Airflow UI.")
+    guard_days: int = Field(
+        default=7, ge=0, le=90,
+        description=(
+            "After a promotion, days during which the previous champion keeps scoring in shadow; a new champion worse beyond "
+            "guard_margin on the primary metric is rolled back automatically. 0: no guard."
+        ),
+    )
+    guard_margin: float = Field(default=0.02, gt=0, le=1, description="How much worse than the previous champion a new one may be.")
+
+
 class ModelSpec(_Strict):
     # Short enough to name PostgreSQL objects after it (predictions_<name>_<yyyymmdd>_next <= 63).
     name: str = Field(max_length=32)
@@ -488,6 +559,7 @@ class ModelSpec(_Strict):
     retrain: Retrain = Retrain()
     performance: Performance = Performance()
     volume: Volume = Volume()
+    release: Release = Release()
     tags: tuple[str, ...] = ()
 
     _check_name = field_validator("name")(_identifier)
