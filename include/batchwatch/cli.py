@@ -122,6 +122,28 @@ def _cmd_rollback(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_canary(args: argparse.Namespace) -> None:
+    import getpass
+    from datetime import date, datetime, timezone
+
+    from batchwatch.promotion import canary, releases
+    from batchwatch.spec import get_spec
+
+    engine, spec, actor = _engine(args), get_spec(args.model), f"cli by {getpass.getuser()}"
+    today = date.fromisoformat(args.from_day) if getattr(args, "from_day", None) else datetime.now(timezone.utc).date()
+    if args.action == "start":
+        release = releases.start_canary(engine, spec, args.version, starts_on=today, actor=actor, reason=args.reason)
+        print(f"{args.model}: canary #{release.id} of v{release.version} against v{release.baseline_version}: {release.share:.0%} of entities "
+              f"from {today}, then {', '.join(f'{share:.0%}' for share in release.steps[1:]) or 'promotion'} as the daily decision allows")
+    elif args.action == "stop":
+        outcome = canary.stop_canary(engine, spec, reason=args.reason, actor=actor, today=today)
+        print(f"{args.model}: canary #{outcome['release_id']} stopped; the champion serves every entity from {today}")
+    else:
+        for release in releases.release_history(engine, args.model):
+            print(f"#{release.id} {release.kind} v{release.version} vs v{release.baseline_version}: {release.status}, share {release.share:.0%}, "
+                  f"from {release.started_on}" + (f"; {release.reason}" if release.reason else ""))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bin/batchwatch", description=__doc__.splitlines()[0])
     parser.add_argument("--warehouse", help="SQLAlchemy URL (default: $AIRFLOW_CONN_WAREHOUSE)")
@@ -173,6 +195,21 @@ def main(argv: list[str] | None = None) -> None:
     back.add_argument("--to", type=int, metavar="VERSION", help="version to restore (default: the latest earlier champion not rolled back from)")
     back.add_argument("--reason", required=True, help="why; recorded in model_events")
     back.set_defaults(run=_cmd_rollback)
+
+    canary = commands.add_parser("canary", help="start, stop or list canary releases (the daily <model>_release DAG ramps them)")
+    canary_actions = canary.add_subparsers(dest="action", required=True)
+    start = canary_actions.add_parser("start", help="let VERSION serve the first step's share of entities, from --from-day (default today, UTC)")
+    start.add_argument("model")
+    start.add_argument("--version", type=int, required=True)
+    start.add_argument("--reason", required=True, help="why; recorded in model_events")
+    start.add_argument("--from-day", help="first scored day the arms apply to, YYYY-MM-DD")
+    stop = canary_actions.add_parser("stop", help="stop the canary under way: the champion serves every entity again")
+    stop.add_argument("model")
+    stop.add_argument("--reason", required=True, help="why; recorded in model_events")
+    stop.add_argument("--from-day", help="first scored day without arms, YYYY-MM-DD")
+    listing = canary_actions.add_parser("list", help="the model's latest releases")
+    listing.add_argument("model")
+    canary.set_defaults(run=_cmd_canary)
 
     args = parser.parse_args(argv)
     try:

@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "scoring": {"registry", "warehouse", "data", "spec", "errors"},
     "monitoring": {"reporting", "scoring", "registry", "warehouse", "data", "stats", "spec", "serialization", "hashing", "errors"},
     "modeling": {"monitoring", "scoring", "registry", "warehouse", "data", "stats", "spec", "serialization", "errors"},
-    "promotion": {"modeling", "scoring", "registry", "warehouse", "data", "stats", "spec", "serialization", "errors"},
+    "promotion": {"monitoring", "modeling", "scoring", "registry", "warehouse", "data", "stats", "spec", "serialization", "hashing", "errors"},
     # Read-only surfaces over the warehouse, served by the plugin's web app.
     "serving": {"warehouse", "data", "errors"},
     "observability": {"monitoring", "warehouse"},

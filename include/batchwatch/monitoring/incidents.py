@@ -4,7 +4,8 @@ first clean window after them; each change announced once.
 
 The kinds share this machinery: `drift` (the hourly check; its findings are drift_results rows),
 `performance` and `volume` (the daily check; a window is a day, its findings are lines that carry
-their own numbers).
+their own numbers) and `release` (a canary stopped or a promotion rolled back by the daily release
+decision; a later release's clean decision resolves it).
 
 Announcements are claimed in the warehouse before they are sent, so two runs or a retry never send
 one twice, and released when sending fails, so the retry sends it; each notifier's delivery is
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 # How alert_deliveries and the claims name an escalation: `escalated:<alert_escalations.id>`.
 ESCALATED = "escalated:"
-KINDS = ("drift", "performance", "volume")
+KINDS = ("drift", "performance", "volume", "release")
 
 
 def day_window(ds: date) -> tuple[datetime, datetime]:

@@ -158,11 +158,12 @@ def render_alert(alert: dict[str, Any], *, base_url: str) -> dict[str, str]:
 DAILY_KINDS = {
     "performance": ("performance incident", "Degraded figures (value [confidence interval] against its limit):"),
     "volume": ("volume incident", "Volume and freshness findings:"),
+    "release": ("release incident", "Release decisions (test, difference [always-valid interval] against its margin):"),
 }
 
 
 def _render_daily_alert(alert: dict[str, Any], *, base_url: str) -> dict[str, str]:
-    """A performance or volume incident change: its findings are lines that carry their own numbers, one per failing check."""
+    """A performance, volume or release incident change: its findings are lines that carry their own numbers, one per failing check."""
     model, status, number, kind = alert["model_name"], alert["status"], alert["alert_id"], alert["kind"]
     name, heading = DAILY_KINDS[kind]
     version = f" v{alert['model_version']}" if alert.get("model_version") is not None else ""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import pandas as pd
@@ -22,7 +22,7 @@ from batchwatch import registry
 from batchwatch.data.features import build_features
 from batchwatch.errors import InvalidArgument
 from batchwatch.modeling.training import LABEL, holdout_start, read_labelled, train, valid_rows
-from batchwatch.promotion import gates
+from batchwatch.promotion import gates, releases
 from batchwatch.registry import RegistryError
 from batchwatch.scoring import score
 from batchwatch.serialization import json_safe
@@ -224,9 +224,14 @@ CHAMPION_CHANGED = ("promoted", "forced")
 
 
 def promote_candidate(
-    engine: Engine, spec: ModelSpec, candidate: Candidate, results: list[gates.GateResult], *, force_reason: str | None, actor: str
+    engine: Engine, spec: ModelSpec, candidate: Candidate, results: list[gates.GateResult], *, force_reason: str | None, actor: str,
+    today: date | None = None,
 ) -> dict[str, Any]:
     """Make the candidate champion if every gate passed (or the promotion is forced), else record the rejection.
+
+    With `release.canary.enabled` and a champion to compare with, a candidate that passed every gate starts a
+    canary from the scored day `today` (default: today, UTC) instead: real traffic decides its promotion. A
+    promotion starts the spec's guard period; a forced one cancels any release under way first.
 
     Refused when the champion is no longer the one the candidate was validated against. A retrain
     that reproduced the champion itself (same bytes, same window: registry.register returned it)
@@ -240,6 +245,16 @@ def promote_candidate(
         return {**outcome, "decision": f"would be {decision}"}
     if candidate.version == candidate.champion_version:
         return {**outcome, "decision": "unchanged", "reason": f"the retrain reproduced the champion v{candidate.version}; nothing to promote"}
+    today = today or datetime.now(timezone.utc).date()
+    if decision == "promoted" and spec.release.canary.enabled and candidate.champion_version is not None:
+        with engine.connect() as connection:
+            under_way = releases.active_release(connection, spec.name)
+        if under_way is not None:
+            reason = f"every validation gate passed, but release #{under_way.id} ({under_way.kind} of v{under_way.version}) is under way"
+            return {**outcome, "decision": "deferred", "reason": reason}
+        release = releases.start_canary(engine, spec, candidate.version, starts_on=today, actor=actor, reason="every validation gate passed")
+        return {**outcome, "decision": "canary_started", "release_id": release.id, "share": release.share,
+                "reason": f"every validation gate passed; v{candidate.version} serves {release.share:.0%} of entities from {today}"}
     details = {"gates": [r.to_dict() for r in results], "failed_gates": failed, "forced": decision == "forced", "candidate": candidate.to_dict()}
     with engine.begin() as connection:
         registry.lock_model(connection, spec.name)
@@ -258,7 +273,12 @@ def promote_candidate(
                                   reason=reason, actor=actor, details=details)
         else:
             reason = "every validation gate passed" if decision == "promoted" else f"forced past failed gates {failed}: {force_reason}"
+            under_way = releases.active_release(connection, spec.name)
+            if under_way is not None:
+                releases.set_status(connection, under_way, "cancelled", reason=f"v{candidate.version} was {decision} champion", effective_until=today)
             registry.point_alias(connection, spec.name, "champion", candidate.version, event=decision, reason=reason, actor=actor, details=details)
+            if current is not None:
+                releases.start_guard(connection, spec, new_version=candidate.version, previous_version=current, starts_on=today, actor=actor)
     return {**outcome, "reason": reason}
 
 
@@ -274,20 +294,29 @@ def rollback(engine: Engine, model_name: str, *, to_version: int | None, reason:
         raise PromotionRefused("a rollback needs a reason; it is recorded in model_events")
     with engine.begin() as connection:
         registry.lock_model(connection, model_name)
-        current = registry.alias_version_in(connection, model_name, "champion")
-        if current is None:
-            raise PromotionRefused(f"{model_name} has no champion to roll back")
-        target = _previous_champion(connection, model_name, current) if to_version is None else to_version
-        if target == current:
-            raise PromotionRefused(f"{model_name} v{target} is already the champion")
-        if _sha256(connection, model_name, target) == _sha256(connection, model_name, current):
-            raise PromotionRefused(
-                f"{model_name} v{target} holds the same artifact as the champion v{current}; rolling back to it would change "
-                "nothing. Name another version."
-            )
-        registry.mark_rolled_back(connection, model_name, current, reason=reason)
-        registry.point_alias(connection, model_name, "champion", target, event="rollback", reason=reason, actor=actor,
-                             details={"from_version": current})
+        return roll_back(connection, model_name, to_version=to_version, reason=reason, actor=actor)
+
+
+def roll_back(connection: sa.Connection, model_name: str, *, to_version: int | None, reason: str, actor: str) -> dict[str, Any]:
+    """rollback() inside the caller's transaction, which holds the model's registry lock (the release guard's too)."""
+    current = registry.alias_version_in(connection, model_name, "champion")
+    if current is None:
+        raise PromotionRefused(f"{model_name} has no champion to roll back")
+    target = _previous_champion(connection, model_name, current) if to_version is None else to_version
+    if target == current:
+        raise PromotionRefused(f"{model_name} v{target} is already the champion")
+    if _sha256(connection, model_name, target) == _sha256(connection, model_name, current):
+        raise PromotionRefused(
+            f"{model_name} v{target} holds the same artifact as the champion v{current}; rolling back to it would change "
+            "nothing. Name another version."
+        )
+    registry.mark_rolled_back(connection, model_name, current, reason=reason)
+    under_way = releases.active_release(connection, model_name)
+    if under_way is not None:  # the champion it was about is gone
+        releases.set_status(connection, under_way, "rolled_back" if under_way.kind == "guard" else "cancelled", reason=reason,
+                            effective_until=datetime.now(timezone.utc).date())
+    registry.point_alias(connection, model_name, "champion", target, event="rollback", reason=reason, actor=actor,
+                         details={"from_version": current})
     return {"model_name": model_name, "version": target, "previous_champion": current, "reason": reason}
 
 
