@@ -106,9 +106,11 @@ def read_release_rows(connection: Connection, spec: ModelSpec, release: Release,
         f"SELECT p.ds, p.entity_id, p.role, p.arm, p.score, p.predicted_label, o.{quote(label.column)} AS label"
         f" FROM predictions p LEFT JOIN {outcomes} o ON o.{quote(label.entity_key)} = p.entity_id AND o.{quote(label.observed_at)} <= :as_of"
         " WHERE p.model_name = :m AND p.ds >= :first AND p.ds < :until"
-        " AND ((p.role = 'champion' AND p.model_version = :baseline) OR (p.role = 'shadow' AND p.model_version = :version))"
+        " AND ((p.role = 'champion' AND p.model_version = :champion) OR (p.role = 'shadow' AND p.model_version = :shadow))"
     )
-    params = {"m": spec.name, "first": first, "until": until, "as_of": as_of, "baseline": release.baseline_version, "version": release.version}
+    # A canary's challenger scores as the shadow; a guard's new champion as the champion, the previous one in shadow.
+    champion, shadow = (release.baseline_version, release.version) if release.kind == "canary" else (release.version, release.baseline_version)
+    params = {"m": spec.name, "first": first, "until": until, "as_of": as_of, "champion": champion, "shadow": shadow}
     columns = ["ds", "entity_id", "role", "arm", "score", "predicted_label", "label"]
     frame = read_frame(connection.engine, query, params, columns, ["entity_id", "role", "arm"])
     frame["ds"] = pd.to_datetime(frame["ds"]).dt.date
@@ -237,7 +239,9 @@ def judge_step(spec: ModelSpec, release: Release, frame: pd.DataFrame, rejects: 
     if bad:
         return _stop(look, bad)
     passing = ("superior",) if settings.require_superiority else ("superior", "non_inferior")
-    if look.power < settings.power and judged.outcome not in passing:
+    # Harm stops at once (above); a step passes only once the sample could pass an equal challenger, so that an early lucky
+    # interval on a few dozen positives never ramps.
+    if look.power < settings.power:
         look.verdict = "insufficient_data"
         look.reason = (f"power {look.power:.0%} to pass an equal challenger, below {settings.power:.0%}: about {look.required_n:,} served rows "
                        f"per arm needed, {min(look.n_treatment, look.n_control):,} so far")

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from batchwatch.data.features import build_features
 from batchwatch.data.validation import validate
 from batchwatch.errors import InvalidArgument, PermanentError
-from batchwatch.scoring.models import load_challenger, load_champion, score
+from batchwatch.scoring.models import load_challenger, load_champion, load_version, score
 from batchwatch.scoring.routing import Arms, Route, arms_on, plan_routes
 from batchwatch.spec import ModelSpec, quote
 from batchwatch.warehouse import IntervalWriter, is_unique_violation, replace_interval, stream_frames
@@ -181,10 +181,13 @@ def predict_interval(
     if end - start != timedelta(days=1):
         raise InvalidArgument(f"{spec.name}: the nightly job scores one day per run, got the interval [{start}, {end})")
     started = time.perf_counter()
-    champion = load_champion(engine, spec, f"; register one first (bin/batchwatch bootstrap {spec.name})")
     ds: date = start.date()
     with engine.connect() as connection:
         arms = arms_on(connection, spec.name, ds)
+    if arms is None:
+        champion = load_champion(engine, spec, f"; register one first (bin/batchwatch bootstrap {spec.name})")
+    else:  # the day of a canary step is served by its two models, also when rerun after the canary ended
+        champion = load_version(engine, spec, arms.baseline_version)
     challenger, shadow_error = load_challenger(engine, spec, canary_version=None if arms is None else arms.version)
     if arms is not None and challenger is None:
         raise CanaryUnservable(

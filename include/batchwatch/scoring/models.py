@@ -43,13 +43,20 @@ def load_champion(engine: Engine, spec: ModelSpec, consequence: str) -> LoadedMo
     return champion
 
 
+def load_version(engine: Engine, spec: ModelSpec, version: int) -> LoadedModel:
+    """A named version, checked against the spec's features."""
+    model = registry.load_version(engine, spec.name, version, spec=spec)
+    check_features(spec, model)
+    return model
+
+
 def load_challenger(engine: Engine, spec: ModelSpec, *, canary_version: int | None = None) -> tuple[LoadedModel | None, str | None]:
     """The challenger (during a canary, the version under test); if it cannot be used, the champion still scores and the summary says why."""
     try:
         if canary_version is None:
             challenger = registry.load_alias(engine, spec.name, "challenger", spec=spec)
         else:
-            challenger = registry.load_version(engine, spec.name, canary_version, spec=spec)
+            challenger = load_version(engine, spec, canary_version)
         if challenger is not None:
             check_features(spec, challenger)
         return challenger, None

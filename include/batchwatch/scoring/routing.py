@@ -31,6 +31,7 @@ class Arms:
 
     release_id: int
     version: int  # the challenger under test
+    baseline_version: int  # the champion it is compared with: a rerun of the day serves these two, whoever is champion now
     salt: str
     share: float  # of entities in the treatment arm
 
@@ -48,7 +49,7 @@ class Route:
 def arms_on(connection: Connection, model_name: str, ds: date) -> Arms | None:
     """The canary step whose days include `ds`, if any: a rerun of a past day draws the arms that day had."""
     row = connection.execute(
-        sa.select(releases.c.id, releases.c.version, releases.c.salt, release_steps.c.share)
+        sa.select(releases.c.id, releases.c.version, releases.c.baseline_version, releases.c.salt, release_steps.c.share)
         .join(release_steps, release_steps.c.release_id == releases.c.id)
         .where(
             releases.c.model_name == model_name, releases.c.kind == "canary", release_steps.c.effective_from <= ds,
@@ -59,7 +60,7 @@ def arms_on(connection: Connection, model_name: str, ds: date) -> Arms | None:
     ).first()
     if row is None or row.share <= 0:
         return None
-    return Arms(row.id, row.version, row.salt, row.share)
+    return Arms(row.id, row.version, row.baseline_version, row.salt, row.share)
 
 
 def plan_routes(champion: LoadedModel, challenger: LoadedModel | None, arms: Arms | None = None) -> list[Route]:
