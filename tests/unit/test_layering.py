@@ -22,7 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "data": {"spec", "errors"},
     "warehouse": {"spec", "serialization", "hashing", "errors"},
     "registry": {"warehouse", "spec", "serialization", "errors"},
-    "scoring": {"registry", "warehouse", "data", "spec", "errors"},
+    "scoring": {"registry", "warehouse", "data", "spec", "hashing", "errors"},
     "monitoring": {"reporting", "scoring", "registry", "warehouse", "data", "stats", "spec", "serialization", "hashing", "errors"},
     "modeling": {"monitoring", "scoring", "registry", "warehouse", "data", "stats", "spec", "serialization", "errors"},
     "promotion": {"monitoring", "modeling", "scoring", "registry", "warehouse", "data", "stats", "spec", "serialization", "hashing", "errors"},
