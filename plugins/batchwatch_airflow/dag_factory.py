@@ -13,6 +13,8 @@ from batchwatch_airflow.operators import (
     DriftCheckOperator,
     PerformanceCheckOperator,
     PromoteModelOperator,
+    RecordApprovalOperator,
+    ReleaseDecisionOperator,
     RollbackOperator,
     TrainModelOperator,
     ValidateModelOperator,
@@ -232,6 +234,57 @@ def weekly_retrain_dag(spec: ModelSpec) -> DAG:
     return dag
 
 
+def release_dag(spec: ModelSpec) -> DAG:
+    """Daily: the release under way, judged on real traffic: a canary's ramp (and a person's approval when the spec asks), or
+    the guard after a promotion."""
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    settings = spec.release
+    canary = settings.canary
+    steps = " -> ".join(f"{share:.0%}" for share in canary.steps)
+    with _model_dag(
+        spec,
+        job="release",
+        tag="release",
+        schedule=spec.schedules.daily_release,
+        description=f"Daily release decision of {spec.name}: canary ramp, approval, guard and rollback",
+        doc_md=(
+            f"### {spec.name}: daily release decision\n\n"
+            f"**Canary** ({'started by the weekly retrain' if canary.enabled else 'off in the spec; start one with bin/batchwatch canary start'}): "
+            f"the challenger serves a salted-hash share of entities, {steps} -> promote. Each morning compares the arms on the labels "
+            f"matured by then: {canary.primary_metric} must be non-inferior (margin {canary.margin:g}"
+            f"{', and superior' if canary.require_superiority else ''}), guardrails {', '.join(canary.guardrails) or 'none'} within their "
+            f"margins, with always-valid {1 - canary.alpha:.0%} confidence sequences (any number of daily looks) and at least "
+            f"{canary.power:.0%} power before a step passes. A significantly worse challenger is stopped at once (share back to 0, "
+            "release incident).\n\n"
+            + ("**Approval**: a promotion the canary earned waits in the **approve** task (Airflow's Required Actions) for a person to "
+               "approve or reject it with a reason; **record_approval** carries it out, audited.\n\n" if settings.approval else "")
+            + f"**Guard**: for {settings.guard_days} days after a promotion the previous champion scores in shadow; a new champion worse by "
+            f"more than {settings.guard_margin:g} {canary.primary_metric} is rolled back automatically.\n\n"
+            "```sql\nSELECT created_at, event, version, reason FROM model_events\n"
+            f"WHERE model_name = '{spec.name}' AND event LIKE 'release%' ORDER BY id DESC;\n"
+            f"SELECT * FROM releases WHERE model_name = '{spec.name}' ORDER BY id DESC;\n```"
+        ),
+        # Looks are taken day after day; a run waiting for approval holds the next ones back.
+        max_active_runs=1,
+    ) as dag:
+        decide = ReleaseDecisionOperator(task_id="decide", model_name=spec.name, approval_task_id="approve" if settings.approval else None)
+        if settings.approval:
+            approve = HITLOperator(
+                task_id="approve",
+                subject=f"Promote {spec.name}'s canary challenger to champion?",
+                body="{{ ti.xcom_pull(task_ids='decide', key='approval_body') }}",
+                options=["Approve", "Reject"],
+                params={"reason": Param("", type="string", minLength=3, description="Why (audited in model_events).")},
+                # Unanswered in 3 days the task fails and its retries ask again; the canary holds at its last share meanwhile.
+                response_timeout=timedelta(days=3),
+            )
+            decide >> approve >> RecordApprovalOperator(
+                task_id="record_approval", model_name=spec.name, approval_task_id="approve", outlets=[champion_asset(spec)]
+            )
+    return dag
+
+
 def rollback_dag(spec: ModelSpec) -> DAG:
     """Manual only: make the previous champion (or a named version) champion again."""
     with _model_dag(
@@ -267,7 +320,7 @@ def rollback_dag(spec: ModelSpec) -> DAG:
     return dag
 
 
-MODEL_DAGS = (nightly_predict_dag, hourly_drift_dag, daily_performance_dag, weekly_retrain_dag, rollback_dag)
+MODEL_DAGS = (nightly_predict_dag, hourly_drift_dag, daily_performance_dag, weekly_retrain_dag, release_dag, rollback_dag)
 
 
 def all_dags() -> list[DAG]:

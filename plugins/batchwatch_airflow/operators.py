@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.standard.operators.branch import BaseBranchOperator
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
@@ -426,4 +427,79 @@ class RollbackOperator(BaseOperator):
         with _warehouse(self.warehouse_conn_id) as engine:
             outcome = rollback(engine, self.model_name, to_version=version, reason=self.reason, actor=_actor(context))
         self.log.info("Rolled back %s from v%s to v%s: %s", self.model_name, outcome["previous_champion"], outcome["version"], self.reason)
+        return outcome
+
+
+class ReleaseDecisionOperator(BaseBranchOperator):
+    """The day's look at the model's release under way (canary ramp, guard after a promotion), applied and announced.
+
+    A branch: when the canary has earned its promotion and the spec asks for approval, the approval task
+    downstream runs; otherwise it is skipped. The look's summary is in XCom under `decision`.
+    """
+
+    operator_extra_links = (BatchwatchPageLink(),)
+    template_fields: Sequence[str] = ("model_name", "decided_until", "warehouse_conn_id")
+    ui_color = "#fdebd0"
+
+    def __init__(
+        self, *, model_name: str, approval_task_id: str | None = None, warehouse_conn_id: str = "warehouse",
+        decided_until: str = "{{ data_interval_end }}", **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model_name, self.approval_task_id, self.warehouse_conn_id, self.decided_until = (
+            model_name, approval_task_id, warehouse_conn_id, decided_until
+        )
+
+    def choose_branch(self, context: Context) -> list[str]:
+        from batchwatch.monitoring.incidents import announce
+        from batchwatch.promotion import canary
+        from batchwatch.promotion.releases import active_release
+        from batchwatch.spec import get_spec
+
+        until = _moment(self.decided_until, context)
+        with _warehouse(self.warehouse_conn_id) as engine:
+            spec = get_spec(self.model_name)
+            summary = canary.decide(engine, spec, today=until.date(), as_of=until, run_id=context["run_id"], actor=_actor(context))
+            announce(engine, spec.name, spec_notifiers(spec, context), run_id=context["run_id"])
+            with engine.connect() as connection:
+                waiting = active_release(connection, spec.name)
+            body = canary.approval_body(engine, spec, waiting) if waiting is not None and waiting.status == "awaiting_approval" else None
+        self.log.info("%s: %s", summary.get("verdict"), summary.get("reason"))
+        if summary.get("applied"):
+            self.log.warning("Applied: %s", summary["applied"])
+        context["ti"].xcom_push(key="decision", value=summary)
+        if self.approval_task_id and body is not None:
+            context["ti"].xcom_push(key="approval_body", value=body)
+            return [self.approval_task_id]
+        return []
+
+
+class RecordApprovalOperator(BaseOperator):
+    """Carry out a person's answer to a canary waiting for approval: promote it, or end it rejected; audited with who and why."""
+
+    operator_extra_links = (BatchwatchPageLink(),)
+    template_fields: Sequence[str] = ("model_name", "decided_until", "warehouse_conn_id")
+
+    def __init__(
+        self, *, model_name: str, approval_task_id: str, warehouse_conn_id: str = "warehouse", decided_until: str = "{{ data_interval_end }}",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model_name, self.approval_task_id, self.warehouse_conn_id, self.decided_until = (
+            model_name, approval_task_id, warehouse_conn_id, decided_until
+        )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from batchwatch.promotion import canary
+        from batchwatch.spec import get_spec
+
+        answer = context["ti"].xcom_pull(task_ids=self.approval_task_id) or {}
+        responder = answer.get("responded_by_user") or {}
+        who = responder.get("name") or responder.get("id") or "unknown user"
+        approved = "Approve" in (answer.get("chosen_options") or [])
+        reason = (answer.get("params_input") or {}).get("reason") or ""
+        with _warehouse(self.warehouse_conn_id) as engine:
+            outcome = canary.resolve_approval(engine, get_spec(self.model_name), approved=approved, reason=reason,
+                                              actor=f"{who} in the Airflow UI ({_actor(context)})", today=_moment(self.decided_until, context).date())
+        self.log.info("%s", outcome["applied"])
         return outcome

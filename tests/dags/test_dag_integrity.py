@@ -19,6 +19,8 @@ EXPECTED = {
     "churn_daily_performance": {"tasks": {"check_volume", "check_performance"}, "cron": "0 6 * * *", "owner": "growth-ds", "max_active_runs": 1},
     "fraud_weekly_retrain": {"tasks": {"train", "validate", "promote"}, "cron": "0 3 * * 1", "owner": "ml-platform", "max_active_runs": 1},
     "churn_weekly_retrain": {"tasks": {"train", "validate", "promote"}, "cron": "0 3 * * 1", "owner": "growth-ds", "max_active_runs": 1},
+    "fraud_release": {"tasks": {"decide", "approve", "record_approval"}, "cron": "0 7 * * *", "owner": "ml-platform", "max_active_runs": 1},
+    "churn_release": {"tasks": {"decide"}, "cron": "0 7 * * *", "owner": "growth-ds", "max_active_runs": 1},
     "fraud_rollback": {"tasks": {"rollback"}, "cron": None, "owner": "ml-platform", "max_active_runs": 1},
     "churn_rollback": {"tasks": {"rollback"}, "cron": None, "owner": "growth-ds", "max_active_runs": 1},
 }

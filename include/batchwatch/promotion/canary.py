@@ -274,11 +274,14 @@ def _out_of_time(look: Look, days_in_step: int, max_days: int) -> Look:
 
 def earlier_look(connection: Connection, model_name: str, release_id: int, decided_on: date) -> dict[str, Any] | None:
     """The look already recorded for this release and day, if any: a rerun of a day returns it instead of deciding twice."""
-    rows = connection.execute(
-        sa.text("SELECT details FROM model_events WHERE model_name = :m AND event = 'release_decision' ORDER BY id DESC").columns(details=sa.JSON),
-        {"m": model_name},
-    ).scalars()
-    return next((d for d in rows if d.get("release_id") == release_id and d.get("decided_on") == decided_on.isoformat()), None)
+    day = decided_on.isoformat()
+    return next((d for d in _decisions(connection, model_name) if d.get("release_id") == release_id and d.get("decided_on") == day), None)
+
+
+def _decisions(connection: Connection, model_name: str) -> list[dict[str, Any]]:
+    """Every recorded look of the model's releases, newest first."""
+    query = sa.text("SELECT details FROM model_events WHERE model_name = :m AND event = 'release_decision' ORDER BY id DESC")
+    return list(connection.execute(query.columns(details=sa.JSON), {"m": model_name}).scalars())
 
 
 def decide(engine: Engine, spec: ModelSpec, *, today: date, as_of: datetime, run_id: str, actor: str) -> dict[str, Any]:
@@ -391,6 +394,34 @@ def resolve_approval(engine: Engine, spec: ModelSpec, *, approved: bool, reason:
                               reason=f"{'approved' if approved else 'rejected'} by {actor}: {reason}", actor=actor,
                               details={"release_id": release.id, "approved": approved, "applied": applied})
     return {"model_name": spec.name, "release_id": release.id, "approved": approved, "applied": applied, "actor": actor, "reason": reason}
+
+
+def approval_body(engine: Engine, spec: ModelSpec, release: Release) -> str:
+    """Markdown for the person asked to approve: the canary's plan and the tests of the look that earned the promotion."""
+    with engine.connect() as connection:
+        look = next((d for d in _decisions(connection, spec.name) if d.get("release_id") == release.id and d.get("verdict") == "promote"), None)
+    lines = [
+        f"**{spec.name}**: canary #{release.id} of **v{release.version}** against the champion v{release.baseline_version} passed its last "
+        f"step ({', '.join(f'{share:.0%}' for share in release.steps)} of entities). Approve to make v{release.version} champion from the next "
+        f"scored day (a guard of {spec.release.guard_days} days follows), or reject to end the canary. Give a reason either way: it is audited.",
+        "",
+        "| test | role | challenger | champion | difference | always-valid interval | margin | outcome |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for test in (look or {}).get("tests", []):
+        lines.append(
+            f"| {test['metric']} ({test['test']}) | {test['role']} | {_number(test['treatment'])} | {_number(test['control'])} | "
+            f"{_number(test['difference'], signed=True)} | [{_number(test['cs_lower'], signed=True)}, {_number(test['cs_upper'], signed=True)}] | "
+            f"{test['margin']:g} | {test['outcome']} |"
+        )
+    if look is not None:
+        lines += ["", f"Decided on {look['decided_on']}: power {look['power']:.0%}, {look['n_treatment']:,} treatment and {look['n_control']:,} "
+                      "control rows served."]
+    return "\n".join(lines)
+
+
+def _number(value: float | None, *, signed: bool = False) -> str:
+    return "n/a" if value is None else (f"{value:+.4f}" if signed else f"{value:.4f}")
 
 
 def stop_canary(engine: Engine, spec: ModelSpec, *, reason: str, actor: str, today: date) -> dict[str, Any]:
