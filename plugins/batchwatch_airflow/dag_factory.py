@@ -275,9 +275,11 @@ def release_dag(spec: ModelSpec) -> DAG:
                 subject=f"Promote {spec.name}'s canary challenger to champion?",
                 body="{{ ti.xcom_pull(task_ids='decide', key='approval_body') }}",
                 options=["Approve", "Reject"],
-                params={"reason": Param("", type="string", minLength=3, description="Why (audited in model_events).")},
-                # Unanswered in 3 days the task fails and its retries ask again; the canary holds at its last share meanwhile.
-                response_timeout=timedelta(days=3),
+                # The default must pass its own schema, or the task fails before asking; an empty reason is recorded as such.
+                params={"reason": Param("", type="string", description="Why you approve or reject (audited in model_events).")},
+                # Under a day: the run holds the next day's runs back while it waits. Unanswered, the task fails, its retries ask
+                # again, and the canary holds at its last share meanwhile.
+                response_timeout=timedelta(hours=20),
             )
             decide >> approve >> RecordApprovalOperator(
                 task_id="record_approval", model_name=spec.name, approval_task_id="approve", outlets=[champion_asset(spec)]

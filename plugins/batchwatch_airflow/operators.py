@@ -497,7 +497,7 @@ class RecordApprovalOperator(BaseOperator):
         responder = answer.get("responded_by_user") or {}
         who = responder.get("name") or responder.get("id") or "unknown user"
         approved = "Approve" in (answer.get("chosen_options") or [])
-        reason = (answer.get("params_input") or {}).get("reason") or ""
+        reason = str((answer.get("params_input") or {}).get("reason") or "").strip() or "no reason given"
         with _warehouse(self.warehouse_conn_id) as engine:
             outcome = canary.resolve_approval(engine, get_spec(self.model_name), approved=approved, reason=reason,
                                               actor=f"{who} in the Airflow UI ({_actor(context)})", today=_moment(self.decided_until, context).date())

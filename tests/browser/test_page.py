@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -87,9 +88,9 @@ def drifted_warehouse(tmp_path_factory, airflow_db) -> str:
     return url
 
 
-@pytest.fixture(scope="module")
-def airflow_server(drifted_warehouse) -> Iterator[tuple[str, str]]:
-    """`airflow api-server` on a free port; yields its base URL and the generated admin password."""
+@contextmanager
+def serve_airflow() -> Iterator[tuple[str, str]]:
+    """`airflow api-server` on a free port over the test metadata database; yields its base URL and the generated admin password."""
     port = free_port()
     home = Path(os.environ["AIRFLOW_HOME"])
     log = (home / "api-server.log").open("w")
@@ -118,6 +119,12 @@ def airflow_server(drifted_warehouse) -> Iterator[tuple[str, str]]:
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def airflow_server(drifted_warehouse) -> Iterator[tuple[str, str]]:
+    with serve_airflow() as served:
+        yield served
 
 
 def test_the_page_shows_a_drift_incident_inside_airflow(airflow_server):

@@ -106,7 +106,11 @@ def test_after_concept_drift_the_retrained_challenger_is_promoted_and_scores_nex
 
     state, results = run_day("fraud_nightly_predict", NEXT_DAY)
     assert state == "success" and results["predict"]["model_version"] == stale + 1
-    assert set(predictions(engine, ds=NEXT_DAY.date())["model_version"]) == {stale + 1}
+    scored = predictions(engine, ds=NEXT_DAY.date())
+    # The new champion serves; the guard keeps the previous one scoring in shadow beside it for release.guard_days.
+    assert set(scored.loc[scored["role"] == "champion", "model_version"]) == {stale + 1}
+    assert set(scored.loc[scored["role"] == "shadow", "model_version"]) == {stale} and results["predict"]["shadow_version"] == stale
+    assert events(engine, "guard_started")[0]["version"] == stale + 1
 
 
 def test_a_challenger_trained_on_shuffled_labels_is_rejected_with_the_numbers(stale_world):

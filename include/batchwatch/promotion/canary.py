@@ -133,9 +133,12 @@ def _rejects_by_arm(connection: Connection, spec: ModelSpec, release: Release, f
 
 def _judge(comparison: Comparison, *, role: str, margin: float, alpha: float, superiority: bool = False) -> Judged:
     """Place the always-valid interval of the difference against the margin, in the metric's good direction."""
-    if not math.isfinite(comparison.standard_error) or comparison.standard_error <= 0:
+    standard_error = comparison.standard_error
+    if comparison.test == "two_proportion_z" and not standard_error > 0 and min(comparison.n_control, comparison.n_treatment) > 0:
+        standard_error = _agresti_caffo_se(comparison)
+    if not math.isfinite(standard_error) or standard_error <= 0:
         return Judged(comparison, role, margin, math.nan, math.nan, "insufficient_data")
-    lower, upper = confidence_sequence(comparison.difference, comparison.standard_error, alpha=alpha, mixture_sd=margin)
+    lower, upper = confidence_sequence(comparison.difference, standard_error, alpha=alpha, mixture_sd=margin)
     if comparison.metric in TWO_SIDED:
         if lower > margin or upper < -margin:
             outcome = "breached"
@@ -162,6 +165,19 @@ def _judge(comparison: Comparison, *, role: str, margin: float, alpha: float, su
 def _squared_errors(rows: pd.DataFrame) -> np.ndarray:
     """Each labelled row's Brier term: the Brier score is their mean, so Welch's t compares two arms' Brier scores."""
     return ((rows["score"] - rows["label"]) ** 2).to_numpy(dtype=float)
+
+
+def _agresti_caffo_se(comparison: Comparison) -> float:
+    """The risk difference's standard error with one success and one failure added to each arm (Agresti & Caffo 2000).
+
+    When neither arm has an event (no row rejected, say) the Wald error is 0 (or undefined) and no interval forms; this one
+    stays honest about what n rows can show, so a clean feed passes its guardrail once the arms are large enough.
+    """
+    def term(rate: float, n: int) -> float:
+        adjusted = (rate * n + 1) / (n + 2)
+        return adjusted * (1 - adjusted) / (n + 2)
+
+    return math.sqrt(term(comparison.control, comparison.n_control) + term(comparison.treatment, comparison.n_treatment))
 
 
 def _served(frame: pd.DataFrame) -> pd.DataFrame:
