@@ -79,6 +79,8 @@ def test_two_proportions_undefined_cases_are_nan_and_bad_counts_raise() -> None:
         two_proportions(11, 10, 0, 10, metric="positive_rate")
     with pytest.raises(ValueError, match="confidence"):
         two_proportions(1, 10, 0, 10, metric="positive_rate", confidence=95)
+    with pytest.raises(TypeError):
+        two_proportions(1.5, 10, 0, 10, metric="positive_rate")
 
 
 # --- Welch ------------------------------------------------------------------------------------
@@ -225,7 +227,7 @@ def test_delong_raises_naming_the_arm_without_both_classes_and_identical_models_
 
 
 def test_comparison_to_dict_is_json() -> None:
-    result = two_proportions(10, 100, 12, 100, metric="positive_rate")
+    result = two_proportions(np.int64(10), np.int64(100), np.int64(12), np.int64(100), metric="positive_rate")  # counts as SQL/numpy give them
     payload = result.to_dict()
     assert isinstance(result, Comparison) and payload["metric"] == "positive_rate" and payload["effect_name"] == "cohens_h"
     assert json.loads(json.dumps(payload, allow_nan=False)) == payload and payload["difference"] == pytest.approx(0.02)
