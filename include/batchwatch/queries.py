@@ -615,11 +615,14 @@ def _events(engine: Engine, model_name: str, kinds: tuple[str, ...] | None = Non
 
 
 def alias_history(engine: Engine, model_name: str) -> list[AliasEvent]:
-    """The audit log, oldest first: who moved which alias to what, when and why (CLI rollbacks included)."""
+    """The audit log, oldest first: who moved which alias to what, when and why (CLI rollbacks included).
+
+    Without the release's daily looks (`release_decision`): one a day would bury the changes; the release panel shows them.
+    """
     return [
         AliasEvent(row["id"], _utc(row["created_at"]), row["event"], ALIAS_OF_EVENT.get(row["event"]), row["version"],
                    row["previous_version"], row["actor"], row["reason"])
-        for row in _events(engine, model_name)
+        for row in _events(engine, model_name) if row["event"] != "release_decision"
     ]
 
 

@@ -392,12 +392,15 @@ class PromoteModelOperator(BaseOperator):
         candidate = Candidate.from_dict(validated["candidate"])
         results = [GateResult(**gate) for gate in validated["gates"]]
         force_reason = _force_reason(self.force_promote, self.force_reason)
+        today = context["data_interval_end"].date()  # the first scored day a canary or a guard applies to
         with _warehouse(self.warehouse_conn_id) as engine:
-            outcome = promote_candidate(engine, get_spec(self.model_name), candidate, results, force_reason=force_reason, actor=_actor(context))
+            outcome = promote_candidate(engine, get_spec(self.model_name), candidate, results, force_reason=force_reason, actor=_actor(context),
+                                        today=today)
         self.log.info("%s", outcome)
         if outcome["decision"] not in CHAMPION_CHANGED:
             context["ti"].xcom_push(key="outcome", value=outcome)
-            raise AirflowSkipException(f"{self.model_name} v{candidate.version} not promoted: {outcome['decision']} {outcome['failed_gates']}")
+            why = outcome.get("reason") or outcome["failed_gates"]
+            raise AirflowSkipException(f"{self.model_name} v{candidate.version} not promoted: {outcome['decision']}: {why}")
         return outcome
 
 

@@ -76,8 +76,8 @@ def awaiting_approval(tmp_path_factory, airflow_db):
     return {"engine": engine, "champion": champion, "challenger": challenger, "release_id": release.id}
 
 
-def waiting_run(run: subprocess.Popen, timeout: float = 180) -> str:
-    """The run id of fraud_release's approval task once it waits for input; fails with the run's output if it ends first."""
+def wait_for_approval_task(run: subprocess.Popen, timeout: float = 180) -> None:
+    """Until fraud_release's approval task waits for input; fails with the run's output if the run ends first."""
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
     from airflow.utils.state import TaskInstanceState
@@ -88,7 +88,7 @@ def waiting_run(run: subprocess.Popen, timeout: float = 180) -> str:
         with create_session() as session:
             waiting = session.query(TaskInstance).filter_by(dag_id="fraud_release", task_id="approve", state=TaskInstanceState.AWAITING_INPUT).first()
             if waiting is not None:
-                return waiting.run_id
+                return
         time.sleep(1)
     raise AssertionError("the approval task never waited for input")
 
@@ -114,7 +114,7 @@ def test_a_person_approves_the_promotion_in_the_airflow_ui(awaiting_approval):
                 page.keyboard.press("Enter")
                 expect(page.get_by_text("Dags").first).to_be_visible()
                 # The approval waits under Browse -> Required Actions, with the gate table the decision wrote.
-                run_id = waiting_run(run)
+                wait_for_approval_task(run)
                 page.goto(f"{base}/required_actions?response_received=false")
                 page.screenshot(path=str(SCREENSHOTS / "19-required-actions.png"), full_page=True)
                 page.get_by_text("Promote fraud's canary challenger to champion?").first.click()

@@ -198,7 +198,8 @@ def test_rollback_restores_the_previous_champion_for_the_next_nightly_run(stale_
     with pytest.raises(SystemExit):
         cli.main(["--warehouse", engine.url.render_as_string(hide_password=False), "rollback", "fraud"])
     history = queries.alias_history(engine, "fraud")
-    assert [event.event for event in history] == ["set_champion", "promoted", "rollback", "rollback"]
+    # The promotion started a guard: the previous champion became the challenger, scoring in shadow, until the rollback ended it.
+    assert [event.event for event in history] == ["set_champion", "promoted", "set_challenger", "guard_started", "rollback", "rollback"]
 
 
 def test_two_concurrent_promotions_cannot_both_win(stale_world):

@@ -22,6 +22,6 @@ def test_the_dashboard_uses_exported_metrics_only(sqlite_engine_only):
     queries.append(dashboard["templating"]["list"][0]["query"]["query"])
     used = {name for query in queries for name in re.findall(r"batchwatch_[a-z_]+", query)}
     assert used and used <= exported, f"the dashboard queries metrics nobody exports: {sorted(used - exported)}"
-    assert len(exported) == 19
+    assert len(exported) == 21
     for name in exported:
         assert f"`{name}" in metrics.__doc__, f"{name} is not documented in batchwatch.observability.metrics"

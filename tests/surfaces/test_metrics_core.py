@@ -59,8 +59,10 @@ def test_gauges_equal_the_warehouse(served_world):
 
     assert metrics["batchwatch_open_incidents"] == {
         labels(model="fraud", kind="drift"): 1.0, labels(model="fraud", kind="performance"): 0.0, labels(model="fraud", kind="volume"): 0.0,
+        labels(model="fraud", kind="release"): 0.0,
     }
     assert metrics["batchwatch_model_version"] == {labels(model="fraud", alias="champion"): float(served_world["champion"])}
+    assert metrics["batchwatch_canary_share"] == {labels(model="fraud"): 0.0} and "batchwatch_release_active" not in metrics
 
     scored = rows(engine, "SELECT ds, role, COUNT(*) FROM predictions WHERE model_name = 'fraud' GROUP BY ds, role")
     assert {labels(model="fraud", role=role, ds=str(ds)): float(n) for ds, role, n in scored} == metrics["batchwatch_rows_scored"]
@@ -87,7 +89,7 @@ def test_only_the_latest_days_and_only_the_given_models(served_world):
     nothing = scrape(engine, [])
     assert not any(name.startswith("batchwatch_") for name in nothing), "a user who may read no model sees no model's numbers"
     unknown = scrape(engine, ["churn"])
-    assert unknown["batchwatch_open_incidents"] == {labels(model="churn", kind=kind): 0.0 for kind in ("drift", "performance", "volume")}
+    assert unknown["batchwatch_open_incidents"] == {labels(model="churn", kind=kind): 0.0 for kind in ("drift", "performance", "volume", "release")}
     assert "batchwatch_drift_verdict" not in unknown and "batchwatch_rows_scored" not in unknown
 
 

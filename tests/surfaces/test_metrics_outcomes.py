@@ -161,13 +161,15 @@ def test_open_incidents_are_counted_per_kind(engine):
         labels(model="fraud", kind="drift"): 1.0,
         labels(model="fraud", kind="performance"): 1.0,
         labels(model="fraud", kind="volume"): 0.0,
+        labels(model="fraud", kind="release"): 0.0,
         labels(model="churn", kind="drift"): 0.0,
         labels(model="churn", kind="performance"): 0.0,
         labels(model="churn", kind="volume"): 1.0,
+        labels(model="churn", kind="release"): 0.0,
     }
 
 
 def test_a_model_with_no_outcomes_yet_reports_no_outcome_figures(engine):
     metrics = scrape(engine, ["fraud"], now=NOW)
-    assert metrics["batchwatch_open_incidents"] == {labels(model="fraud", kind=kind): 0.0 for kind in ("drift", "performance", "volume")}
+    assert metrics["batchwatch_open_incidents"] == {labels(model="fraud", kind=kind): 0.0 for kind in ("drift", "performance", "volume", "release")}
     assert not any(name.startswith(("batchwatch_performance", "batchwatch_volume", "batchwatch_last_success")) for name in metrics)

@@ -30,7 +30,7 @@ def test_a_scraper_with_a_token_reads_the_warehouse_gauges(served_world, web):
             sa.text("SELECT column_name, test FROM drift_results WHERE model_name = 'fraud' AND verdict = 'drifted'")
         ).all()
     assert metrics["batchwatch_open_incidents"] == {
-        **{(("kind", kind), ("model", model)): 0.0 for kind in ("drift", "performance", "volume") for model in ("churn", "fraud")},
+        **{(("kind", kind), ("model", model)): 0.0 for kind in ("drift", "performance", "volume", "release") for model in ("churn", "fraud")},
         (("kind", "drift"), ("model", "fraud")): float(open_alerts),
     } and open_alerts == 1
     assert metrics["batchwatch_model_version"] == {(("alias", "champion"), ("model", "fraud")): float(served_world["champion"])}

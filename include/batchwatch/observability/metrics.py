@@ -27,7 +27,7 @@ Gauges (labels in braces):
 - `batchwatch_last_success_timestamp_seconds{model,job}`: when the warehouse last received the job's
   committed output. `predict`: the newest `scored_at` of the latest scored day (looked for within the
   last `days` days); `drift`: the newest `checked_at`; `retrain`: the newest promotion decision
-  (`promoted`, `forced` or `rejected` in `model_events`; a retrain that reproduces the champion
+  (`promoted`, `forced`, `rejected` or `canary_started` in `model_events`; a retrain that reproduces the champion
   records nothing); `performance`: the newest `computed_at` in `performance_daily`; `volume`: the
   newest `checked_at` in `volume_daily`. Taken from the warehouse rather than Airflow's metadata
   database because the output is what users depend on (a run that succeeded and wrote nothing is no
@@ -37,6 +37,9 @@ Gauges (labels in braces):
   last `days` days up to today (role `champion` or `shadow`); a day with predictions and no rejects
   reports 0. On PostgreSQL a day's partition is counted once per process and identity (see `_scored`).
 - `batchwatch_model_version{model,alias}`: the version each alias (`champion`, `challenger`) points at.
+- `batchwatch_release_active{model,kind,status}`: 1 while a release is under way (`canary` or `guard`; status
+  `running` or `awaiting_approval`), absent otherwise; `batchwatch_canary_share{model}`: the share of entities
+  the canary's challenger serves (0 when none is under way), so a dashboard plots the ramp.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ from batchwatch.warehouse.schema import (
     performance_daily,
     predictions,
     rejected_rows,
+    releases,
     volume_daily,
 )
 
@@ -71,7 +75,7 @@ VERDICTS = (DRIFTED, OK, INSUFFICIENT)
 VOLUME_VERDICTS = (
     volume_check.OK, volume_check.LOW, volume_check.HIGH, volume_check.MISSING, volume_check.LATE, volume_check.INSUFFICIENT,
 )
-RETRAIN_DECISIONS = ("promoted", "forced", "rejected")
+RETRAIN_DECISIONS = ("promoted", "forced", "rejected", "canary_started")
 DEFAULT_DAYS = 7
 
 
@@ -98,6 +102,8 @@ class _Families:
     volume_expected_rows: GaugeMetricFamily
     volume_late_ratio: GaugeMetricFamily
     volume_verdict: GaugeMetricFamily
+    release_active: GaugeMetricFamily
+    canary_share: GaugeMetricFamily
 
     @classmethod
     def empty(cls) -> _Families:
@@ -161,6 +167,10 @@ class _Families:
                 "batchwatch_volume_verdict", "Volume verdict of the latest judged day: 1 for its verdict, 0 for the others.",
                 labels=["model", "verdict"],
             ),
+            release_active=GaugeMetricFamily(
+                "batchwatch_release_active", "1 while a canary or a guard is under way, by its status.", labels=["model", "kind", "status"]
+            ),
+            canary_share=GaugeMetricFamily("batchwatch_canary_share", "Share of entities the canary's challenger serves now.", labels=["model"]),
         )
 
     def __iter__(self) -> Iterator[Metric]:
@@ -282,6 +292,15 @@ def _registry(connection: Connection, model: str, families: _Families) -> None:
     ).scalar()
     if decided is not None:
         families.last_success.add_metric([model, "retrain"], _seconds(decided))
+    share = 0.0
+    for kind, status, step, plan in connection.execute(
+        sa.select(releases.c.kind, releases.c.status, releases.c.step, releases.c.plan)
+        .where(releases.c.model_name == model, releases.c.status.in_(("running", "awaiting_approval")))
+    ):
+        families.release_active.add_metric([model, kind, status], 1.0)
+        if kind == "canary":
+            share = float(plan["canary"]["steps"][step])
+    families.canary_share.add_metric([model], share)
 
 
 def _incidents(connection: Connection, model: str, families: _Families) -> None:
