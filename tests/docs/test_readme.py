@@ -181,6 +181,22 @@ def lists_versions_and_rolls_back_to_the_first(scratch: Scratch, result: subproc
     assert reasons == [("flags too many grocery purchases",)]
 
 
+def starts_lists_and_stops_a_canary(scratch: Scratch, result: subprocess.CompletedProcess[str]) -> None:
+    started, listed, stopped = result.stdout.splitlines()
+    # The README's rollback block ran before: v1 is champion again, so v2 is the challenger under test.
+    assert started.startswith("fraud: canary #1 of v2 against v1: 5% of entities from"), result.stdout
+    assert listed.startswith("#1 canary v2 vs v1: running, share 5%") and stopped.startswith("fraud: canary #1 stopped"), result.stdout
+    ended = query(scratch.warehouse, "SELECT kind, status, reason FROM releases")
+    assert ended == [("canary", "cancelled", f"stopped by {_cli_actor()}: done trying")]
+    assert query(scratch.warehouse, "SELECT COUNT(*) FROM release_steps WHERE effective_until IS NULL") == [(0,)]
+
+
+def _cli_actor() -> str:
+    import getpass
+
+    return f"cli by {getpass.getuser()}"
+
+
 def compares_two_frames_offline(scratch: Scratch, result: subprocess.CompletedProcess[str]) -> None:
     first, *table = result.stdout.splitlines()
     assert first.startswith("drifted ['distribution:Amount: ks"), result.stdout
@@ -192,6 +208,7 @@ def compares_two_frames_offline(scratch: Scratch, result: subprocess.CompletedPr
 EXPECTED: dict[str, Callable[[Scratch, subprocess.CompletedProcess[str]], None]] = {
     "bin/airflow dags unpause fraud_nightly_predict": shows_queued_backfill_of_the_last_seven_days,
     "bin/batchwatch versions fraud": lists_versions_and_rolls_back_to_the_first,
+    'bin/batchwatch canary start fraud --version 2 --reason "try v2 on 5% of transactions"': starts_lists_and_stops_a_canary,
     'source bin/env && "$BATCHWATCH_VENV/bin/python" - <<\'PY\'': compares_two_frames_offline,
 }
 
