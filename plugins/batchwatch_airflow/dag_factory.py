@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param
 
-from batchwatch.spec import ModelSpec, SpecError, load_specs_and_errors, missing_module
+from batchwatch.spec import LOWER_IS_BETTER, ModelSpec, SpecError, load_specs_and_errors, missing_module
 from batchwatch_airflow.operators import (
     BatchPredictOperator,
     DriftCheckOperator,
@@ -138,8 +138,10 @@ def daily_performance_dag(spec: ModelSpec) -> DAG:
     """Daily, at the deadline: the previous day's volume and freshness, its estimated performance, and realized performance
     for every day whose labels have matured."""
     settings = spec.performance
-    limits = ", ".join([*(f"{m} floor {v:g}" for m, v in settings.floors.items()), *(f"{m} at most {v:g} below validation" for m, v in
-                                                                                   settings.max_drop.items())]) or "none set"
+    limits = ", ".join([
+        *(f"{m} {'ceiling' if m in LOWER_IS_BETTER else 'floor'} {v:g}" for m, v in settings.floors.items()),
+        *(f"{m} at most {v:g} {'above' if m in LOWER_IS_BETTER else 'below'} validation" for m, v in settings.max_drop.items()),
+    ]) or "none set"
     with _model_dag(
         spec,
         job="daily_performance",
