@@ -17,6 +17,8 @@ BUCKETS = 1 << 20
 
 DRIFT_SAMPLE = "drift-sample"
 CANARY_ARM = "canary-arm"
+# The chaos drill's noise scores and its share of flipped labels (monitoring.drill).
+CHAOS_DRILL = "chaos-drill"
 
 
 def bucket(key: str | None, salt: str) -> int:

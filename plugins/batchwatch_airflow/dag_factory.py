@@ -7,9 +7,11 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param
 
-from batchwatch.spec import ModelSpec, SpecError, load_specs_and_errors, missing_module
+from batchwatch.monitoring.faults import FAULTS, minimum_days
+from batchwatch.spec import LOWER_IS_BETTER, ModelSpec, SpecError, load_specs_and_errors, missing_module
 from batchwatch_airflow.operators import (
     BatchPredictOperator,
+    ChaosDrillOperator,
     DriftCheckOperator,
     PerformanceCheckOperator,
     PromoteModelOperator,
@@ -140,8 +142,10 @@ def daily_performance_dag(spec: ModelSpec) -> DAG:
     """Daily, at the deadline: the previous day's volume and freshness, its estimated performance, and realized performance
     for every day whose labels have matured."""
     settings = spec.performance
-    limits = ", ".join([*(f"{m} floor {v:g}" for m, v in settings.floors.items()), *(f"{m} at most {v:g} below validation" for m, v in
-                                                                                   settings.max_drop.items())]) or "none set"
+    limits = ", ".join([
+        *(f"{m} {'ceiling' if m in LOWER_IS_BETTER else 'floor'} {v:g}" for m, v in settings.floors.items()),
+        *(f"{m} at most {v:g} {'above' if m in LOWER_IS_BETTER else 'below'} validation" for m, v in settings.max_drop.items()),
+    ]) or "none set"
     with _model_dag(
         spec,
         job="daily_performance",
@@ -322,7 +326,59 @@ def rollback_dag(spec: ModelSpec) -> DAG:
     return dag
 
 
-MODEL_DAGS = (nightly_predict_dag, hourly_drift_dag, daily_performance_dag, weekly_retrain_dag, release_dag, rollback_dag)
+def chaos_drill_dag(spec: ModelSpec) -> DAG:
+    """Manual only: inject known faults into sandboxed copies of a window, run the monitors on each, report what caught what."""
+    faults = "".join(f"- `{name}`: {what}\n" for name, what in FAULTS.items())
+    with _model_dag(
+        spec,
+        job="chaos_drill",
+        tag="drill",
+        schedule=None,
+        description=f"Chaos drill of {spec.name}'s monitors (manual)",
+        doc_md=(
+            f"### {spec.name}: chaos drill of the monitors\n\n"
+            "Copies a window of the warehouse (the last `days` scored days, the history the volume check compares them with, "
+            "the labels of their predictions, the model's registry rows) into a **sandbox** per fault: a schema of its own on "
+            "PostgreSQL, a temporary file on SQLite, dropped afterwards. Each sandbox gets one fault:\n\n"
+            f"{faults}\n"
+            "Then the real monitors run on it as the DAGs would: the nightly scoring again over a day whose source rows changed, "
+            "the hourly drift check from the fault's start, the daily volume and performance checks at each deadline. The "
+            "report says which detector caught each fault and how many hours after it began. A **control** sandbox with no "
+            "fault runs the same checks and must stay quiet, else the drill is inconclusive.\n\n"
+            "The real tables are never written but for the report's row in `drill_reports`, and no notifier is called. The "
+            "task fails, after storing the report, when a fault went unseen or the control fired.\n\n"
+            f"```sql\nSELECT id, status, window_start, window_end, finished_at, faults\nFROM drill_reports WHERE model_name = '{spec.name}' "
+            "ORDER BY id DESC LIMIT 5;\n```"
+        ),
+        max_active_runs=1,
+        # The form's values arrive typed: days an int, faults a list, an empty window_end None.
+        render_template_as_native_obj=True,
+        params={
+            "window_end": Param(
+                None, type=["null", "string"], format="date",
+                description="The window's last day (UTC, YYYY-MM-DD); empty: the latest day the nightly run scored.",
+            ),
+            "days": Param(
+                minimum_days(spec), type="integer", minimum=1,
+                description=f"Days in the window; flipped_labels needs {minimum_days(spec)}, for a day whose labels have matured.",
+            ),
+            "faults": Param(
+                list(FAULTS), type="array", minItems=1, uniqueItems=True, items={"type": "string", "enum": list(FAULTS)},
+                examples=list(FAULTS), description="The faults to inject, each in a sandbox of its own.",
+            ),
+        },
+    ) as dag:
+        ChaosDrillOperator(
+            task_id="drill",
+            model_name=spec.name,
+            window_end="{{ params.window_end }}",
+            days="{{ params.days }}",
+            faults="{{ params.faults }}",
+        )
+    return dag
+
+
+MODEL_DAGS = (nightly_predict_dag, hourly_drift_dag, daily_performance_dag, weekly_retrain_dag, release_dag, rollback_dag, chaos_drill_dag)
 
 
 def all_dags() -> list[DAG]:

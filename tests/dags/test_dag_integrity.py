@@ -23,6 +23,8 @@ EXPECTED = {
     "churn_release": {"tasks": {"decide"}, "cron": "0 7 * * *", "owner": "growth-ds", "max_active_runs": 1},
     "fraud_rollback": {"tasks": {"rollback"}, "cron": None, "owner": "ml-platform", "max_active_runs": 1},
     "churn_rollback": {"tasks": {"rollback"}, "cron": None, "owner": "growth-ds", "max_active_runs": 1},
+    "fraud_chaos_drill": {"tasks": {"drill"}, "cron": None, "owner": "ml-platform", "max_active_runs": 1},
+    "churn_chaos_drill": {"tasks": {"drill"}, "cron": None, "owner": "growth-ds", "max_active_runs": 1},
 }
 
 
@@ -72,6 +74,12 @@ def test_dag_shape(dagbag, dag_id):
         assert [outlet.name for outlet in dag.get_task("promote").outlets] == [dag_id.replace("_weekly_retrain", "_champion")]
         assert set(dag.params) == {"dry_run", "force_promote", "force_reason", "training_window_days", "candidate_version"}
         assert [t.task_id for t in dag.get_task("train").downstream_list] == ["validate"]
+    if "drill" in expected["tasks"]:
+        from batchwatch.monitoring.faults import FAULTS
+
+        assert dag.render_template_as_native_obj, "the drill's params reach its operator typed"
+        assert dag.params.validate() == {"window_end": None, "days": dag.params["days"], "faults": list(FAULTS)}
+        assert dag.params["days"] >= 1
     if "predict" in expected["tasks"]:
         assert [outlet.name for outlet in dag.get_task("predict").outlets] == [dag_id.replace("_nightly_predict", "_predictions")]
         assert dag.params["chunk_size"] > 0

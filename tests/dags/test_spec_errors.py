@@ -10,7 +10,10 @@ from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk.exceptions import AirflowFailException
 
 ROOT = Path(__file__).resolve().parents[2]
-FRAUD_DAGS = {"fraud_nightly_predict", "fraud_hourly_drift", "fraud_daily_performance", "fraud_weekly_retrain", "fraud_release", "fraud_rollback"}
+FRAUD_DAGS = {
+    "fraud_nightly_predict", "fraud_hourly_drift", "fraud_daily_performance", "fraud_weekly_retrain", "fraud_release", "fraud_rollback",
+    "fraud_chaos_drill",
+}
 CHURN = (ROOT / "tests" / "specs" / "churn.yaml").read_text()
 
 

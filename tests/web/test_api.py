@@ -69,7 +69,8 @@ def test_the_admin_sees_every_model_through_a_bearer_token_or_the_ui_cookie(clie
         assert "fraud" in names and "churn" in names
     fraud = next(model for model in response.json() if model["name"] == "fraud")
     assert fraud["dag_ids"] == [
-        "fraud_daily_performance", "fraud_hourly_drift", "fraud_nightly_predict", "fraud_release", "fraud_rollback", "fraud_weekly_retrain",
+        "fraud_chaos_drill", "fraud_daily_performance", "fraud_hourly_drift", "fraud_nightly_predict", "fraud_release", "fraud_rollback",
+        "fraud_weekly_retrain",
     ]
 
 

@@ -570,11 +570,14 @@ def window_of(spec: ModelSpec, window_end: datetime) -> tuple[datetime, datetime
     return window_end - timedelta(hours=spec.drift.window_hours), window_end
 
 
-def check_window(engine: Engine, spec: ModelSpec, *, window_end: datetime, run_id: str) -> dict[str, Any]:
+def check_window(
+    engine: Engine, spec: ModelSpec, *, window_end: datetime, run_id: str, report_root: Path | None = None
+) -> dict[str, Any]:
     """Run the check for the window ending at `window_end`, store its results and update incidents.
 
     Rerunning a window replaces its results; an incident opens once and is resolved by the first
-    clean window after it. Returns a JSON-able summary, including any incident change.
+    clean window after it. Returns a JSON-able summary, including any incident change. The window's
+    HTML report goes under `report_root`, by default the artifact root the page serves reports from.
     """
     started = time.perf_counter()
     start, end = window_of(spec, window_end)
@@ -639,7 +642,8 @@ def check_window(engine: Engine, spec: ModelSpec, *, window_end: datetime, run_i
         "incident": incident,
         "seconds": round(time.perf_counter() - started, 3),
     }
-    summary["report"] = str(store_report(spec.name, end, render_drift_report(summary, [r.row() for r in results], _reference_parts(reference))))
+    page = render_drift_report(summary, [r.row() for r in results], _reference_parts(reference))
+    summary["report"] = str(store_report(spec.name, end, page, report_root))
     return summary
 
 
@@ -681,9 +685,9 @@ def _first_champion_for(engine: Engine, spec: ModelSpec, first: registry.Champio
     )
 
 
-def store_report(model_name: str, window_end: datetime, page: str) -> Path:
-    """Write the window's report under the artifact root, atomically: a rerun of the window replaces it."""
-    path = registry.artifact_root() / report_relpath(model_name, window_end)
+def store_report(model_name: str, window_end: datetime, page: str, root: Path | None = None) -> Path:
+    """Write the window's report under `root` (default: the artifact root), atomically: a rerun of the window replaces it."""
+    path = (root or registry.artifact_root()) / report_relpath(model_name, window_end)
     registry.write_artifact(path, page.encode("utf-8"))
     return path
 

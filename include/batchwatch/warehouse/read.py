@@ -22,13 +22,17 @@ from batchwatch.hashing import BUCKETS, salt_seed
 from batchwatch.warehouse.engine import NULL, copy_unescape, is_postgres, refused_queries, sqlite_value
 
 
+def bucket_sql(engine: Engine, key_sql: str, salt: str) -> str:
+    """SQL of the key's bucket in [0, BUCKETS) under `salt`, computed where the rows are: the same bucket on every run."""
+    if is_postgres(engine):
+        return f"(hashtextextended(CAST({key_sql} AS TEXT), {salt_seed(salt)}) & {BUCKETS - 1})"
+    literal = salt.replace("'", "''")
+    return f"batchwatch_bucket(CAST({key_sql} AS TEXT), '{literal}')"
+
+
 def sample_predicate(engine: Engine, key_sql: str, fraction: float, salt: str) -> str:
     """SQL keeping about `fraction` of rows, chosen by a salted hash of the key: the same rows on every run."""
-    cutoff = int(fraction * BUCKETS)
-    if is_postgres(engine):
-        return f"(hashtextextended(CAST({key_sql} AS TEXT), {salt_seed(salt)}) & {BUCKETS - 1}) < {cutoff}"
-    literal = salt.replace("'", "''")
-    return f"batchwatch_bucket(CAST({key_sql} AS TEXT), '{literal}') < {cutoff}"
+    return f"{bucket_sql(engine, key_sql, salt)} < {int(fraction * BUCKETS)}"
 
 
 def utc_timestamp(value: Any) -> pd.Timestamp:
@@ -76,7 +80,9 @@ def _stream_postgres(engine, query, params, columns, dtypes, chunk_size):
     import psycopg2
 
     dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    connection = psycopg2.connect(dsn, options="-c TimeZone=UTC")
+    # The URL's own options (a sandbox's search_path) stay: the keyword would replace them.
+    options = " ".join(part for part in (engine.url.query.get("options"), "-c TimeZone=UTC") if part)
+    connection = psycopg2.connect(dsn, options=options)
     try:
         cursor = connection.cursor()
         statement = cursor.mogrify(f"COPY ({sa.text(query).compile(dialect=engine.dialect).string}) TO STDOUT (FORMAT text)", params).decode()

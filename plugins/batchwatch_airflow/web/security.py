@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from batchwatch.spec import ModelSpec, load_specs_and_errors, spec_dirs
 
 # The DAGs the DAG factory makes per model (batchwatch_airflow.dag_factory.MODEL_DAGS), in the order the overview lists them.
-JOBS = ("nightly_predict", "hourly_drift", "daily_performance", "weekly_retrain", "release", "rollback")
+JOBS = ("nightly_predict", "hourly_drift", "daily_performance", "weekly_retrain", "release", "rollback", "chaos_drill")
 WAREHOUSE_CONN_ID = "warehouse"
 
 
