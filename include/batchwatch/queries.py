@@ -1040,10 +1040,20 @@ def _release_look(row: Any) -> ReleaseLook:
     )
 
 
-def release_decisions(engine: Engine, model_name: str, *, limit: int | None = 20) -> list[ReleaseLook]:
-    """The daily looks of the model's releases, newest first, each with its tests, power and what it changed."""
-    looks = [_release_look(row) for row in reversed(_events(engine, model_name, (RELEASE_DECISION,)))]
-    return looks if limit is None else looks[:limit]
+def _looks(connection: Connection, model_name: str, *, after_id: int = 0, limit: int | None = None) -> list[ReleaseLook]:
+    """release_decision events after the event `after_id`, newest first: a year of daily looks is hundreds of JSON documents."""
+    query = sa.text(
+        "SELECT id, created_at, version, previous_version, actor, details FROM model_events"
+        f" WHERE model_name = :m AND event = :e AND id > :after ORDER BY id DESC{'' if limit is None else ' LIMIT :n'}"
+    ).columns(created_at=TIMESTAMP, details=sa.JSON)
+    rows = connection.execute(query, {"m": model_name, "e": RELEASE_DECISION, "after": after_id, "n": limit}).mappings()
+    return [_release_look(row) for row in rows]
+
+
+def release_decisions(engine: Engine, model_name: str, *, limit: int = 20) -> list[ReleaseLook]:
+    """The latest daily looks of the model's releases, newest first, each with its tests, power and what it changed."""
+    with engine.connect() as connection:
+        return _looks(connection, model_name, limit=limit)
 
 
 def _ramp(plan: list[float], steps: list[Any], looks: list[ReleaseLook], active: bool, status: str) -> list[RampStep]:
@@ -1122,17 +1132,24 @@ def release_history(engine: Engine, model_name: str, *, looks: int = 20, earlier
         "SELECT id, model_name, kind, version, baseline_version, status, plan, step, started_on, ends_on, started_at, ended_at, reason,"
         " actor FROM releases WHERE model_name = :m ORDER BY id DESC LIMIT :n"
     ).columns(plan=sa.JSON, started_at=TIMESTAMP, ended_at=TIMESTAMP)
-    every_look = release_decisions(engine, model_name, limit=None)
+    # The newest release started with the newest start event; its looks come after that (the canary's last look may
+    # follow its guard's start: promotion starts the guard before the look is recorded, hence the filter by release).
+    started = sa.text("SELECT MAX(id) FROM model_events WHERE model_name = :m AND event IN ('canary_started', 'guard_started')")
     with engine.connect() as connection:
         rows = connection.execute(query, {"m": model_name, "n": earlier + 1}).mappings().all()
-        current = None if not rows else _release_state(connection, rows[0], [look for look in every_look if look.release_id == rows[0]["id"]])
+        recent = _looks(connection, model_name, limit=looks)
+        current = None
+        if rows:
+            since = connection.execute(started, {"m": model_name}).scalar() or 0
+            own = [look for look in _looks(connection, model_name, after_id=since) if look.release_id == rows[0]["id"]]
+            current = _release_state(connection, rows[0], own)
     return ReleaseHistory(
         model_name=model_name,
         current=current,
         earlier=[ReleaseSummary(row["id"], row["kind"], row["version"], row["baseline_version"], row["status"], _day(row["started_on"]),
                                 None if row["ends_on"] is None else _day(row["ends_on"]), _utc(row["ended_at"]), row["reason"])
                  for row in rows[1:]],
-        looks=every_look[:looks],
+        looks=recent,
     )
 
 

@@ -268,28 +268,30 @@ def margin_interval(
     is worse than allowed, is shaded, so whether the interval clears it reads at a glance. `tolerated` is (low, high) of the
     differences allowed, None for an open side. Each test gets its own axis: metrics differ in units."""
     bounds = [bound for bound in tolerated if bound is not None]
-    points = [difference, lower, upper, 0.0, *bounds]
+    # A little of the harm side is always in view, so where the margin lies reads even when the interval is far from it.
+    points = [difference, lower, upper, 0.0, *(bound * 1.3 for bound in bounds)]
     low, high = min(points), max(points)
     pad = (high - low) * 0.08 or 0.01
     low, high = low - pad, high + pad
-    left, right, height, axis = 6, 6, 38, 21
+    left, right, top, height, axis = 6, 6, 11, 40, 23
 
     def x(value: float) -> float:
         return left + (width - left - right) * (value - low) / (high - low)
 
     parts = []
+    band = f'y="{top}" height="{axis + 5 - top}"'
     if tolerated[0] is not None:
-        parts.append(f'<rect class="harm" x="{left}" y="8" width="{x(tolerated[0]) - left:.1f}" height="{axis + 5 - 8}"/>')
+        parts.append(f'<rect class="harm" x="{left}" {band} width="{x(tolerated[0]) - left:.1f}"/>')
     if tolerated[1] is not None:
-        parts.append(f'<rect class="harm" x="{x(tolerated[1]):.1f}" y="8" width="{width - right - x(tolerated[1]):.1f}" height="{axis + 5 - 8}"/>')
+        parts.append(f'<rect class="harm" x="{x(tolerated[1]):.1f}" {band} width="{width - right - x(tolerated[1]):.1f}"/>')
     parts.append(f'<line class="axis" x1="{left}" y1="{axis}" x2="{width - right}" y2="{axis}"/>')
-    parts.append(f'<line class="zero" x1="{x(0.0):.1f}" y1="8" x2="{x(0.0):.1f}" y2="{axis + 5}"/>'
+    parts.append(f'<line class="zero" x1="{x(0.0):.1f}" y1="{top}" x2="{x(0.0):.1f}" y2="{axis + 5}"/>'
                  f'<text class="zero" x="{x(0.0):.1f}" y="{height - 2}" text-anchor="middle">0</text>')
     for bound in bounds:
-        anchor = "end" if bound < 0 else "start"
-        shift = -2 if bound < 0 else 2
-        parts.append(f'<line class="margin" x1="{x(bound):.1f}" y1="8" x2="{x(bound):.1f}" y2="{axis + 5}"/>'
-                     f'<text class="margin" x="{x(bound) + shift:.1f}" y="7" text-anchor="{anchor}">margin {escape(fmt.format(bound))}</text>')
+        # Labelled on the tolerated side of its line, inside the chart.
+        anchor, shift = ("start", 3) if bound < 0 else ("end", -3)
+        parts.append(f'<line class="margin" x1="{x(bound):.1f}" y1="{top}" x2="{x(bound):.1f}" y2="{axis + 5}"/>'
+                     f'<text class="margin" x="{x(bound) + shift:.1f}" y="9" text-anchor="{anchor}">margin {bound:+g}</text>')
     interval = f"{fmt.format(difference)} [{fmt.format(lower)}, {fmt.format(upper)}]"
     parts.append(f'<line class="interval {escape(css)}" x1="{x(lower):.1f}" y1="{axis}" x2="{max(x(upper), x(lower) + 1):.1f}" y2="{axis}">'
                  f"<title>{escape(title)}: {escape(interval)}</title></line>"
