@@ -1114,6 +1114,7 @@ def _release_state(connection: Connection, row: Any, looks: list[ReleaseLook]) -
         id=row["id"], kind=row["kind"], version=row["version"], baseline_version=row["baseline_version"], status=row["status"],
         active=active, started_on=_day(row["started_on"]), ends_on=None if row["ends_on"] is None else _day(row["ends_on"]),
         started_at=_utc(row["started_at"]), ended_at=_utc(row["ended_at"]), actor=row["actor"], reason=row["reason"], step=step,
+        # A guard compares the two champions' ROC AUC on the same rows (promotion.canary's guard look).
         share=share, plan=shares, primary_metric=canary.get("primary_metric") if is_canary else "roc_auc",
         margin=_number(canary.get("margin") if is_canary else plan.get("guard_margin")), max_days_per_step=canary.get("max_days_per_step"),
         needs_approval=bool(plan.get("approval")), guard_days=plan.get("guard_days"), ramp=ramp, arms=arms, days_in_step=days_in_step,
