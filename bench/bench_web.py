@@ -287,7 +287,8 @@ def measure(args: argparse.Namespace, last_window: str) -> None:
     ratios.append(report("/api/models", timed(client, "GET", "/batchwatch/api/models", args.requests), 0.95, 300))
     ratios.append(report("/metrics", timed(client, "GET", "/batchwatch/metrics", args.requests), 0.95, 300))
     for model in MODELS:
-        for route in ("overview", "drift", "volume", "volume/checks", "performance", "versions", "alias-history", "promotions", "incidents"):
+        for route in ("overview", "drift", "volume", "volume/checks", "performance", "versions", "alias-history", "promotions", "incidents",
+                      "releases", "drills/latest"):
             path = f"/batchwatch/api/models/{model}/{route}"
             ratios.append(report(path, timed(client, "GET", path, args.requests), 0.95, 300))
         check = {"window_end": last_window, "column": "country", "test": "null_rate"}

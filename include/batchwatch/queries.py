@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from batchwatch.errors import PermanentError
 
@@ -38,6 +38,15 @@ METRIC_ORDER = ("roc_auc", "average_precision", "precision", "recall", "f1", "br
 VOLUME_FINDINGS = ("low", "high", "missing", "late")
 # The scale that turns a MAD into a standard deviation for normal data, as the volume check's robust z uses it.
 MAD_TO_SIGMA = 1.4826
+# A release under way (promotion.releases.ACTIVE); the look of each day is a release_decision event (promotion.canary).
+RELEASE_ACTIVE = ("running", "awaiting_approval")
+RELEASE_DECISION = "release_decision"
+# How promotion.canary judges a difference (challenger - champion): lower is better for these metrics, a move either way
+# is harm for the two-sided ones, higher is better for the rest (tests/web/test_release_page.py checks they agree).
+RELEASE_LOWER_IS_BETTER = ("brier", "ece", "reject_rate")
+RELEASE_TWO_SIDED = ("positive_rate",)
+# The chaos drill's sandbox with no fault, stored beside the faults in drill_reports.faults (monitoring.drill.CONTROL).
+DRILL_CONTROL = "control"
 # The columns the heatmap's SQL expression needs (the full table lives in warehouse.schema, which this light module does not import).
 DRIFT_RESULTS = sa.table(
     "drift_results", sa.column("model_name", sa.Text), sa.column("column_name", sa.Text), sa.column("test", sa.Text),
@@ -365,6 +374,188 @@ class VolumeDay:
         return max(self.expected_rows - spread, 0.0), self.expected_rows + spread
 
 
+@dataclass(frozen=True)
+class ReleaseTest:
+    """One comparison of a release's look: challenger (treatment) against champion (control), as promotion.canary judged it."""
+
+    metric: str
+    test: str  # two_proportion_z, welch_t, delong_unpaired, delong_paired
+    role: str  # primary | guardrail
+    control: float | None
+    treatment: float | None
+    difference: float | None  # treatment - control
+    standard_error: float | None
+    p_value: float | None  # fixed-sample, two-sided: for reference; the decision reads the always-valid interval
+    cs_lower: float | None  # always-valid confidence sequence of the difference at this look
+    cs_upper: float | None
+    margin: float
+    outcome: str  # superior, non_inferior, undecided, worse, breached, insufficient_data
+    effect_size: float | None
+    effect_name: str | None
+    n_control: int | None
+    n_treatment: int | None
+
+    @property
+    def tolerated(self) -> tuple[float | None, float | None]:
+        """The differences the margin allows, (low, high), None for an open side: the challenger may be worse by the margin."""
+        if self.metric in RELEASE_TWO_SIDED:
+            return -self.margin, self.margin
+        return (None, self.margin) if self.metric in RELEASE_LOWER_IS_BETTER else (-self.margin, None)
+
+
+@dataclass(frozen=True)
+class ReleaseLook:
+    """One daily decision of a release (a release_decision event), with every test it made."""
+
+    id: int  # the event's
+    created_at: datetime
+    actor: str
+    release_id: int
+    kind: str  # canary | guard
+    version: int | None  # the challenger, or the new champion under guard
+    baseline_version: int | None
+    decided_on: date  # the first scored day a change applies to; the look saw the days before it
+    verdict: str  # insufficient_data, hold, advance, promote, stop, pass
+    reason: str
+    applied: str | None  # what changed, e.g. "advanced to step 2: 25% of entities from ..."
+    step: int | None  # 0-based
+    share: float | None
+    power: float | None  # to pass an equal challenger at this look
+    required_n: int | None  # served rows per arm that power needs
+    n_treatment: int  # served rows of the step's days (a guard: rows both versions scored, labelled)
+    n_control: int
+    tests: list[ReleaseTest]
+
+
+@dataclass(frozen=True)
+class RampStep:
+    """One step of a canary's plan and how far it got."""
+
+    step: int  # 0-based
+    share: float
+    state: str  # done, current, ended (the release ended in it), planned, not_reached
+    effective_from: date | None  # the first scored day it served; None when not reached
+    effective_until: date | None  # exclusive; None while in force
+    days: int  # scored days it was judged on: to its end, or to its latest look
+    looks: int
+    last_verdict: str | None
+    n_treatment: int | None  # served rows of its days, as its latest look counted them
+    n_control: int | None
+
+
+@dataclass(frozen=True)
+class ReleaseArm:
+    arm: str  # control (the champion serves) | treatment (the challenger serves)
+    model_version: int
+    share: float  # of entities now
+    served_rows: int | None  # over the release's steps, as their latest looks counted them; None before the first look
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A person's answer to a canary awaiting approval (an approval event)."""
+
+    created_at: datetime
+    actor: str
+    approved: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReleaseSummary:
+    id: int
+    kind: str
+    version: int
+    baseline_version: int
+    status: str
+    started_on: date
+    ends_on: date | None
+    ended_at: datetime | None
+    reason: str | None  # why it ended
+
+
+@dataclass(frozen=True)
+class ReleaseState:
+    """The release under way, or the latest: a canary's arms and ramp, or a guard period after a promotion."""
+
+    id: int
+    kind: str  # canary | guard
+    version: int  # the challenger under test, or the new champion under guard
+    baseline_version: int  # the champion it is compared with, or the previous champion now in shadow
+    status: str  # running, awaiting_approval, promoted, stopped, rejected, passed, rolled_back, cancelled
+    active: bool
+    started_on: date
+    ends_on: date | None  # a guard's last day
+    started_at: datetime
+    ended_at: datetime | None
+    actor: str
+    reason: str | None  # why it ended
+    step: int | None  # a canary's current step, 0-based
+    share: float  # the challenger's share of entities now
+    plan: list[float]  # a canary's shares, step by step; promotion follows the last
+    primary_metric: str | None
+    margin: float | None  # the canary's on the primary metric, or the guard's
+    max_days_per_step: int | None
+    needs_approval: bool
+    guard_days: int | None
+    ramp: list[RampStep]
+    arms: list[ReleaseArm]
+    days_in_step: int | None  # a canary's current step, or a guard: scored days judged by the latest look
+    looks: int
+    latest_look: ReleaseLook | None
+    approval: Approval | None
+
+
+@dataclass(frozen=True)
+class ReleaseHistory:
+    model_name: str
+    current: ReleaseState | None  # under way, or the latest
+    earlier: list[ReleaseSummary]  # newest first
+    looks: list[ReleaseLook]  # the model's latest looks, newest first
+
+
+@dataclass(frozen=True)
+class DrillDetection:
+    detector: str  # drift:<check>, prediction_drift:<test>, volume:<verdict>, performance:<source>:<metric>, reject_rate
+    at: datetime
+    delay_hours: float | None  # from the fault's start; None in the control
+
+
+@dataclass(frozen=True)
+class DrillFault:
+    """What one sandbox of a chaos drill showed: the fault injected (none in the control) and each detector that fired."""
+
+    fault: str
+    start: datetime | None
+    injected: dict[str, Any]  # what, where and how many rows changed
+    expected: list[str]  # detector names (or their starts) that should fire
+    caught: bool
+    detections: list[DrillDetection]  # each detector the first time it fired, in order
+    missed_expected: list[str]
+    incidents: list[dict[str, Any]]  # kind, window_end, summary
+    runs: dict[str, int]  # how many times each job ran in the sandbox
+
+
+@dataclass(frozen=True)
+class ChaosDrill:
+    """The latest chaos drill of a model's monitors (drill_reports)."""
+
+    id: int
+    model_name: str
+    run_id: str
+    window_start: date
+    window_end: date  # exclusive: the window is [window_start, window_end)
+    last_day: date
+    days: int
+    status: str  # passed | failed
+    faults: list[DrillFault]
+    control: DrillFault | None
+    unseen: list[str]  # faults no monitor fired on
+    inconclusive: bool  # the control fired on clean data
+    started_at: datetime
+    finished_at: datetime
+
+
 # --- helpers ----------------------------------------------------------------------------------
 
 
@@ -615,14 +806,12 @@ def _events(engine: Engine, model_name: str, kinds: tuple[str, ...] | None = Non
 
 
 def alias_history(engine: Engine, model_name: str) -> list[AliasEvent]:
-    """The audit log, oldest first: who moved which alias to what, when and why (CLI rollbacks included).
-
-    Without the release's daily looks (`release_decision`): one a day would bury the changes; the release panel shows them.
-    """
+    """The audit log, oldest first: who moved which alias to what, when and why (CLI rollbacks included). A release's daily
+    looks have their own read model (release_decisions); the promotions, rollbacks and approvals they lead to stay here."""
     return [
         AliasEvent(row["id"], _utc(row["created_at"]), row["event"], ALIAS_OF_EVENT.get(row["event"]), row["version"],
                    row["previous_version"], row["actor"], row["reason"])
-        for row in _events(engine, model_name) if row["event"] != "release_decision"
+        for row in _events(engine, model_name) if row["event"] != RELEASE_DECISION
     ]
 
 
@@ -821,3 +1010,179 @@ def volume_checks(engine: Engine, model_name: str, *, days: int = 60) -> list[Vo
         )
         for row in rows
     ]
+
+
+# --- releases ---------------------------------------------------------------------------------
+
+
+def _release_test(test: dict[str, Any]) -> ReleaseTest:
+    def count(key: str) -> int | None:
+        return None if test.get(key) is None else int(test[key])
+
+    return ReleaseTest(
+        metric=test["metric"], test=test["test"], role=test.get("role", ""), control=_number(test.get("control")),
+        treatment=_number(test.get("treatment")), difference=_number(test.get("difference")),
+        standard_error=_number(test.get("standard_error")), p_value=_number(test.get("p_value")), cs_lower=_number(test.get("cs_lower")),
+        cs_upper=_number(test.get("cs_upper")), margin=float(test["margin"]), outcome=test["outcome"],
+        effect_size=_number(test.get("effect_size")), effect_name=test.get("effect_name"), n_control=count("n_control"),
+        n_treatment=count("n_treatment"),
+    )
+
+
+def _release_look(row: Any) -> ReleaseLook:
+    look = row["details"]
+    return ReleaseLook(
+        id=row["id"], created_at=_utc(row["created_at"]), actor=row["actor"], release_id=int(look["release_id"]), kind=look["kind"],
+        version=row["version"], baseline_version=row["previous_version"], decided_on=_day(look["decided_on"]), verdict=look["verdict"],
+        reason=look["reason"], applied=look.get("applied"), step=look.get("step"), share=_number(look.get("share")),
+        power=_number(look.get("power")), required_n=look.get("required_n"), n_treatment=int(look.get("n_treatment") or 0),
+        n_control=int(look.get("n_control") or 0), tests=[_release_test(test) for test in look.get("tests", [])],
+    )
+
+
+def _looks(connection: Connection, model_name: str, *, after_id: int = 0, limit: int | None = None) -> list[ReleaseLook]:
+    """release_decision events after the event `after_id`, newest first: a year of daily looks is hundreds of JSON documents."""
+    query = sa.text(
+        "SELECT id, created_at, version, previous_version, actor, details FROM model_events"
+        f" WHERE model_name = :m AND event = :e AND id > :after ORDER BY id DESC{'' if limit is None else ' LIMIT :n'}"
+    ).columns(created_at=TIMESTAMP, details=sa.JSON)
+    rows = connection.execute(query, {"m": model_name, "e": RELEASE_DECISION, "after": after_id, "n": limit}).mappings()
+    return [_release_look(row) for row in rows]
+
+
+def release_decisions(engine: Engine, model_name: str, *, limit: int = 20) -> list[ReleaseLook]:
+    """The latest daily looks of the model's releases, newest first, each with its tests, power and what it changed."""
+    with engine.connect() as connection:
+        return _looks(connection, model_name, limit=limit)
+
+
+def _ramp(plan: list[float], steps: list[Any], looks: list[ReleaseLook], active: bool, status: str) -> list[RampStep]:
+    """Every planned step: done, current (or where the release stopped), or never reached; each with the days and served rows
+    its latest look saw."""
+    stored = {row["step"]: row for row in steps}
+    reached = max(stored, default=-1)
+    ramp = []
+    for step, share in enumerate(plan):
+        own = [look for look in looks if look.step == step]  # newest first
+        row = stored.get(step)
+        last = own[0] if own else None
+        if row is None:
+            ramp.append(RampStep(step, share, "planned" if active else "not_reached", None, None, 0, 0, None, None, None))
+            continue
+        start, until = _day(row["effective_from"]), None if row["effective_until"] is None else _day(row["effective_until"])
+        if step < reached or status == "promoted":
+            state = "done"
+        else:
+            state = "current" if active else "ended"
+        end = until or (last.decided_on if last else start)
+        ramp.append(RampStep(step, share, state, start, until, max((end - start).days, 0), len(own), last.verdict if last else None,
+                             last.n_treatment if last else None, last.n_control if last else None))
+    return ramp
+
+
+def _release_state(connection: Connection, row: Any, looks: list[ReleaseLook]) -> ReleaseState:
+    plan = row["plan"] or {}
+    canary = plan.get("canary") or {}
+    is_canary = row["kind"] == "canary"
+    active = row["status"] in RELEASE_ACTIVE
+    steps = connection.execute(
+        sa.text("SELECT step, share, effective_from, effective_until FROM release_steps WHERE release_id = :r ORDER BY step"), {"r": row["id"]}
+    ).mappings().all()
+    approvals = connection.execute(
+        sa.text("SELECT created_at, actor, reason, details FROM model_events WHERE model_name = :m AND event = 'approval' ORDER BY id DESC")
+        .columns(created_at=TIMESTAMP, details=sa.JSON),
+        {"m": row["model_name"]},
+    ).mappings().all()
+    approval = next((Approval(_utc(a["created_at"]), a["actor"], bool(a["details"].get("approved")), a["reason"])
+                     for a in approvals if a["details"].get("release_id") == row["id"]), None)
+    shares = [float(share) for share in canary.get("steps", [])] if is_canary else []
+    step = row["step"]
+    share = shares[step] if is_canary and step is not None and row["status"] in (*RELEASE_ACTIVE, "promoted") else 0.0
+    ramp = _ramp(shares, steps, looks, active, row["status"]) if is_canary else []
+    arms = []
+    if is_canary:
+        counted = [one for one in ramp if one.n_treatment is not None]
+        served = {arm: sum(getattr(one, f"n_{arm}") for one in counted) if counted else None for arm in ("control", "treatment")}
+        arms = [ReleaseArm("control", row["baseline_version"], 1 - share, served["control"]),
+                ReleaseArm("treatment", row["version"], share, served["treatment"])]
+    latest = looks[0] if looks else None
+    current = next((one for one in ramp if one.state in ("current", "ended")), None)
+    days_in_step = current.days if current else None
+    if not is_canary:
+        days_in_step = (latest.decided_on - _day(row["started_on"])).days if latest else 0
+    return ReleaseState(
+        id=row["id"], kind=row["kind"], version=row["version"], baseline_version=row["baseline_version"], status=row["status"],
+        active=active, started_on=_day(row["started_on"]), ends_on=None if row["ends_on"] is None else _day(row["ends_on"]),
+        started_at=_utc(row["started_at"]), ended_at=_utc(row["ended_at"]), actor=row["actor"], reason=row["reason"], step=step,
+        # A guard compares the two champions' ROC AUC on the same rows (promotion.canary's guard look).
+        share=share, plan=shares, primary_metric=canary.get("primary_metric") if is_canary else "roc_auc",
+        margin=_number(canary.get("margin") if is_canary else plan.get("guard_margin")), max_days_per_step=canary.get("max_days_per_step"),
+        needs_approval=bool(plan.get("approval")), guard_days=plan.get("guard_days"), ramp=ramp, arms=arms, days_in_step=days_in_step,
+        looks=len(looks), latest_look=latest, approval=approval,
+    )
+
+
+def release_history(engine: Engine, model_name: str, *, looks: int = 20, earlier: int = 10) -> ReleaseHistory:
+    """The release under way or the latest (a model has one at a time, so it is the newest), the ones before it, and the
+    model's latest looks.
+
+    Served rows per arm come from the looks, which count them from predictions.arm each morning: counting a month of
+    canary rows on every page view would read millions of rows.
+    """
+    query = sa.text(
+        "SELECT id, model_name, kind, version, baseline_version, status, plan, step, started_on, ends_on, started_at, ended_at, reason,"
+        " actor FROM releases WHERE model_name = :m ORDER BY id DESC LIMIT :n"
+    ).columns(plan=sa.JSON, started_at=TIMESTAMP, ended_at=TIMESTAMP)
+    # The newest release started with the newest start event; its looks come after that (the canary's last look may
+    # follow its guard's start: promotion starts the guard before the look is recorded, hence the filter by release).
+    started = sa.text("SELECT MAX(id) FROM model_events WHERE model_name = :m AND event IN ('canary_started', 'guard_started')")
+    with engine.connect() as connection:
+        rows = connection.execute(query, {"m": model_name, "n": earlier + 1}).mappings().all()
+        recent = _looks(connection, model_name, limit=looks)
+        current = None
+        if rows:
+            since = connection.execute(started, {"m": model_name}).scalar() or 0
+            own = [look for look in _looks(connection, model_name, after_id=since) if look.release_id == rows[0]["id"]]
+            current = _release_state(connection, rows[0], own)
+    return ReleaseHistory(
+        model_name=model_name,
+        current=current,
+        earlier=[ReleaseSummary(row["id"], row["kind"], row["version"], row["baseline_version"], row["status"], _day(row["started_on"]),
+                                None if row["ends_on"] is None else _day(row["ends_on"]), _utc(row["ended_at"]), row["reason"])
+                 for row in rows[1:]],
+        looks=recent,
+    )
+
+
+# --- the chaos drill --------------------------------------------------------------------------
+
+
+def _drill_fault(entry: dict[str, Any]) -> DrillFault:
+    return DrillFault(
+        fault=entry["fault"], start=_utc(entry.get("start")), injected=entry.get("injected") or {}, expected=list(entry.get("expected", [])),
+        caught=bool(entry.get("caught")),
+        detections=[DrillDetection(d["detector"], _utc(d["at"]), _number(d.get("delay_hours"))) for d in entry.get("detections", [])],
+        missed_expected=list(entry.get("missed_expected", [])), incidents=list(entry.get("incidents", [])), runs=dict(entry.get("runs", {})),
+    )
+
+
+def latest_drill(engine: Engine, model_name: str) -> ChaosDrill | None:
+    """The model's last chaos drill: each fault with the detectors that caught it and how many hours after it began, and the
+    control; None before the first drill."""
+    query = sa.text(
+        "SELECT id, run_id, window_start, window_end, status, faults, started_at, finished_at FROM drill_reports WHERE model_name = :m"
+        " ORDER BY finished_at DESC, id DESC LIMIT 1"
+    ).columns(faults=sa.JSON, started_at=TIMESTAMP, finished_at=TIMESTAMP)
+    with engine.connect() as connection:
+        row = connection.execute(query, {"m": model_name}).mappings().first()
+    if row is None:
+        return None
+    results = [_drill_fault(entry) for entry in row["faults"]]
+    faults = [result for result in results if result.fault != DRILL_CONTROL]
+    control = next((result for result in results if result.fault == DRILL_CONTROL), None)
+    start, end = _day(row["window_start"]), _day(row["window_end"])
+    return ChaosDrill(
+        id=row["id"], model_name=model_name, run_id=row["run_id"], window_start=start, window_end=end, last_day=end - timedelta(days=1),
+        days=(end - start).days, status=row["status"], faults=faults, control=control, unseen=[fault.fault for fault in faults if not fault.caught],
+        inconclusive=control is not None and control.caught, started_at=_utc(row["started_at"]), finished_at=_utc(row["finished_at"]),
+    )

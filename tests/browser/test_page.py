@@ -3,7 +3,9 @@
 The API server runs as `airflow api-server` on a free port, over a warehouse with a drifted day
 scored and checked through Airflow (dag.test), so the page shows what a user would find after a
 drift incident; three weeks of the daily performance and volume check's rows (tests/web/outcomes.py)
-ending that day fill the outcome panels. Screenshots land in tests/browser/screenshots/ (kept by CI, ignored by git).
+ending that day fill the outcome panels. Then a canary of a second version ramps by the core's daily
+looks to await approval, and a chaos drill that missed a fault is stored (tests/web/releases.py).
+Screenshots land in tests/browser/screenshots/ (kept by CI, ignored by git).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -23,14 +24,16 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from batchwatch import registry
 from batchwatch.demo.seed import simulate_into
 from batchwatch.demo.simulate import Scenario
 from batchwatch.modeling.training import bootstrap_champion
+from batchwatch.promotion import canary
 from batchwatch.spec import get_spec
-from batchwatch.warehouse import make_engine, migrate
-from tests.web import outcomes
+from batchwatch.warehouse import make_engine, migrate, schema
+from tests.web import outcomes, releases
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -85,7 +88,24 @@ def drifted_warehouse(tmp_path_factory, airflow_db) -> str:
             end = day + timedelta(days=1)
             start = end - timedelta(hours=1) if dag_id.endswith("drift") else day
             assert run_interval(dag, start, end)[0] == "success", (dag_id, day)
+    release_and_drill(url)
     return url
+
+
+def release_and_drill(url: str) -> None:
+    """v2, a copy of the champion's registry row, in a canary ramped to 50% that awaits approval; a drill that missed a fault."""
+    engine = make_engine(url)
+    champion = registry.get_version(engine, "fraud", 1)
+    with engine.begin() as connection:
+        connection.execute(sa.insert(schema.model_versions).values(
+            {**champion, "version": 2, "parent_version": 1, "created_at": datetime.now(timezone.utc)}
+        ))
+    ramp = releases.run_canary(engine, releases.release_spec("fraud"), 2, starts_on=DRIFT_DAY.date() - timedelta(days=16),
+                               reason="retrained on the latest labels")
+    assert ramp.looks[-1].verdict == "promote"
+    releases.insert_drill(engine, "fraud", DRIFT_DAY.date() + timedelta(days=1), days=7, finished_at=datetime.now(timezone.utc),
+                          flipped_labels_caught=False)
+    engine.dispose()
 
 
 @contextmanager
@@ -132,8 +152,7 @@ def test_the_page_shows_a_drift_incident_inside_airflow(airflow_server):
 
     ensure_chromium()
     base, password = airflow_server
-    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
-    SCREENSHOTS.mkdir(parents=True)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1500, "height": 1000})
@@ -155,11 +174,12 @@ def test_the_page_shows_a_drift_incident_inside_airflow(airflow_server):
         frame.get_by_role("link", name="fraud").click()
         champion = frame.locator("[data-testid=champion]")
         expect(champion).to_contain_text("v1")
-        expect(frame.locator("tr.version")).to_have_count(1)
-        expect(frame.locator("tr.version").first).to_contain_text("champion")
+        expect(frame.locator("tr.version")).to_have_count(2)
+        expect(frame.locator("tr.version").last).to_contain_text("champion")
+        expect(frame.locator("tr.version").first).to_contain_text("challenger")
         expect(frame.locator("tr.incident-open")).to_have_count(1)
         expect(frame.locator("tr.incident-open")).to_contain_text("country")
-        expect(frame.locator("#aliases tr.alias-event").first).to_contain_text("set_champion")
+        expect(frame.locator("#aliases tr.event-set_champion")).to_have_count(1)
         drifted = frame.locator('a[data-verdict=drifted][data-check="country:null_rate"]')
         expect(drifted).to_have_count(1)
         expect(frame.locator("#overview")).to_contain_text("fraud_nightly_predict")
@@ -237,4 +257,46 @@ def test_the_page_shows_a_drift_incident_inside_airflow(airflow_server):
         performance.screenshot(path=SCREENSHOTS / "09-performance.png")
         volume.screenshot(path=SCREENSHOTS / "10-volume.png")
         page.screenshot(path=SCREENSHOTS / "11-model-outcomes.png", full_page=True)
+
+        # Releases: the canary's arms and ramp awaiting approval, each look's tests against the margin, the drill that missed a fault.
+        release = page.locator("#release")
+        expect(release.get_by_test_id("release-status")).to_contain_text("v2 passed its last step and awaits approval")
+        expect(release.locator("li.ramp-step")).to_have_count(4)
+        expect(release.locator("li.ramp-step.done")).to_have_count(2)
+        expect(release.locator("li.ramp-step.current")).to_contain_text("50%")
+        expect(release.locator("li.ramp-step.promote")).to_contain_text("awaiting approval")
+        expect(release.locator("tr.arm-treatment")).to_contain_text("v2")
+        release.screenshot(path=SCREENSHOTS / "12-release.png")
+        decisions = page.locator("#release_decisions")
+        expect(decisions.locator("details.look").first).to_contain_text("promote")
+        expect(decisions.locator("details.look[open] svg.chart.margin")).to_have_count(4)
+        expect(decisions.locator("details.look[open] tr.release-test.primary")).to_contain_text("delong_unpaired")
+        decisions.locator("details.look[open]").screenshot(path=SCREENSHOTS / "13-release-decision.png")
+        drill = page.locator("#chaos_drill")
+        expect(drill.get_by_test_id("drill-status")).to_contain_text("flipped_labels went unseen")
+        expect(drill.locator("tr.drill-fault.unseen")).to_have_count(1)
+        expect(drill.locator('tr[data-fault="shifted_feature"]')).to_contain_text("drift:distribution:amount after 1.08 h")
+        drill.screenshot(path=SCREENSHOTS / "14-chaos-drill.png")
+        # The approval is Airflow's: the link opens the release DAG's Required Actions in the whole window.
+        approve = release.get_by_test_id("required-actions")
+        expect(approve).to_have_attribute("target", "_top")
+        approve.click()
+        expect(page).to_have_url(re.compile(r"/dags/fraud_release/required_actions$"))
+        expect(page.get_by_text("Required Actions").first).to_be_visible(timeout=30_000)
+        page.screenshot(path=SCREENSHOTS / "15-required-actions.png")
+
+        # Once a person approves (as the release DAG's record_approval does), v2 is champion under a week's guard.
+        approved_on = datetime.now(timezone.utc).date()
+        engine = make_engine(os.environ["AIRFLOW_CONN_WAREHOUSE"])
+        spec = releases.release_spec("fraud")
+        canary.resolve_approval(engine, spec, approved=True, reason="the ramp held at every step", actor="admin", today=approved_on)
+        releases.guard_look(engine, spec, approved_on + timedelta(days=2))
+        engine.dispose()
+        page.goto(f"{base}/batchwatch/models/fraud")
+        release = page.locator("#release")
+        expect(release.get_by_test_id("release-status")).to_contain_text(f"Guard period of v2 until {approved_on + timedelta(days=6)}")
+        expect(release.get_by_test_id("release-days")).to_contain_text("2 of 7")
+        expect(release.locator("tr.release-test.primary svg.chart.margin")).to_have_count(1)
+        expect(release.locator("tr.earlier-release")).to_contain_text("promoted")
+        release.screenshot(path=SCREENSHOTS / "16-guard.png")
         browser.close()

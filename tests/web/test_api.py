@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 
 import pytest
@@ -10,7 +11,8 @@ import pytest
 from batchwatch import queries
 
 PASSWORDS = {"admin": "admin-secret", "outsider": "outsider-secret"}
-MODEL_ROUTES = ("overview", "drift", "volume", "versions", "alias-history", "promotions", "incidents", "performance", "volume/checks")
+MODEL_ROUTES = ("overview", "drift", "volume", "versions", "alias-history", "promotions", "incidents", "performance", "volume/checks",
+                "releases", "drills/latest")
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +123,17 @@ def test_a_user_without_the_models_dags_neither_sees_nor_reads_it(client):
         response = _get(client, f"/models/fraud/{route}", "outsider")
         assert response.status_code == 403 and "fraud_nightly_predict" in response.json()["detail"]
     assert _get(client, "/models/churn/versions", "outsider").status_code == 200
+
+
+def test_a_model_with_no_release_and_no_drill_says_how_to_start_them(client):
+    assert _get(client, "/models/fraud/releases", "admin").json() == {"model_name": "fraud", "current": None, "earlier": [], "looks": []}
+    assert _get(client, "/models/fraud/drills/latest", "admin").json() is None
+    page = _page(client, "/models/fraud", "admin").text
+    assert re.search(r'No release yet\. A canary lets a registered version serve a growing share of entities\s+\(5% → 25% → 50% → promote\)', page)
+    assert '<code>bin/batchwatch canary start fraud --version N --reason "..."</code>' in page
+    assert "or set\n  <code>release.canary.enabled: true</code>" in page
+    assert "No release decision yet" in page and '<a href="/dags/fraud_release" target="_top">fraud_release</a>' in page
+    assert re.search(r'No chaos drill yet\. Trigger\s+<a href="/dags/fraud_chaos_drill" target="_top">fraud_chaos_drill</a> in Airflow', page)
 
 
 def _page(client, path: str, user: str | None = None):

@@ -253,6 +253,55 @@ def category_shares(
     rows.sort(key=lambda row: (-abs((row[2] or 0.0) - (row[1] or 0.0)) if row[2] is not None else -(row[1] or 0.0), row[0]))
     return rows[:limit]
 
+def margin_interval(
+    difference: float,
+    lower: float,
+    upper: float,
+    *,
+    tolerated: tuple[float | None, float | None],
+    title: str,
+    css: str = "",
+    fmt: str = "{:+.4f}",
+    width: int = 300,
+) -> str:
+    """A difference and its interval on one axis with zero and the margin: the side beyond the margin, where the challenger
+    is worse than allowed, is shaded, so whether the interval clears it reads at a glance. `tolerated` is (low, high) of the
+    differences allowed, None for an open side. Each test gets its own axis: metrics differ in units."""
+    bounds = [bound for bound in tolerated if bound is not None]
+    # A little of the harm side is always in view, so where the margin lies reads even when the interval is far from it.
+    points = [difference, lower, upper, 0.0, *(bound * 1.3 for bound in bounds)]
+    low, high = min(points), max(points)
+    pad = (high - low) * 0.08 or 0.01
+    low, high = low - pad, high + pad
+    left, right, top, height, axis = 6, 6, 11, 40, 23
+
+    def x(value: float) -> float:
+        return left + (width - left - right) * (value - low) / (high - low)
+
+    parts = []
+    band = f'y="{top}" height="{axis + 5 - top}"'
+    if tolerated[0] is not None:
+        parts.append(f'<rect class="harm" x="{left}" {band} width="{x(tolerated[0]) - left:.1f}"/>')
+    if tolerated[1] is not None:
+        parts.append(f'<rect class="harm" x="{x(tolerated[1]):.1f}" {band} width="{width - right - x(tolerated[1]):.1f}"/>')
+    parts.append(f'<line class="axis" x1="{left}" y1="{axis}" x2="{width - right}" y2="{axis}"/>')
+    parts.append(f'<line class="zero" x1="{x(0.0):.1f}" y1="{top}" x2="{x(0.0):.1f}" y2="{axis + 5}"/>'
+                 f'<text class="zero" x="{x(0.0):.1f}" y="{height - 2}" text-anchor="middle">0</text>')
+    for bound in bounds:
+        # Labelled on the tolerated side of its line, inside the chart.
+        anchor, shift = ("start", 3) if bound < 0 else ("end", -3)
+        parts.append(f'<line class="margin" x1="{x(bound):.1f}" y1="{top}" x2="{x(bound):.1f}" y2="{axis + 5}"/>'
+                     f'<text class="margin" x="{x(bound) + shift:.1f}" y="9" text-anchor="{anchor}">margin {bound:+g}</text>')
+    interval = f"{fmt.format(difference)} [{fmt.format(lower)}, {fmt.format(upper)}]"
+    parts.append(f'<line class="interval {escape(css)}" x1="{x(lower):.1f}" y1="{axis}" x2="{max(x(upper), x(lower) + 1):.1f}" y2="{axis}">'
+                 f"<title>{escape(title)}: {escape(interval)}</title></line>"
+                 f'<circle class="estimate {escape(css)}" cx="{x(difference):.1f}" cy="{axis}" r="3"/>')
+    return (
+        f'<svg class="chart margin" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+        f'aria-label="{escape(title)}: {escape(interval)}"><title>{escape(title)}: {escape(interval)}</title>{"".join(parts)}</svg>'
+    )
+
+
 def _runs(values: Sequence[str | None]) -> list[tuple[int, int, str | None]]:
     """Maximal runs of equal values as (first index, length, value)."""
     runs: list[tuple[int, int, str | None]] = []

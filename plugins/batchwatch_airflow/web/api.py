@@ -87,3 +87,15 @@ def promotion_decisions(spec: ReadableModel, engine: WarehouseDep) -> list[queri
 @router.get("/models/{model_name}/incidents")
 def incidents(spec: ReadableModel, engine: WarehouseDep) -> list[queries.Incident]:
     return queries.incidents(engine, spec.name)
+
+
+@router.get("/models/{model_name}/releases")
+def releases(spec: ReadableModel, engine: WarehouseDep) -> queries.ReleaseHistory:
+    """The release under way or the latest (a canary's arms and ramp, or a guard), the ones before it, and the latest looks."""
+    return queries.release_history(engine, spec.name)
+
+
+@router.get("/models/{model_name}/drills/latest")
+def latest_drill(spec: ReadableModel, engine: WarehouseDep) -> queries.ChaosDrill | None:
+    """The last chaos drill of the model's monitors; null before the first one (trigger <model>_chaos_drill)."""
+    return queries.latest_drill(engine, spec.name)

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 from markupsafe import Markup
 
-from batchwatch.queries import DriftCheckDetail, DriftHeatmap, PerformanceHistory, VolumeDay
+from batchwatch.queries import DriftCheckDetail, DriftHeatmap, PerformanceHistory, ReleaseTest, VolumeDay
 from batchwatch.reporting import svg
 from batchwatch.spec.model import Volume
 
@@ -25,7 +25,6 @@ def line_chart(labels: Sequence[str], values: Sequence[float | None], *, title: 
 def density_chart(edges: Sequence[float], counts: Sequence[float], *, title: str, markers: Sequence[tuple[str, float]] = ()) -> Markup:
     """The reference histogram on its stored (decile) edges, with markers for the means."""
     return Markup(svg.density_chart(edges, counts, title=title, markers=markers))
-
 
 
 def drift_heatmap(heatmap: DriftHeatmap, drill_url: str) -> Markup:
@@ -104,3 +103,12 @@ def volume_chart(days: Sequence[VolumeDay], settings: Volume) -> Markup:
         bars_label=f"late share (limit {settings.max_late_share:.1%})",
         bars_top=max([settings.max_late_share * 2, *(share for share in late if share is not None)]),
     ))
+
+
+def release_interval(test: ReleaseTest) -> Markup:
+    """A release test's always-valid interval of challenger - champion against its margin; nothing when the look had too little
+    data to draw one."""
+    if test.difference is None or test.cs_lower is None or test.cs_upper is None:
+        return Markup("")
+    return Markup(svg.margin_interval(test.difference, test.cs_lower, test.cs_upper, tolerated=test.tolerated, css=f"outcome-{test.outcome}",
+                                      title=f"{test.metric}: challenger - champion, always-valid interval"))

@@ -1,7 +1,7 @@
 """The Batchwatch page: HTML over the typed read models (`batchwatch.queries`), shown in Airflow's nav.
 
 A model's page is a list of panels. A panel is a template under `templates/panels/` and a loader
-that calls one query; adding one (realized performance, canary state) is a template and a line in
+that calls one query; adding one is a template and a line in
 `PANELS`. Every route depends on `ReadableModels` or `ReadableModel`, so Airflow's login and the
 user's DAG permissions apply to the page as they do to the JSON API.
 """
@@ -31,7 +31,8 @@ STATIC = HERE / "static"
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.globals.update(line_chart=charts.line_chart, density_chart=charts.density_chart, drift_heatmap=charts.drift_heatmap,
                              current_against_reference=charts.current_against_reference, category_shares=charts.category_shares,
-                             performance_chart=charts.performance_chart, volume_chart=charts.volume_chart)
+                             performance_chart=charts.performance_chart, volume_chart=charts.volume_chart,
+                             release_interval=charts.release_interval)
 router = APIRouter(tags=["Batchwatch pages"], include_in_schema=False)
 
 
@@ -65,6 +66,8 @@ class Panel:
 PANELS: list[Panel] = [
     Panel("overview", "Overview", lambda c: queries.model_overview(c.engine, c.model.name)),
     Panel("incidents", "Alerts", lambda c: queries.incidents(c.engine, c.model.name)),
+    Panel("release", "Release", lambda c: queries.release_history(c.engine, c.model.name)),
+    Panel("release_decisions", "Release decisions", lambda c: queries.release_decisions(c.engine, c.model.name)),
     Panel("performance", "Performance, realized and estimated (60 days)", lambda c: queries.performance(c.engine, c.model.name, days=60)),
     Panel("drift", "Drift, check × window (30 days)", lambda c: queries.drift_heatmap(c.engine, c.model.name, days=30)),
     Panel("volume", "Predictions over time", lambda c: queries.prediction_volume(c.engine, c.model.name, days=30)),
@@ -72,6 +75,7 @@ PANELS: list[Panel] = [
     Panel("versions", "Versions and lineage", lambda c: queries.versions(c.engine, c.model.name)),
     Panel("aliases", "Alias history", lambda c: queries.alias_history(c.engine, c.model.name)),
     Panel("promotions", "Promotion decisions", lambda c: queries.promotion_decisions(c.engine, c.model.name)),
+    Panel("chaos_drill", "Chaos drill of the monitors", lambda c: queries.latest_drill(c.engine, c.model.name)),
 ]
 
 
