@@ -8,7 +8,6 @@ sample's, and a shard is not an arm. A key's bucket never changes, so a split is
 from __future__ import annotations
 
 import hashlib
-import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,8 +21,13 @@ CHAOS_DRILL = "chaos-drill"
 
 
 def bucket(key: str | None, salt: str) -> int:
-    """The key's bucket in [0, BUCKETS) under `salt`, computed in Python (SQLite calls it as a function)."""
-    return zlib.crc32(f"{salt}\x00{key or ''}".encode()) & (BUCKETS - 1)
+    """The key's bucket in [0, BUCKETS) under `salt`, computed in Python (SQLite calls it as a function).
+
+    A keyed BLAKE2b, not a CRC: a CRC is affine in its input, so the buckets of one key under two salts
+    differ by a constant XOR and every half split would be the same split (or its complement) whatever the salt.
+    """
+    digest = hashlib.blake2b((key or "").encode(), digest_size=8, key=salt.encode()[:64]).digest()
+    return int.from_bytes(digest, "big") & (BUCKETS - 1)
 
 
 def salt_seed(salt: str) -> int:

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from airflow.providers.standard.operators.branch import BaseBranchOperator
 from airflow.sdk import BaseOperator
@@ -172,7 +173,9 @@ def spec_notifiers(spec: Any, context: Context) -> dict[str, Callable[[dict[str,
                 raise SpecError(
                     f"model spec {spec.name}: drift.notifiers.{index}.params do not fit {class_}: {error}; fix the params in the spec"
                 ) from error
-            notifier({**context, "batchwatch_alert": {**alert, **render_alert(alert, base_url=base_url)}})
+            # An incident change is rendered here; a message already rendered (an approval request) goes as it is.
+            rendered = alert if "subject" in alert else {**alert, **render_alert(alert, base_url=base_url)}
+            notifier({**context, "batchwatch_alert": rendered})
 
         return send
 
@@ -521,8 +524,22 @@ class ReleaseDecisionOperator(BaseBranchOperator):
         context["ti"].xcom_push(key="decision", value=summary)
         if self.approval_task_id and body is not None:
             context["ti"].xcom_push(key="approval_body", value=body)
+            if summary.get("verdict") == "promote" and not summary.get("rerun"):  # asked once, when the canary earns it
+                self._ask(spec, context, summary)
             return [self.approval_task_id]
         return []
+
+    def _ask(self, spec: Any, context: Context, look: dict[str, Any]) -> None:
+        """Tell the spec's notifiers that a person is needed, with the tests and the link to Airflow's Required Actions."""
+        from batchwatch.monitoring.messages import render_approval_request
+
+        base_url = _page_base_url(spec).rstrip("/")
+        run_id = quote(context["run_id"], safe="")
+        required_actions = f"{base_url}/dags/{context['dag'].dag_id}/runs/{run_id}/tasks/{self.approval_task_id}/required_actions"
+        message = render_approval_request(look, model_name=spec.name, required_actions=required_actions, base_url=base_url)
+        for name, send in spec_notifiers(spec, context).items():
+            self.log.info("Asking for approval through %s", name)
+            send(message)
 
 
 class RecordApprovalOperator(BaseOperator):

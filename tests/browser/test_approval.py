@@ -1,60 +1,95 @@
-"""A person approves a canary's promotion in Airflow's own UI, in a real browser, and the warehouse records who and why.
+"""A canary earns its promotion, a person is asked through a webhook, and approves in Airflow's own UI, in a real browser.
 
-The fraud spec asks for approval. Its canary has passed its last step (the look that says so is made by
-the real judge, on simulated arms); `airflow dags test fraud_release` runs the day's decision, whose
-approval task waits (Airflow's human-in-the-loop, no worker slot held) while the test opens the task's
-Required Actions page in chromium, reads the gate table there, gives a reason and clicks Approve.
+The fraud spec asks for approval; here its canary has one step a small world can decide. Ten days are
+scored with the arms; then `airflow dags test fraud_release` runs the morning's decision, which finds the
+challenger non-inferior, asks for a person through the spec's HTTP notifier (a local receiver) and waits
+in its approval task (Airflow's human-in-the-loop: no worker slot held) while the test opens the task's
+Required Actions page in chromium, reads the gate table there, gives a reason and clicks Approve. The
+warehouse then records who and why, and the guard starts.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
-from datetime import date, datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 import sqlalchemy as sa
+import yaml
 
 from batchwatch import registry
 from batchwatch.demo.seed import simulate_into
 from batchwatch.modeling.training import bootstrap_champion, read_labelled, train
-from batchwatch.promotion import canary, releases
+from batchwatch.promotion import releases
+from batchwatch.scoring import predict_interval
 from batchwatch.spec import get_spec
 from batchwatch.warehouse import make_engine, migrate
 from tests.browser.test_page import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, ensure_chromium, serve_airflow
 
 HISTORY_START = datetime(2026, 10, 1, tzinfo=timezone.utc)
 TRAINED_UNTIL = datetime(2026, 10, 11, tzinfo=timezone.utc)
-TODAY = date(2026, 10, 30)
-
-
-def arms_frame(rows: int = 40_000, seed: int = 5) -> pd.DataFrame:
-    """A month of served rows in two arms whose models rank equally well, every label matured."""
-    rng = np.random.default_rng(seed)
-    labels = rng.random(rows) < 0.03
-    scores = np.clip(rng.normal(0.1 + 0.5 * labels, 0.15), 0, 1)
-    arm = np.where(rng.random(rows) < 0.5, "treatment", "control")
-    return pd.DataFrame({
-        "ds": TODAY - timedelta(days=10), "entity_id": np.arange(rows).astype(str), "role": np.where(arm == "treatment", "shadow", "champion"),
-        "arm": arm, "score": scores, "predicted_label": (scores >= 0.4).astype(int), "label": labels.astype(float), "matured": True,
-    })
+CANARY_DAYS = 10
+TODAY = (TRAINED_UNTIL + timedelta(days=CANARY_DAYS)).date()  # the morning after the canary's last scored day
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def awaiting_approval(tmp_path_factory, airflow_db):
-    """A fraud warehouse whose canary of v2 passed its last step and waits for a person."""
+def webhook() -> Iterator[list[dict]]:
+    """A local HTTP receiver standing in for the team's webhook: every JSON document posted to it."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's hook name
+            received.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0)))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AIRFLOW_CONN_RELEASE_HOOK", json.dumps({"conn_type": "http", "host": "127.0.0.1", "port": server.server_address[1]}))
+        try:
+            yield received
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.fixture(scope="module")
+def canary_earned(tmp_path_factory, airflow_db, webhook):
+    """The fraud spec, with a one-step canary a small world can decide and an HTTP notifier; ten days scored with the arms."""
+    specs = tmp_path_factory.mktemp("specs")
+    data = yaml.safe_load((ROOT / "include" / "models" / "fraud.yaml").read_text())
+    data["release"]["canary"] = {"steps": [0.5], "margin": 0.08, "power": 0.6, "min_positives": 10,
+                                 "guardrails": {"positive_rate": 0.05, "brier": 0.03, "reject_rate": 0.05}}
+    data["drift"]["notifiers"] = [{"class": "airflow.providers.http.notifications.http.HttpNotifier",
+                                   "params": {"http_conn_id": "release_hook", "endpoint": "/releases"}}]
+    (specs / "fraud.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     url = f"sqlite:///{tmp_path_factory.mktemp('approval') / 'warehouse.db'}"
-    os.environ["AIRFLOW_CONN_WAREHOUSE"] = url
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BATCHWATCH_SPEC_DIRS", str(specs))
+        patch.setenv("AIRFLOW_CONN_WAREHOUSE", url)
+        yield build_canary(url)
+
+
+def build_canary(url: str) -> dict:
+    """History, a champion, a challenger trained on part of it, and the canary's ten days scored night by night."""
     engine = make_engine(url)
     migrate(engine)
     spec = get_spec("fraud")
     assert spec.release.approval
-    simulate_into(engine, start=HISTORY_START, end=TRAINED_UNTIL, rows_per_day=2_000, labels_as_of=TRAINED_UNTIL)
+    simulate_into(engine, start=HISTORY_START, end=TRAINED_UNTIL + timedelta(days=CANARY_DAYS), rows_per_day=3_000)
     champion = bootstrap_champion(engine, spec, start=HISTORY_START, end=TRAINED_UNTIL)
     start = HISTORY_START + timedelta(days=2)
     trained = train(spec, read_labelled(engine, spec, start, TRAINED_UNTIL, TRAINED_UNTIL))
@@ -63,16 +98,10 @@ def awaiting_approval(tmp_path_factory, airflow_db):
         trained_on={"start": start.isoformat(), "end": TRAINED_UNTIL.isoformat(), "labels_as_of": TRAINED_UNTIL.isoformat()},
         threshold_policy=trained.threshold_policy, calibration=trained.calibration.to_json(),
     )
-    release = releases.start_canary(engine, spec, challenger, starts_on=TODAY - timedelta(days=20), actor="test", reason="approval test")
-    with engine.begin() as connection:
-        for _ in release.steps[1:]:
-            releases.advance(connection, releases.get_release(connection, release.id), effective_from=TODAY - timedelta(days=10))
-        last = releases.get_release(connection, release.id)
-        look = canary.judge_step(spec, last, arms_frame(), {"control": 0, "treatment": 0}, days_in_step=10, decided_on=TODAY)
-        assert look.verdict == "promote", look.reason
-        releases.set_status(connection, last, "awaiting_approval")
-        registry.record_event(connection, spec.name, "release_decision", version=challenger, previous_version=champion,
-                              reason=look.reason, actor="test", details=look.to_dict())
+    release = releases.start_canary(engine, spec, challenger, starts_on=TRAINED_UNTIL.date(), actor="test", reason="approval test")
+    for offset in range(CANARY_DAYS):
+        day = TRAINED_UNTIL + timedelta(days=offset)
+        predict_interval(engine, spec, start=day, end=day + timedelta(days=1), run_id=f"nightly-{offset}")
     return {"engine": engine, "champion": champion, "challenger": challenger, "release_id": release.id}
 
 
@@ -93,11 +122,11 @@ def wait_for_approval_task(run: subprocess.Popen, timeout: float = 180) -> None:
     raise AssertionError("the approval task never waited for input")
 
 
-def test_a_person_approves_the_promotion_in_the_airflow_ui(awaiting_approval):
+def test_a_person_approves_the_promotion_in_the_airflow_ui(canary_earned, webhook):
     from playwright.sync_api import expect, sync_playwright
 
     ensure_chromium()
-    engine = awaiting_approval["engine"]
+    engine = canary_earned["engine"]
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     airflow = str(Path(sys.executable).parent / "airflow")
     with serve_airflow() as (base, password):
@@ -132,9 +161,9 @@ def test_a_person_approves_the_promotion_in_the_airflow_ui(awaiting_approval):
                 os.killpg(run.pid, 9)
     assert run.returncode == 0, output[-4000:]
 
-    assert registry.alias_version(engine, "fraud", "champion") == awaiting_approval["challenger"]
+    assert registry.alias_version(engine, "fraud", "champion") == canary_earned["challenger"]
     with engine.connect() as connection:
-        release = releases.get_release(connection, awaiting_approval["release_id"])
+        release = releases.get_release(connection, canary_earned["release_id"])
         approval = connection.execute(
             sa.text("SELECT actor, reason, details FROM model_events WHERE model_name = 'fraud' AND event = 'approval'").columns(details=sa.JSON)
         ).one()
@@ -142,4 +171,9 @@ def test_a_person_approves_the_promotion_in_the_airflow_ui(awaiting_approval):
     assert release.status == "promoted"
     assert approval.actor.startswith("admin in the Airflow UI") and approval.details["approved"] is True
     assert "on-call agrees" in approval.reason
-    assert guard.kind == "guard" and guard.baseline_version == awaiting_approval["champion"]
+    assert guard.kind == "guard" and guard.baseline_version == canary_earned["champion"]
+    # The morning's look earned the promotion and asked for a person through the spec's notifier, once, with the tests and the link.
+    (asked,) = [message for message in webhook if message["event"] == "batchwatch.release.awaiting_approval"]
+    assert asked["version"] == canary_earned["challenger"] and asked["decided_on"] == TODAY.isoformat()
+    assert {test["metric"] for test in asked["tests"]} == {"roc_auc", "positive_rate", "brier", "reject_rate"}
+    assert asked["required_actions"].endswith("/tasks/approve/required_actions") and "/dags/fraud_release/runs/" in asked["required_actions"]

@@ -208,3 +208,35 @@ def _render_daily_alert(alert: dict[str, Any], *, base_url: str) -> dict[str, st
 def utc_day(window_end: str) -> str:
     """The day a daily check's window ends after: `2026-11-04T00:00:00+00:00` -> `2026-11-03`."""
     return (datetime.fromisoformat(window_end) - timedelta(days=1)).date().isoformat()
+
+
+def render_approval_request(look: dict[str, Any], *, model_name: str, required_actions: str, base_url: str) -> dict[str, str]:
+    """The message that asks for a person: a canary passed its last step and its promotion waits in Airflow's Required Actions.
+
+    `look` is the release decision that earned it (promotion.canary.Look.to_dict()), with its tests and intervals.
+    """
+    release = look.get("release") or {}
+    version, baseline = release.get("version"), release.get("baseline_version")
+    link = page_link(base_url, model_name)
+    subject = f"[Batchwatch] {model_name}: approve the promotion of v{version}? Its canary passed every step"
+    headline = (f"The canary of {model_name} v{version} against the champion v{baseline} passed its last step on {look.get('decided_on')}; "
+                "its promotion waits for a person to approve or reject it, with a reason.")
+    lines = [
+        f"{test['metric']} ({test['test']}, {test['role']}): {_signed(test.get('difference'))} "
+        f"[{_signed(test.get('cs_lower'))}, {_signed(test.get('cs_upper'))}] against margin {test['margin']:g}: {test['outcome']}"
+        for test in look.get("tests") or []
+    ]
+    text = "\n".join([headline, "Tests (difference challenger - champion [always-valid interval]):", *(f"- {line}" for line in lines),
+                      f"Approve or reject: {required_actions}", f"Batchwatch page: {link}"])
+    html_body = (
+        f"<p>{html.escape(headline)}</p><p>Tests (difference challenger - champion [always-valid interval]):</p>{_html_list(lines)}"
+        f'<p><a href="{html.escape(required_actions, quote=True)}">Approve or reject in Airflow</a> · '
+        f'<a href="{html.escape(link, quote=True)}">Batchwatch page of {html.escape(model_name)}</a></p>'
+    )
+    document = {"event": "batchwatch.release.awaiting_approval", "model_name": model_name, "version": version, "baseline_version": baseline,
+                "decided_on": look.get("decided_on"), "tests": look.get("tests") or [], "required_actions": required_actions, "link": link}
+    return {"subject": subject, "text": text, "html": html_body, "json": to_json(document), "link": link}
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.4f}"
