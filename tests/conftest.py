@@ -80,6 +80,9 @@ def postgres_server_database():
 
 
 WAREHOUSE_TABLES = (
+    "release_steps",
+    "releases",
+    "drill_reports",
     "performance_daily",
     "volume_daily",
     "daily_scoring",
