@@ -201,7 +201,7 @@ def test_a_fault_whose_detector_is_disabled_fails_the_drill_and_is_named(world):
     report = run_drill(world["engine"], blind, window_end=WINDOW_END, days=DAYS, faults=["flipped_labels"], run_id="drill-blind")
     assert (report.status, report.unseen, report.inconclusive) == ("failed", ["flipped_labels"], False)
     assert report.failure() == f"chaos drill of fraud failed: flipped_labels went unseen: no monitor fired on it (drill_reports id {report.id})"
-    assert report.faults[0].missed_expected == ["performance:realized:"]
+    assert report.faults[0].missed_expected == ["performance:realized"]
     assert latest_drill(world["engine"], "fraud").status == "failed"
     assert sandboxes(world["engine"]) == []
 

@@ -218,7 +218,7 @@ def test_the_drill_panel_names_what_caught_each_fault_and_what_went_unseen(clien
     assert [fault.fault for fault in drill.faults] == ["shifted_feature", "null_burst", "corrupted_scores", "flipped_labels", "missing_day"]
     shifted = drill.faults[0]
     assert [(d.detector, d.delay_hours) for d in shifted.detections] == [("drift:distribution:amount", 1.08), ("prediction_drift:ks", 3.08)]
-    assert drill.faults[3].missed_expected == ["performance:realized:"] and drill.control.caught is False
+    assert drill.faults[3].missed_expected == ["performance:realized"] and drill.control.caught is False
     assert queries.latest_drill(world["engine"], "churn") is None
 
     section = _section(test_api._page(client, "/models/fraud", "admin").text, "chaos_drill")
@@ -231,7 +231,7 @@ def test_the_drill_panel_names_what_caught_each_fault_and_what_went_unseen(clien
     assert "<code>prediction_drift:ks</code> after <strong>3.08 h</strong>" in rows["shifted_feature"]
     assert "<code>amount</code> · 1,504 rows" in rows["shifted_feature"]
     assert "<code>volume:missing</code> after <strong>30 h</strong>" in rows["missing_day"]
-    assert '<strong class="passed-false">UNSEEN</strong>' in rows["flipped_labels"] and "performance:realized:" in rows["flipped_labels"]
+    assert '<strong class="passed-false">UNSEEN</strong>' in rows["flipped_labels"] and "performance:realized" in rows["flipped_labels"]
     assert '<span class="passed-true">quiet</span>' in rows["control"] and "6 daily, 24 drift, 3 nightly" in rows["control"]
     assert "No chaos drill yet" in _section(test_api._page(client, "/models/churn", "admin").text, "chaos_drill")
 

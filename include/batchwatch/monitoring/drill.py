@@ -121,7 +121,7 @@ def _null_burst(spec: ModelSpec, last_day: date) -> Fault:
 def _corrupted_scores(last_day: date) -> Fault:
     start, end = day_window(last_day)
     injected = {"what": FAULTS["corrupted_scores"], "day": last_day, "role": "champion", "noise": "uniform on [0, 1)"}
-    return Fault("corrupted_scores", start, end, ("performance:estimated:",), injected)
+    return Fault("corrupted_scores", start, end, ("performance:estimated",), injected)
 
 
 def _flipped_labels(spec: ModelSpec, days: list[date]) -> Fault:
@@ -135,7 +135,7 @@ def _flipped_labels(spec: ModelSpec, days: list[date]) -> Fault:
         )
     start, end = day_window(ripe[-1])
     injected = {"what": FAULTS["flipped_labels"], "day": ripe[-1], "share": FLIP_SHARE, "labels_matured_by": as_of}
-    return Fault("flipped_labels", start, end, ("performance:realized:",), injected)
+    return Fault("flipped_labels", start, end, ("performance:realized",), injected)
 
 
 def _missing_day(last_day: date) -> Fault:
