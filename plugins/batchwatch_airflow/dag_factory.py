@@ -17,6 +17,7 @@ from batchwatch_airflow.operators import (
     PromoteModelOperator,
     RecordApprovalOperator,
     ReleaseDecisionOperator,
+    RetentionOperator,
     RollbackOperator,
     TrainModelOperator,
     ValidateModelOperator,
@@ -85,7 +86,10 @@ def nightly_predict_dag(spec: ModelSpec) -> DAG:
             "Scores every row of `" + (spec.source.table or "the source query") + "` whose event time falls in the run's "
             "data interval (one UTC day) with the **champion**, and with the **challenger** as `role='shadow'` when one "
             "exists. Rows failing validation go to `rejected_rows` with a reason; the run fails and writes nothing when "
-            f"more than {spec.scoring.max_reject_rate:.0%} are rejected. Re-running a day replaces exactly that day's rows.\n\n"
+            f"more than {spec.scoring.max_reject_rate:.0%} are rejected. Re-running a day replaces exactly that day's rows."
+            + (f" **apply_retention** then drops the days older than the last {spec.retention.predictions_days} scored ones (a "
+               "PostgreSQL partition at a time, with their rejects), audited in `model_events`." if spec.retention.predictions_days else "")
+            + "\n\n"
             "```sql\nSELECT * FROM champion_latest_predictions WHERE model_name = '" + spec.name + "' LIMIT 20;\n```"
         ),
         max_active_runs=4,
@@ -93,12 +97,14 @@ def nightly_predict_dag(spec: ModelSpec) -> DAG:
             "chunk_size": Param(spec.scoring.chunk_size, type="integer", minimum=1, description="Rows per streamed chunk."),
         },
     ) as dag:
-        BatchPredictOperator(
+        predict = BatchPredictOperator(
             task_id="predict",
             model_name=spec.name,
             chunk_size="{{ params.chunk_size }}",
             outlets=[predictions_asset(spec)],
         )
+        if spec.retention.predictions_days is not None:
+            predict >> RetentionOperator(task_id="apply_retention", model_name=spec.name)
     return dag
 
 

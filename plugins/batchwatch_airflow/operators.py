@@ -571,3 +571,26 @@ class RecordApprovalOperator(BaseOperator):
                                               actor=f"{who} in the Airflow UI ({_actor(context)})", today=_moment(self.decided_until, context).date())
         self.log.info("%s", outcome["applied"])
         return outcome
+
+
+class RetentionOperator(BaseOperator):
+    """Drop the model's predictions (and rejects) older than the spec's retention, audited in model_events."""
+
+    operator_extra_links = (BatchwatchPageLink(),)
+    template_fields: Sequence[str] = ("model_name", "scored_day", "warehouse_conn_id")
+
+    def __init__(
+        self, *, model_name: str, warehouse_conn_id: str = "warehouse", scored_day: str = "{{ data_interval_start }}", **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model_name, self.warehouse_conn_id, self.scored_day = model_name, warehouse_conn_id, scored_day
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from batchwatch.scoring.retention import apply_retention
+        from batchwatch.spec import get_spec
+
+        with _warehouse(self.warehouse_conn_id) as engine:
+            outcome = apply_retention(engine, get_spec(self.model_name), scored_day=_moment(self.scored_day, context).date(),
+                                      actor=_actor(context))
+        self.log.info("%s", outcome)
+        return outcome

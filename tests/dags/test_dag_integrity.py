@@ -11,7 +11,7 @@ from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk import CronDataIntervalTimetable
 
 EXPECTED = {
-    "fraud_nightly_predict": {"tasks": {"predict"}, "cron": "0 0 * * *", "owner": "ml-platform", "max_active_runs": 4},
+    "fraud_nightly_predict": {"tasks": {"predict", "apply_retention"}, "cron": "0 0 * * *", "owner": "ml-platform", "max_active_runs": 4},
     "churn_nightly_predict": {"tasks": {"predict"}, "cron": "0 0 * * *", "owner": "growth-ds", "max_active_runs": 4},
     "fraud_hourly_drift": {"tasks": {"check_drift"}, "cron": "0 * * * *", "owner": "ml-platform", "max_active_runs": 1},
     "churn_hourly_drift": {"tasks": {"check_drift"}, "cron": "0 * * * *", "owner": "growth-ds", "max_active_runs": 1},

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import itertools
+import math
 import os
 import re
 from collections.abc import Callable
@@ -543,6 +544,18 @@ class Release(_Strict):
     guard_margin: float = Field(default=0.02, gt=0, le=1, description="How much worse than the previous champion a new one may be.")
 
 
+class Retention(_Strict):
+    """How long a model's predictions are kept in the warehouse."""
+
+    predictions_days: int | None = Field(
+        default=None, ge=1,
+        description=(
+            "Scored days of predictions (and their quarantined rows) kept; older days are dropped by the nightly run, a PostgreSQL "
+            "partition at a time, and audited in model_events. null: keep everything."
+        ),
+    )
+
+
 class ModelSpec(_Strict):
     # Short enough to name PostgreSQL objects after it (predictions_<name>_<yyyymmdd>_next <= 63).
     name: str = Field(max_length=32)
@@ -560,6 +573,7 @@ class ModelSpec(_Strict):
     performance: Performance = Performance()
     volume: Volume = Volume()
     release: Release = Release()
+    retention: Retention = Retention()
     tags: tuple[str, ...] = ()
 
     _check_name = field_validator("name")(_identifier)
@@ -575,6 +589,14 @@ class ModelSpec(_Strict):
         reserved = {self.source.entity_key, self.source.event_time} & set(names)
         if reserved:
             raise ValueError(f"entity key / event time cannot also be features: {sorted(reserved)}")
+        kept = self.retention.predictions_days
+        needed = self.performance.lookback_days + math.ceil(self.label.delay_days) + 1
+        if kept is not None and kept < needed:
+            raise ValueError(
+                f"retention.predictions_days ({kept}) is shorter than the performance check reads back: performance.lookback_days "
+                f"({self.performance.lookback_days}) plus label.delay_days ({self.label.delay_days:g}) plus the day being scored; keep at "
+                f"least {needed}"
+            )
         unknown = sorted(set(self.drift.exclude) - set(names))
         if unknown:
             raise ValueError(f"drift.exclude names columns that are not features: {unknown}")
