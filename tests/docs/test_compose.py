@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -109,6 +111,7 @@ def test_the_airflow_image_is_built_from_the_dockerfile_on_the_pinned_airflow() 
     base = re.search(r"^FROM\s+apache/airflow:(?P<version>\d+\.\d+\.\d+)-python(?P<python>3\.\d+)\s*$", DOCKERFILE.read_text(), re.MULTILINE)
     assert base, "the Dockerfile must start FROM a pinned apache/airflow:<version>-python<version> tag"
     assert base["version"] == airflow_pin()
+    assert base["python"] == f"{sys.version_info.major}.{sys.version_info.minor}", "the image runs the Python the tests run on"
     for name in AIRFLOW_SERVICES | ONE_OFF:
         build = SERVICES[name].get("build")
         context = build if isinstance(build, str) else (build or {}).get("context")
@@ -160,6 +163,17 @@ def test_the_init_job_migrates_both_databases_and_writes_every_login() -> None:
     passwords_file = Path(init["environment"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
     for name in AIRFLOW_SERVICES | ONE_OFF:
         assert any(mount.split(":")[1] == str(passwords_file.parent) for mount in SERVICES[name]["volumes"]), f"{name} cannot read the logins"
+
+
+@pytest.mark.parametrize(
+    "placeholder, exit_code",
+    [pytest.param("change-me", 1, id="a-placeholder-stops-it"), pytest.param("s3cr3t-from-env", 0, id="real-secrets-pass")],
+)
+def test_the_init_job_stops_on_a_placeholder_secret(placeholder: str, exit_code: int) -> None:
+    guard = SERVICES["airflow-init"]["command"][-1].splitlines()[0]
+    assert "change-me" in guard and "exit 1" in guard
+    result = subprocess.run(["bash", "-c", guard], env={"PATH": "/usr/bin:/bin", "WAREHOUSE_PASSWORD": placeholder}, capture_output=True, text=True)
+    assert result.returncode == exit_code, result.stderr
 
 
 @pytest.mark.parametrize("name", sorted(AIRFLOW_SERVICES | ONE_OFF))
