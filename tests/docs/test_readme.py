@@ -32,6 +32,7 @@ SHELL_LANGUAGES = {"sh", "bash", "shell", "console"}
 NOT_RUNNABLE = {
     "make demo": "creates .venv and runs the whole demo; the scratch copy below stands in for what it leaves",
     "make airflow": "serves the web UI until it is stopped",
+    "docker compose up -d --build": "needs a Docker engine; tests/docs/test_compose.py checks the compose file's structure",
 }
 
 
