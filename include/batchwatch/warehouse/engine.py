@@ -6,7 +6,7 @@ import hashlib
 import re
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,19 +17,35 @@ from sqlalchemy.engine import Connection, Engine
 
 from batchwatch.errors import PermanentError
 from batchwatch.hashing import bucket
+from batchwatch.warehouse.timeouts import named_timeouts, timeout_error, with_timeouts
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def make_engine(url: str) -> Engine:
     """An engine for a warehouse URL. PostgreSQL goes through psycopg 3 (binary COPY in);
-    `stream_frames` reads through psycopg2, whose COPY out loop runs in C."""
+    `stream_frames` reads through psycopg2, whose COPY out loop runs in C.
+
+    PostgreSQL connections get TCP keepalives and statement, lock and idle timeouts (see
+    `batchwatch.warehouse.timeouts`, set by environment variables), and a timeout that fires is
+    raised as a DatabaseTimeout naming it.
+    """
     if url.startswith(("postgres://", "postgresql://")):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    engine = sa.create_engine(url)
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        parsed = with_timeouts(parsed)
+    engine = sa.create_engine(parsed)
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        sa.event.listen(engine, "handle_error", _name_timeout)
     return engine
+
+
+def _name_timeout(context: Any) -> BaseException | None:
+    """SQLAlchemy raises what this returns in place of a driver error: a timeout, named."""
+    return timeout_error(context.original_exception)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -117,12 +133,15 @@ def refused_queries(origin: str) -> Iterator[None]:
 @contextmanager
 def driver_transaction(engine: Engine) -> Iterator[Any]:
     """The DB-API connection under one transaction: committed on success, rolled back on any error."""
-    raw = engine.raw_connection()
+    with named_timeouts():
+        raw = engine.raw_connection()
     try:
-        yield raw.driver_connection
-        raw.driver_connection.commit()
+        with named_timeouts():
+            yield raw.driver_connection
+            raw.driver_connection.commit()
     except BaseException:
-        raw.driver_connection.rollback()
+        with suppress(Exception):  # a connection the server closed cannot roll back: the error above is the one to report
+            raw.driver_connection.rollback()
         raise
     finally:
         raw.close()
