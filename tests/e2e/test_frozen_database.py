@@ -10,10 +10,12 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import threading
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
@@ -25,7 +27,8 @@ import sqlalchemy as sa
 from batchwatch.errors import PermanentError
 from batchwatch.warehouse import make_engine, stream_frames
 from batchwatch.warehouse.engine import driver_transaction
-from batchwatch.warehouse.timeouts import LockTimeout, StatementTimeout, timeout_error
+from batchwatch.warehouse.timeouts import ConnectTimeout, LockTimeout, StatementTimeout, timeout_error
+from tools.runs import load_dag
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 ROWS = 400_000
@@ -204,3 +207,51 @@ def test_a_statement_past_statement_timeout_is_a_permanent_error_naming_it(share
 def test_errors_that_are_no_timeout_are_left_alone():
     assert timeout_error(ValueError("timeout")) is None
     assert timeout_error(psycopg2.OperationalError("could not connect: Connection refused")) is None
+
+
+# --- a server that stops answering: every one of its processes stopped (SIGSTOP) --------------------
+
+
+def server_processes(server: PrivateServer) -> list[int]:
+    """The postmaster (from its pid file) and the processes it forked."""
+    postmaster = int((server.data / "postmaster.pid").read_text().split()[0])
+    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+    return [postmaster, *map(int, children)]
+
+
+@pytest.fixture
+def frozen_server(running_private_server):
+    """The private server with every process stopped: connections are accepted by the kernel and never answered."""
+    processes = server_processes(running_private_server)
+    for pid in processes:
+        os.kill(pid, signal.SIGSTOP)
+    yield running_private_server
+    for pid in processes:
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_a_frozen_server_fails_a_connection_within_connect_timeout_naming_it(frozen_server, monkeypatch):
+    monkeypatch.setenv("BATCHWATCH_PG_CONNECT_TIMEOUT", "2")
+    engine = make_engine(frozen_server.url)
+    with pytest.raises(ConnectTimeout, match=r"^connect_timeout \(2 s\) fired: .*raise BATCHWATCH_PG_CONNECT_TIMEOUT \(now 2\)") as raised:
+        with engine.connect():
+            pass
+    assert not isinstance(raised.value, PermanentError)
+    with pytest.raises(ConnectTimeout):  # the COPY reader's own connection (psycopg2)
+        next(numbers(engine))
+    assert open_copy_connections() == []
+    engine.dispose()
+
+
+def test_a_task_on_a_frozen_server_fails_at_its_execution_timeout_saying_why(frozen_server, airflow_db, monkeypatch, capfd):
+    """What no server-side timeout catches (the server itself is stopped): the task's execution_timeout, with our message."""
+    monkeypatch.setenv("BATCHWATCH_PG_CONNECT_TIMEOUT", "600")  # longer than the test may take: the execution_timeout must end it
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", frozen_server.url)
+    dag = load_dag("fraud_nightly_predict")
+    task = dag.get_task("predict")
+    task.retries, task.execution_timeout = 0, timedelta(seconds=3)
+    moment = datetime(2026, 10, 12, 0, 1, tzinfo=timezone.utc)
+    run = dag.test(logical_date=moment, run_after=moment)
+    assert str(run.state) == "failed"
+    logged = capfd.readouterr()
+    assert "predict ran past its execution_timeout (0:00:03) while using the warehouse" in logged.out + logged.err
