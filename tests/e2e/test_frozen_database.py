@@ -15,9 +15,10 @@ import socket
 import subprocess
 import tempfile
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import psycopg2
 import psycopg2.extensions
@@ -25,7 +26,7 @@ import pytest
 import sqlalchemy as sa
 
 from batchwatch.errors import PermanentError
-from batchwatch.warehouse import make_engine, stream_frames
+from batchwatch.warehouse import lock_unit, make_engine, migrate, replace_interval, stream_frames
 from batchwatch.warehouse.engine import driver_transaction
 from batchwatch.warehouse.timeouts import ConnectTimeout, LockTimeout, StatementTimeout, timeout_error
 from tools.runs import load_dag
@@ -192,6 +193,55 @@ def test_a_write_behind_a_held_lock_fails_within_lock_timeout_naming_it(shared_e
         with pytest.raises(LockTimeout):
             with driver_transaction(shared_engine) as connection:
                 connection.execute("ALTER TABLE held ADD COLUMN m integer")
+
+
+def test_a_second_run_of_a_unit_of_work_waits_past_lock_timeout_for_the_first(postgres_database, tiny_timeouts, monkeypatch):
+    """Two runs of one interval: one waits for the other to finish (the advisory lock), not just lock_timeout's 300 ms."""
+    monkeypatch.setenv("BATCHWATCH_PG_STATEMENT_TIMEOUT", "1min")
+    shared_engine = make_engine(postgres_database)
+    waited: list[str] = []
+
+    def second_run() -> None:
+        with shared_engine.begin() as connection:
+            lock_unit(connection, "predict", "fraud", "2026-10-11")
+            waited.append(connection.exec_driver_sql("SHOW lock_timeout").scalar())
+
+    with shared_engine.begin() as first:
+        lock_unit(first, "predict", "fraud", "2026-10-11")
+        second = threading.Thread(target=second_run)
+        second.start()
+        while not first.exec_driver_sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").scalar():
+            pass  # the second run is queued behind the first
+        second.join(timeout=1.5)  # five lock_timeouts: before, it failed after one
+        assert second.is_alive() and waited == []
+    second.join()
+    assert waited == ["300ms"], "the session's lock_timeout is back for the rest of the unit's work"
+    shared_engine.dispose()
+
+
+def write_day(engine, run_id: str) -> None:
+    with replace_interval(engine, "fraud", date(2026, 10, 11), run_id, datetime(2026, 10, 12, tzinfo=timezone.utc)) as writer:
+        writer.write_predictions(1, "champion", ["a", "b"], np.array([0.1, 0.9]), np.array([0, 1]))
+
+
+def test_the_partition_swap_behind_a_reader_fails_at_lock_timeout_and_leaves_the_day(postgres_database, tiny_timeouts):
+    """It waited for as long as the reader read (a 40 s reader, a 23 s stall); now a clear, transient error, the day as it was."""
+    engine = make_engine(postgres_database)
+    migrate(engine)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("TRUNCATE predictions, rejected_rows, daily_scoring")
+    write_day(engine, "first")
+    with engine.connect() as reader:
+        reader.exec_driver_sql("SELECT count(*) FROM predictions")  # its lock on `predictions` lasts until its transaction ends
+        with pytest.raises(LockTimeout, match=r"^lock_timeout \(300ms\) fired"):
+            write_day(engine, "second")
+        reader.rollback()
+    with engine.connect() as connection:
+        assert set(connection.exec_driver_sql("SELECT run_id FROM predictions").scalars()) == {"first"}
+    write_day(engine, "retried")  # the retry, once the reader is done
+    with engine.connect() as connection:
+        assert set(connection.exec_driver_sql("SELECT run_id FROM predictions").scalars()) == {"retried"}
+    engine.dispose()
 
 
 def test_a_statement_past_statement_timeout_is_a_permanent_error_naming_it(shared_engine):

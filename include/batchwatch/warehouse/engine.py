@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -79,15 +79,28 @@ def lock_key(*parts: object) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+def wait_for_unit(execute: Callable[[str, dict[str, int] | None], Any], key: int) -> None:
+    """Take the advisory lock `key` for the transaction through `execute` (a driver's or SQLAlchemy's), waiting as long as it takes.
+
+    A second run of a unit of work waits for the first to finish, however long that runs (statement
+    and execution timeouts bound it); lock_timeout is meant for a statement stuck behind a reader, so
+    it is lifted for this one wait and put back to the session's value after.
+    """
+    execute("SET LOCAL lock_timeout = 0", None)
+    execute("SELECT pg_advisory_xact_lock(%(key)s)", {"key": key})
+    execute("RESET lock_timeout", None)
+
+
 def lock_unit(connection: Connection, *parts: object) -> None:
     """Serialise the unit of work named by `parts` until the transaction ends.
 
-    PostgreSQL: a transaction-level advisory lock. SQLite has one lock for the whole database: a
-    write statement, even one matching no row, takes it now rather than at the first real write,
-    so the reads that follow are serialised too (alembic_version is in every migrated warehouse).
+    PostgreSQL: a transaction-level advisory lock, waited for without lock_timeout. SQLite has one
+    lock for the whole database: a write statement, even one matching no row, takes it now rather
+    than at the first real write, so the reads that follow are serialised too (alembic_version is in
+    every migrated warehouse).
     """
     if is_postgres(connection.engine):
-        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(*parts)})
+        wait_for_unit(connection.exec_driver_sql, lock_key(*parts))
     else:
         connection.execute(sa.text("DELETE FROM alembic_version WHERE 1 = 0"))
 
