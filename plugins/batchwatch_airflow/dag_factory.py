@@ -38,13 +38,29 @@ UNPAUSED_NOTE = "\n\n**Not paused**: it has no schedule, so it runs only when tr
 log = logging.getLogger(__name__)
 
 
-def default_args(spec: ModelSpec) -> dict:
+# The longest one try of a job's task may run; then Airflow fails the try and retries it. Each is
+# well above the work (20M rows score in under 15 minutes) and above the warehouse's statement_timeout
+# (BATCHWATCH_PG_STATEMENT_TIMEOUT, 1 h), whose message is clearer, so this one fires only where no
+# server-side timeout can: a server that stopped answering, a task stuck outside the database.
+EXECUTION_TIMEOUTS = {
+    "nightly_predict": timedelta(hours=3),  # the day's retries still end before the daily checks at 06:00
+    "hourly_drift": timedelta(minutes=50),  # under the hour: one run at a time, so an overrun holds back the next
+    "daily_performance": timedelta(hours=1),
+    "weekly_retrain": timedelta(hours=6),
+    "release": timedelta(hours=1),  # not the approval: a person has response_timeout to answer
+    "rollback": timedelta(minutes=30),
+    "chaos_drill": timedelta(hours=4),  # a sandboxed copy and every monitor per fault
+}
+
+
+def default_args(spec: ModelSpec, job: str) -> dict:
     return {
         "owner": spec.owner,
         "retries": 2,
         "retry_delay": timedelta(minutes=2),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=30),
+        "execution_timeout": EXECUTION_TIMEOUTS[job],
     }
 
 
@@ -60,7 +76,7 @@ def _model_dag(spec: ModelSpec, *, job: str, tag: str, schedule: str | None, doc
         schedule=CronDataIntervalTimetable(schedule, timezone="UTC") if schedule else None,
         start_date=START_DATE,
         catchup=False,
-        default_args=default_args(spec),
+        default_args=default_args(spec, job),
         tags=["batchwatch", tag, *spec.tags],
         is_paused_upon_creation=schedule is not None,
         auto_register=False,
@@ -290,6 +306,8 @@ def release_dag(spec: ModelSpec) -> DAG:
                 # Under a day: the run holds the next day's runs back while it waits. Unanswered, the task fails, its retries ask
                 # again, and the canary holds at its last share meanwhile.
                 response_timeout=timedelta(hours=20),
+                # Its wait is deferred and bounded by response_timeout; an execution_timeout would count the wait.
+                execution_timeout=None,
             )
             decide >> approve >> RecordApprovalOperator(
                 task_id="record_approval", model_name=spec.name, approval_task_id="approve", outlets=[champion_asset(spec)]

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from airflow.providers.standard.operators.branch import BaseBranchOperator
-from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk import BaseOperator, get_current_context
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, AirflowTaskTimeout
 
 from batchwatch.errors import PermanentError
 from batchwatch_airflow.connections import warehouse_engine
@@ -40,14 +40,30 @@ def _optional_int(value: Any) -> int | None:
 
 @contextmanager
 def _warehouse(conn_id: str) -> Iterator[Engine]:
-    """The task's warehouse engine. Errors a retry cannot fix fail the task at once; the pool closes after."""
+    """The task's warehouse engine. Errors a retry cannot fix fail the task at once; the pool closes after.
+
+    Airflow's own message for an execution_timeout is "Timeout, PID: n"; this one says what likely
+    happened and what to change.
+    """
     engine = warehouse_engine(conn_id)
     try:
         yield engine
     except PermanentError as error:
         raise AirflowFailException(str(error)) from error
+    except AirflowTaskTimeout as error:
+        raise _timed_out() from error
     finally:
         engine.dispose()
+
+
+def _timed_out() -> AirflowTaskTimeout:
+    task = get_current_context()["task"]
+    return AirflowTaskTimeout(
+        f"{task.task_id} ran past its execution_timeout ({task.execution_timeout}) while using the warehouse, and no warehouse "
+        "timeout fired first: the database may have stopped answering (a frozen server or network; look in pg_stat_activity). "
+        "The task's retry starts over; if the work has only grown, raise the job's entry in EXECUTION_TIMEOUTS "
+        "(plugins/batchwatch_airflow/dag_factory.py)"
+    )
 
 
 class BatchPredictOperator(BaseOperator):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, BaseOperator
@@ -48,7 +49,7 @@ def spec_error_dag(name: str, message: str) -> DAG:
             "the other models run as usual. Fix the field named below, and this DAG gives way to the model's DAGs at "
             f"the next parse.\n\n```\n{message}\n```"
         ),
-        default_args={"owner": "batchwatch", "retries": 0},
+        default_args={"owner": "batchwatch", "retries": 0, "execution_timeout": timedelta(minutes=5)},
     )
     SpecErrorOperator(task_id="report_spec_error", message=message, dag=dag)
     return dag

@@ -70,6 +70,12 @@ def test_dag_shape(dagbag, dag_id):
         assert task.owner == expected["owner"]
         assert task.retries >= 2
         assert task.retry_exponential_backoff
+        if task.task_id == "approve":  # HITL: a person's wait, bounded by response_timeout instead
+            assert task.execution_timeout is None and task.response_timeout == timedelta(hours=20)
+        else:
+            assert timedelta(0) < task.execution_timeout <= timedelta(hours=6), "no task may hang for ever on a frozen database"
+        if expected["cron"] == "0 * * * *":
+            assert task.execution_timeout < timedelta(hours=1), "an hourly run that overruns holds back the next"
     if "promote" in expected["tasks"]:
         assert [outlet.name for outlet in dag.get_task("promote").outlets] == [dag_id.replace("_weekly_retrain", "_champion")]
         assert set(dag.params) == {"dry_run", "force_promote", "force_reason", "training_window_days", "candidate_version"}

@@ -18,9 +18,19 @@ from batchwatch.warehouse.engine import (
     refused_queries,
 )
 from batchwatch.warehouse.read import read_frame, sample_predicate, stream_frames, utc_timestamp
+from batchwatch.warehouse.timeouts import (
+    ConnectTimeout,
+    DatabaseTimeout,
+    IdleInTransactionTimeout,
+    LockTimeout,
+    StatementTimeout,
+    server_timeouts,
+    timeout_error,
+)
 from batchwatch.warehouse.write import IntervalWriter, load_frame, partition_name, replace_interval
 
 __all__ = [
+    "ConnectTimeout", "DatabaseTimeout", "IdleInTransactionTimeout", "LockTimeout", "StatementTimeout", "server_timeouts", "timeout_error",
     "IntervalWriter", "QueryRefused", "is_postgres", "is_unique_violation", "load_frame", "lock_key", "lock_unit", "make_engine",
     "migrate", "partition_name", "read_frame", "refusal", "refused_queries", "replace_interval", "sample_predicate", "stream_frames",
     "utc_timestamp",

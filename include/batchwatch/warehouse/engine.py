@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,19 +17,35 @@ from sqlalchemy.engine import Connection, Engine
 
 from batchwatch.errors import PermanentError
 from batchwatch.hashing import bucket
+from batchwatch.warehouse.timeouts import named_timeouts, timeout_error, with_timeouts
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def make_engine(url: str) -> Engine:
     """An engine for a warehouse URL. PostgreSQL goes through psycopg 3 (binary COPY in);
-    `stream_frames` reads through psycopg2, whose COPY out loop runs in C."""
+    `stream_frames` reads through psycopg2, whose COPY out loop runs in C.
+
+    PostgreSQL connections get TCP keepalives and statement, lock and idle timeouts (see
+    `batchwatch.warehouse.timeouts`, set by environment variables), and a timeout that fires is
+    raised as a DatabaseTimeout naming it.
+    """
     if url.startswith(("postgres://", "postgresql://")):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    engine = sa.create_engine(url)
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        parsed = with_timeouts(parsed)
+    engine = sa.create_engine(parsed)
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        sa.event.listen(engine, "handle_error", _name_timeout)
     return engine
+
+
+def _name_timeout(context: Any) -> BaseException | None:
+    """SQLAlchemy raises what this returns in place of a driver error: a timeout, named."""
+    return timeout_error(context.original_exception)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -63,15 +79,28 @@ def lock_key(*parts: object) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+def wait_for_unit(execute: Callable[[str, dict[str, int] | None], Any], key: int) -> None:
+    """Take the advisory lock `key` for the transaction through `execute` (a driver's or SQLAlchemy's), waiting as long as it takes.
+
+    A second run of a unit of work waits for the first to finish, however long that runs (statement
+    and execution timeouts bound it); lock_timeout is meant for a statement stuck behind a reader, so
+    it is lifted for this one wait and put back to the session's value after.
+    """
+    execute("SET LOCAL lock_timeout = 0", None)
+    execute("SELECT pg_advisory_xact_lock(%(key)s)", {"key": key})
+    execute("RESET lock_timeout", None)
+
+
 def lock_unit(connection: Connection, *parts: object) -> None:
     """Serialise the unit of work named by `parts` until the transaction ends.
 
-    PostgreSQL: a transaction-level advisory lock. SQLite has one lock for the whole database: a
-    write statement, even one matching no row, takes it now rather than at the first real write,
-    so the reads that follow are serialised too (alembic_version is in every migrated warehouse).
+    PostgreSQL: a transaction-level advisory lock, waited for without lock_timeout. SQLite has one
+    lock for the whole database: a write statement, even one matching no row, takes it now rather
+    than at the first real write, so the reads that follow are serialised too (alembic_version is in
+    every migrated warehouse).
     """
     if is_postgres(connection.engine):
-        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(*parts)})
+        wait_for_unit(connection.exec_driver_sql, lock_key(*parts))
     else:
         connection.execute(sa.text("DELETE FROM alembic_version WHERE 1 = 0"))
 
@@ -117,12 +146,15 @@ def refused_queries(origin: str) -> Iterator[None]:
 @contextmanager
 def driver_transaction(engine: Engine) -> Iterator[Any]:
     """The DB-API connection under one transaction: committed on success, rolled back on any error."""
-    raw = engine.raw_connection()
+    with named_timeouts():
+        raw = engine.raw_connection()
     try:
-        yield raw.driver_connection
-        raw.driver_connection.commit()
+        with named_timeouts():
+            yield raw.driver_connection
+            raw.driver_connection.commit()
     except BaseException:
-        raw.driver_connection.rollback()
+        with suppress(Exception):  # a connection the server closed cannot roll back: the error above is the one to report
+            raw.driver_connection.rollback()
         raise
     finally:
         raw.close()

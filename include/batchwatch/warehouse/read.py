@@ -11,6 +11,7 @@ import os
 import re
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import suppress
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from sqlalchemy.engine import Engine
 
 from batchwatch.hashing import BUCKETS, salt_seed
 from batchwatch.warehouse.engine import NULL, copy_unescape, is_postgres, refused_queries, sqlite_value
+from batchwatch.warehouse.timeouts import named_timeouts
 
 
 def bucket_sql(engine: Engine, key_sql: str, salt: str) -> str:
@@ -62,7 +64,7 @@ def stream_frames(
     """
     dtypes = {name: "category" if name in categorical_columns else str for name in text_columns}
     stream = _stream_postgres if is_postgres(engine) else _stream_dbapi
-    with refused_queries(origin):
+    with refused_queries(origin), named_timeouts():
         yield from stream(engine, query, params, columns, dtypes, chunk_size)
 
 
@@ -97,11 +99,18 @@ def _stream_postgres(engine, query, params, columns, dtypes, chunk_size):
             with os.fdopen(write_end, "wb", buffering=1 << 20) as pipe:
                 cursor.copy_expert(statement, pipe)
         except BaseException as error:  # handed to the consumer below
-            failure.append(error)
+            failure.append(_lost(connection, error))
 
     def stop() -> None:
+        """End the COPY if it still runs, and close the connection whatever happened before.
+
+        The cancel is a new connection to the server: with the server down it fails too, and its
+        `PQcancel()` error would hide the real one (and skip the close). The producer ends anyway:
+        the read end of the pipe is closed, or the dead socket fails its read.
+        """
         if producer.is_alive():
-            connection.cancel()
+            with suppress(psycopg2.Error):
+                connection.cancel()
         producer.join()
         connection.close()
 
@@ -137,6 +146,18 @@ def _stream_postgres(engine, query, params, columns, dtypes, chunk_size):
         stop()
     if failure:
         raise failure[0]
+
+
+def _lost(connection: Any, error: BaseException) -> BaseException:
+    """The error naming the real cause: a connection lost mid-COPY gives psycopg2 only 'no message from the libpq'."""
+    import psycopg2
+
+    cause = connection.info.error_message.strip() if connection.closed else ""
+    if not cause or cause in str(error):
+        return error
+    lost = psycopg2.OperationalError(f"the warehouse connection was lost during a COPY out: {cause}")
+    lost.__cause__ = error
+    return lost
 
 
 class _EscapeWatch(io.BufferedReader):

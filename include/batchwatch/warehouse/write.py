@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from batchwatch.serialization import to_json
 from batchwatch.spec import quote
 from batchwatch.warehouse import schema
-from batchwatch.warehouse.engine import NULL, copy_unescape, driver_transaction, is_postgres, lock_key, sqlite_value
+from batchwatch.warehouse.engine import NULL, copy_unescape, driver_transaction, is_postgres, lock_key, sqlite_value, wait_for_unit
 
 PREDICTION_COLUMNS = tuple(column.name for column in schema.predictions.columns)
 
@@ -259,9 +259,9 @@ class IntervalWriter:
         )
         # Swaps of all models and days go one at a time, and each takes its locks on `predictions`
         # only now, so concurrent runs cannot deadlock. Detaching takes an exclusive lock on
-        # `predictions`: wait for running readers, not forever.
+        # `predictions`: wait for running readers up to the session's lock_timeout
+        # (BATCHWATCH_PG_LOCK_TIMEOUT), not forever.
         connection.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("swap predictions partition"),))
-        connection.execute("SET LOCAL lock_timeout = '5min'")
         if connection.execute("SELECT to_regclass(%s) IS NOT NULL", (partition,)).fetchone()[0]:
             connection.execute(f"ALTER TABLE predictions DETACH PARTITION {partition}")
             connection.execute(f"DROP TABLE {partition}")
@@ -310,7 +310,7 @@ def replace_interval(engine: Engine, model_name: str, ds: date, run_id: str, wri
     postgres = is_postgres(engine)
     with driver_transaction(engine) as connection:
         if postgres:
-            connection.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("predict", model_name, ds),))
+            wait_for_unit(connection.execute, lock_key("predict", model_name, ds))
             for table in ("rejected_rows", "daily_scoring"):
                 connection.execute(f"DELETE FROM {table} WHERE model_name = %s AND ds = %s", (model_name, ds))
         else:
