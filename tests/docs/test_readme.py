@@ -32,6 +32,7 @@ SHELL_LANGUAGES = {"sh", "bash", "shell", "console"}
 NOT_RUNNABLE = {
     "make demo": "creates .venv and runs the whole demo; the scratch copy below stands in for what it leaves",
     "make airflow": "serves the web UI until it is stopped",
+    "psql -h 127.0.0.1 -U postgres batchwatch <<'SQL'": "grants the roles to a deployment's login users; tests/e2e/test_roles.py does the same",
 }
 
 
