@@ -1,4 +1,5 @@
-"""Least-privilege group roles: batchwatch_pipeline writes what the jobs write, batchwatch_analyst reads the results.
+"""Least-privilege group roles (batchwatch_pipeline writes what the jobs write, batchwatch_analyst reads the results),
+and model_versions.signature: an HMAC of the artifact under a key the warehouse does not hold.
 
 Both are NOLOGIN groups with fixed names (roles are cluster-wide; one set serves every warehouse database on
 a server). A deployment grants them to its login users: `GRANT batchwatch_pipeline TO airflow_jobs;`.
@@ -14,6 +15,7 @@ Revision ID: 0010
 Revises: 0009
 """
 
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
@@ -96,6 +98,8 @@ def _schema() -> str:
 
 
 def upgrade() -> None:
+    # Nullable: versions registered before, or without a key, have none (registry.sign_versions signs them).
+    op.add_column("model_versions", sa.Column("signature", sa.String(64)))
     if op.get_bind().dialect.name != "postgresql":
         return
     schema = _schema()
@@ -126,6 +130,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Dropped in place (SQLite 3.35+ can): recreating a table that others reference would trip their foreign keys.
+    with op.batch_alter_table("model_versions", recreate="never") as batch:
+        batch.drop_column("signature")
     if op.get_bind().dialect.name != "postgresql":
         return
     schema = _schema()
