@@ -136,16 +136,14 @@ def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     schema = _schema()
-    op.execute(f"ALTER TABLE predictions OWNER TO {_owner_after_downgrade()}")
+    # Back to the user running the downgrade, the owner before 0010.
+    owner = op.get_bind().exec_driver_sql("SELECT quote_ident(current_user)").scalar_one()
+    op.execute(f"ALTER TABLE predictions OWNER TO {owner}")
     for (partition,) in op.get_bind().exec_driver_sql(PARTITIONS):
-        op.execute(f"ALTER TABLE {partition} OWNER TO {_owner_after_downgrade()}")
+        op.execute(f"ALTER TABLE {partition} OWNER TO {owner}")
     op.execute(f"REVOKE ALL ON {', '.join(ANALYST_READS)} FROM {ANALYST}")
     op.execute(f"REVOKE ALL ON {', '.join(PIPELINE_WRITES)}, alembic_version FROM {PIPELINE}")
     op.execute(f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA {schema} FROM {PIPELINE}")
     op.execute(f"REVOKE ALL ON SCHEMA {schema} FROM {PIPELINE}, {ANALYST}")
     _drop_role(ANALYST)
     _drop_role(PIPELINE)
-
-
-def _owner_after_downgrade() -> str:
-    return op.get_bind().exec_driver_sql("SELECT quote_ident(current_user)").scalar_one()
