@@ -144,6 +144,11 @@ def _cmd_canary(args: argparse.Namespace) -> None:
                   f"from {release.started_on}" + (f"; {release.reason}" if release.reason else ""))
 
 
+def _cmd_sign(args: argparse.Namespace) -> None:
+    signed = registry.sign_versions(_engine(args), args.model)
+    print(f"{args.model}: signed " + (", ".join(f"v{version}" for version in signed) if signed else "no version (none unsigned with an intact file)"))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bin/batchwatch", description=__doc__.splitlines()[0])
     parser.add_argument("--warehouse", help="SQLAlchemy URL (default: $AIRFLOW_CONN_WAREHOUSE)")
@@ -195,6 +200,14 @@ def main(argv: list[str] | None = None) -> None:
     back.add_argument("--to", type=int, metavar="VERSION", help="version to restore (default: the latest earlier champion not rolled back from)")
     back.add_argument("--reason", required=True, help="why; recorded in model_events")
     back.set_defaults(run=_cmd_rollback)
+
+    sign = commands.add_parser(
+        "sign",
+        help="sign a model's unsigned versions whose files still match their sha256, with $BATCHWATCH_ARTIFACT_KEY",
+        description="Run once when a key is introduced: it trusts the sha256 the warehouse holds now. Versions already signed are left alone.",
+    )
+    sign.add_argument("model")
+    sign.set_defaults(run=_cmd_sign)
 
     canary = commands.add_parser("canary", help="start, stop or list canary releases (the daily <model>_release DAG ramps them)")
     canary_actions = canary.add_subparsers(dest="action", required=True)

@@ -1,10 +1,11 @@
-"""Turn the Airflow connection of the warehouse into a SQLAlchemy engine of the core."""
+"""Turn the Airflow connection of the warehouse into a SQLAlchemy engine of the core, and the artifact key into its environment."""
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
-from airflow.sdk import BaseHook
+from airflow.sdk import BaseHook, Variable
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -34,3 +35,22 @@ def warehouse_engine(conn_id: str) -> Engine:
     from batchwatch.warehouse import make_engine
 
     return make_engine(warehouse_url(conn_id))
+
+
+# The Airflow Variable that may hold the artifact signing key (a secrets backend can serve it).
+ARTIFACT_KEY_VARIABLE = "batchwatch_artifact_key"
+
+
+def artifact_key_into_environment() -> None:
+    """Give the core, which reads the artifact key from the environment only, the key kept as an Airflow Variable.
+
+    A key already in the task's environment wins. Variable.get registers the value with Airflow's secrets
+    masker, so it never shows in a task log.
+    """
+    from batchwatch.registry import ARTIFACT_KEY_VARIABLE as ENVIRONMENT_VARIABLE
+
+    if os.environ.get(ENVIRONMENT_VARIABLE):
+        return
+    key = Variable.get(ARTIFACT_KEY_VARIABLE, default=None)
+    if key:
+        os.environ[ENVIRONMENT_VARIABLE] = key

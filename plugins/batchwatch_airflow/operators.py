@@ -13,7 +13,7 @@ from airflow.sdk import BaseOperator, get_current_context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, AirflowTaskTimeout
 
 from batchwatch.errors import PermanentError
-from batchwatch_airflow.connections import warehouse_engine
+from batchwatch_airflow.connections import artifact_key_into_environment, warehouse_engine
 from batchwatch_airflow.links import BatchwatchPageLink, DriftReportLink
 
 if TYPE_CHECKING:
@@ -40,11 +40,12 @@ def _optional_int(value: Any) -> int | None:
 
 @contextmanager
 def _warehouse(conn_id: str) -> Iterator[Engine]:
-    """The task's warehouse engine. Errors a retry cannot fix fail the task at once; the pool closes after.
+    """The task's warehouse engine, and the artifact key. Errors a retry cannot fix fail the task at once; the pool closes after.
 
     Airflow's own message for an execution_timeout is "Timeout, PID: n"; this one says what likely
     happened and what to change.
     """
+    artifact_key_into_environment()
     engine = warehouse_engine(conn_id)
     try:
         yield engine

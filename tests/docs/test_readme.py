@@ -33,6 +33,7 @@ NOT_RUNNABLE = {
     "make demo": "creates .venv and runs the whole demo; the scratch copy below stands in for what it leaves",
     "make airflow": "serves the web UI until it is stopped",
     "docker compose up -d --build": "needs a Docker engine; tests/docs/test_compose.py checks the compose file's structure",
+    "psql -h 127.0.0.1 -U postgres batchwatch <<'SQL'": "grants the roles to a deployment's login users; tests/e2e/test_roles.py does the same",
 }
 
 

@@ -115,3 +115,25 @@ def test_a_drift_check_without_a_data_interval_ends_its_window_at_run_after(ware
     assert summary["window_end"] == run_after.isoformat() and summary["rows"] == expected
     assert 0 < 800 - expected < 800, "the window is the 24 h before run_after, not the calendar day"
     engine.dispose()
+
+
+def test_the_artifact_key_can_come_from_an_airflow_variable(warehouse_url, monkeypatch):
+    """Kept as the Variable batchwatch_artifact_key (a secrets backend can serve it), the key reaches the core:
+    an unsigned champion is refused at once with what to do, and scores once signed."""
+    from batchwatch import registry
+    from batchwatch.demo.seed import simulate_into
+    from batchwatch.modeling.training import bootstrap_champion
+    from batchwatch.spec import get_spec
+    from batchwatch.warehouse import make_engine
+
+    engine = make_engine(warehouse_url)
+    simulate_into(engine, start=DAY - timedelta(days=6), end=DAY + timedelta(days=1), rows_per_day=800, labels_as_of=DAY)
+    monkeypatch.setenv("BATCHWATCH_ARTIFACT_KEY", "")  # no key in the environment; restored after the test
+    bootstrap_champion(engine, get_spec("fraud"), start=DAY - timedelta(days=6), end=DAY)
+    monkeypatch.setenv("AIRFLOW_VAR_BATCHWATCH_ARTIFACT_KEY", "kept-in-a-secrets-backend")
+
+    with pytest.raises(AirflowFailException, match=r"fraud v1 .* has no signature, and BATCHWATCH_ARTIFACT_KEY is set"):
+        _operator().execute({"run_id": "unsigned"})
+    assert registry.sign_versions(engine, "fraud") == [1]  # with the key the failed run put in the environment
+    assert _operator().execute({"run_id": "signed"})["rows_scored"] == 800
+    engine.dispose()

@@ -337,6 +337,31 @@ def test_parse_spec_names_the_offending_field(fraud_data, mutate, expected) -> N
     assert f"\n  {expected}" in message
 
 
+# Every spec field whose value is spelled into SQL (source.query is SQL by design: the spec author's SELECT, run
+# with the pipeline role's rights); the name also names the day's partition of `predictions`.
+SQL_IDENTIFIER_FIELDS = (
+    "name",
+    "source.table",
+    "source.entity_key",
+    "source.event_time",
+    "features.0.name",
+    "derived_features.columns.0.name",
+    "label.table",
+    "label.entity_key",
+    "label.column",
+    "label.observed_at",
+)
+
+
+@pytest.mark.parametrize("field", SQL_IDENTIFIER_FIELDS)
+@pytest.mark.parametrize("injection", ['x" OR 1=1 --', "x; DROP TABLE predictions", "x'); DELETE FROM model_versions; --", "public.x.y"])
+def test_no_sql_reaches_the_warehouse_through_a_spec_identifier(fraud_data, field, injection) -> None:
+    _set(field, injection)(fraud_data)
+    with pytest.raises(SpecError) as raised:
+        parse_spec(fraud_data, "models/fraud.yaml")
+    assert f"\n  {field}: " in str(raised.value)
+
+
 def test_every_error_is_listed(fraud_data) -> None:
     fraud_data["featurs"] = []
     fraud_data["scoring"]["max_reject_rate"] = 2

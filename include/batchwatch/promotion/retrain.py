@@ -49,6 +49,7 @@ class Candidate:
     dry_run: bool
     metrics: dict[str, Any]
     threshold: float  # the candidate's decision threshold: the one it is judged at
+    signature: str | None = None  # a dry run's artifact signature (registry.sign_artifact); a version's is in the registry
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(asdict(self))
@@ -83,8 +84,8 @@ def train_candidate(engine: Engine, spec: ModelSpec, *, as_of: datetime, window_
     common = {"model_name": spec.name, "champion_version": champion, "window_start": start.isoformat(), "window_end": end.isoformat(),
               "labels_as_of": as_of.isoformat(), "dry_run": dry_run, "metrics": json_safe(metrics)}
     if dry_run:
-        uri, sha256 = _scratch_artifact(spec.name, run_id, trained.pipeline)
-        return Candidate(version=None, artifact_uri=uri, sha256=sha256, threshold=trained.threshold, **common)
+        uri, sha256, signature = _scratch_artifact(spec.name, run_id, trained.pipeline)
+        return Candidate(version=None, artifact_uri=uri, sha256=sha256, threshold=trained.threshold, signature=signature, **common)
     version = registry.register(
         engine, spec, trained.pipeline, metrics=trained.metrics, trained_on=trained_on, parent_version=champion, reference=trained.reference,
         threshold_policy=trained.threshold_policy, calibration=trained.calibration.to_json(),
@@ -118,18 +119,20 @@ def existing_candidate(engine: Engine, spec: ModelSpec, version: int, *, as_of: 
                      as_of.isoformat(), dry_run, json_safe({**row["metrics"], "trained_on": row["trained_on"]}), threshold)
 
 
-def _scratch_artifact(model_name: str, run_id: str, pipeline: Any) -> tuple[str, str]:
+def _scratch_artifact(model_name: str, run_id: str, pipeline: Any) -> tuple[str, str, str | None]:
     """A dry run's pipeline, outside the registry: validate needs it, the warehouse must not see it."""
     blob, sha256 = registry.dump_artifact(pipeline)
     path = registry.artifact_root() / model_name / "dry-runs" / re.sub(r"[^A-Za-z0-9_.-]", "_", run_id) / "pipeline.joblib"
     registry.write_artifact(path, blob)
-    return path.as_uri(), sha256
+    return path.as_uri(), sha256, registry.sign_artifact(blob)
 
 
 def _load_candidate(engine: Engine, spec: ModelSpec, candidate: Candidate) -> Any:
     if candidate.version is not None:
         return registry.load_version(engine, candidate.model_name, candidate.version, spec=spec).pipeline
-    return registry.read_artifact(registry.artifact_path(candidate.artifact_uri), candidate.sha256, f"the dry run of {candidate.model_name}")
+    return registry.read_artifact(
+        registry.artifact_path(candidate.artifact_uri), candidate.sha256, f"the dry run of {candidate.model_name}", candidate.signature
+    )
 
 
 # --- validation ---------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Versions, aliases and the audit log of every alias change, in the warehouse.
 
 An artifact is the whole fitted sklearn Pipeline dumped with joblib. Its sha256 is recorded at
-registration and checked before every load: a file that does not match is never unpickled.
+registration and checked before every load: a file that does not match is never unpickled. With an
+artifact key configured, its HMAC signature is recorded and checked too (registry.artifacts).
 Registering the same training again (same window and, by the bytes or by the training data's
 fingerprint and the estimator's parameters, the same model) returns the version it already has and
 says so in model_events, so rerunning a job does not grow the registry.
@@ -9,6 +10,7 @@ says so in model_events, so rerunning a job does not grow the registry.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +21,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from batchwatch.registry.artifacts import RegistryError, artifact_path, artifact_root, dump_artifact, read_artifact, write_artifact
+from batchwatch.registry.artifacts import (
+    ARTIFACT_KEY_VARIABLE,
+    RegistryError,
+    artifact_key,
+    artifact_path,
+    artifact_root,
+    dump_artifact,
+    read_artifact,
+    sign_artifact,
+    write_artifact,
+)
 from batchwatch.serialization import json_safe
 from batchwatch.spec import ModelSpec
 from batchwatch.warehouse import lock_unit, utc_timestamp
@@ -87,6 +99,7 @@ def register(
     """
     root = root or artifact_root()
     blob, sha256 = dump_artifact(pipeline)
+    signature = sign_artifact(blob)
     params = {"factory": spec.estimator.factory, **_jsonable_params(pipeline)}
     with engine.begin() as connection:
         lock_model(connection, spec.name)
@@ -98,6 +111,11 @@ def register(
                          actor="registry", details={"trained_on": json_safe(trained_on), "sha256": sha256})
             if how == "same bytes" and not path.exists():  # the registry's record outlived its file: the same bytes restore it
                 write_artifact(path, blob)
+            if how == "same bytes" and signature is not None:  # registering again signs a version registered unsigned
+                connection.execute(
+                    sa.text("UPDATE model_versions SET signature = :s WHERE model_name = :m AND version = :v AND signature IS NULL"),
+                    {"s": signature, "m": spec.name, "v": version},
+                )
             log.info("%s: %s", spec.name, reason)
             return version
         version = 1 + (
@@ -109,9 +127,9 @@ def register(
         path = root / spec.name / f"v{version}-{sha256[:16]}" / "pipeline.joblib"
         connection.execute(
             sa.text(
-                "INSERT INTO model_versions (model_name, version, artifact_uri, sha256, metrics, params, features,"
+                "INSERT INTO model_versions (model_name, version, artifact_uri, sha256, signature, metrics, params, features,"
                 " pipeline_steps, trained_on, parent_version, created_at, threshold, threshold_policy, calibration)"
-                " VALUES (:model_name, :version, :artifact_uri, :sha256, :metrics, :params, :features,"
+                " VALUES (:model_name, :version, :artifact_uri, :sha256, :signature, :metrics, :params, :features,"
                 " :pipeline_steps, :trained_on, :parent_version, :created_at, :threshold, :threshold_policy, :calibration)"
             ).bindparams(
                 *(sa.bindparam(name, type_=sa.JSON) for name in JSON_COLUMNS if name not in NULLABLE_JSON_COLUMNS),
@@ -123,6 +141,7 @@ def register(
                 "version": version,
                 "artifact_uri": path.as_uri(),
                 "sha256": sha256,
+                "signature": signature,
                 "metrics": json_safe(metrics),
                 "params": params,
                 "features": spec.model_features,
@@ -359,10 +378,44 @@ def load_version(engine: Engine, model_name: str, version: int, *, spec: ModelSp
     Pass the model's spec so a version registered before thresholds were stored gets the spec's fixed threshold.
     """
     row = get_version(engine, model_name, version)
-    pipeline = read_artifact(artifact_path(row["artifact_uri"]), row["sha256"], f"{model_name} v{version}")
+    pipeline = read_artifact(artifact_path(row["artifact_uri"]), row["sha256"], f"{model_name} v{version}", row["signature"])
     return LoadedModel(model_name, version, pipeline, row["sha256"], list(row["features"]), threshold_of(row, spec), row["calibration"])
 
 
 def load_alias(engine: Engine, model_name: str, alias: str, *, spec: ModelSpec | None = None) -> LoadedModel | None:
     version = alias_version(engine, model_name, alias)
     return None if version is None else load_version(engine, model_name, version, spec=spec)
+
+
+def sign_versions(engine: Engine, model_name: str) -> list[int]:
+    """Sign, with the configured key, every unsigned version of a model whose file still has its recorded sha256.
+
+    For the day a key is introduced: it trusts the sha256 the warehouse holds now, so run it when that is known
+    to be untampered. Versions already signed are left alone. Returns the versions signed.
+    """
+    key = artifact_key()
+    if key is None:
+        raise RegistryError(f"{ARTIFACT_KEY_VARIABLE} is not set: there is no key to sign {model_name}'s artifacts with")
+    signed = []
+    with engine.begin() as connection:
+        lock_model(connection, model_name)
+        rows = connection.execute(
+            sa.text("SELECT version, artifact_uri, sha256 FROM model_versions WHERE model_name = :m AND signature IS NULL ORDER BY version"),
+            {"m": model_name},
+        ).mappings().all()
+        for row in rows:
+            path = artifact_path(row["artifact_uri"])
+            try:
+                blob = path.read_bytes()
+            except FileNotFoundError:
+                log.warning("%s v%s: artifact missing at %s; not signed", model_name, row["version"], path)
+                continue
+            if hashlib.sha256(blob).hexdigest() != row["sha256"]:
+                log.warning("%s v%s: artifact at %s does not have its recorded sha256; not signed", model_name, row["version"], path)
+                continue
+            connection.execute(
+                sa.text("UPDATE model_versions SET signature = :s WHERE model_name = :m AND version = :v"),
+                {"s": sign_artifact(blob, key), "m": model_name, "v": row["version"]},
+            )
+            signed.append(row["version"])
+    return signed

@@ -1,7 +1,7 @@
 """Partition retention: a model's predictions of days older than its retention are dropped, with their rejects.
 
 On PostgreSQL a day is a partition, so a day goes by DETACH and DROP: no row-by-row delete, no bloat,
-and under the same advisory lock and lock timeout as the nightly swap, so retention never races a
+and under the same advisory lock and the session's lock_timeout as the nightly swap, so retention never races a
 publish. On SQLite the rows are deleted. The day's summary in daily_scoring stays: the page's history
 of volumes outlives the rows. What was dropped is returned for the caller to audit.
 """
@@ -51,7 +51,6 @@ def drop_before(connection: sa.Connection, model_name: str, before: date) -> Dro
     params = {"m": model_name, "b": before}
     if connection.dialect.name == "postgresql":
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key("swap predictions partition")})
-        connection.execute(sa.text("SET LOCAL lock_timeout = '5min'"))
         for name, day in _partition_days(connection, model_name, before):
             dropped.predictions += connection.execute(sa.text(f'SELECT COUNT(*) FROM "{name}"')).scalar_one()
             connection.execute(sa.text(f'ALTER TABLE predictions DETACH PARTITION "{name}"'))

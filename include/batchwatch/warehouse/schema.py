@@ -90,6 +90,9 @@ model_versions = sa.Table(
     sa.Column("threshold", sa.Double),
     sa.Column("threshold_policy", JSON),  # {policy, target, threshold, validation: {precision, recall, positive_rate, ...}}
     sa.Column("calibration", JSON),  # {method: isotonic | none, x, y, ece_raw, ece_calibrated, ...}
+    # HMAC-SHA256 of the artifact's bytes under BATCHWATCH_ARTIFACT_KEY, which the warehouse never holds (0010);
+    # NULL when registered without a key.
+    sa.Column("signature", sa.String(64)),
 )
 
 model_aliases = sa.Table(

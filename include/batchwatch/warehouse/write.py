@@ -104,6 +104,10 @@ def _predictions_definition(connection: Any) -> str:
     return f"{columns}, {checks}" if checks else columns
 
 
+def _predictions_owner(connection: Any) -> str:
+    return connection.execute("SELECT quote_ident(pg_get_userbyid(relowner)) FROM pg_class WHERE oid = 'predictions'::regclass").fetchone()[0]
+
+
 # Score quantiles kept per day and role in daily_scoring (score_p05 ... score_p95).
 SUMMARY_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 SUMMARY_COLUMNS = ", ".join(f"score_p{round(q * 100):02d}" for q in SUMMARY_QUANTILES)
@@ -178,6 +182,9 @@ class IntervalWriter:
             self.partition = partition_name(model_name, ds)
             self.stage = f"{self.partition}_next"
             connection.execute(f"CREATE TABLE {self.stage} ({_predictions_definition(connection)})")
+            # Only the owner of `predictions` may attach the stage and, the next time the day is scored, detach
+            # and drop it: with the roles of migration 0010 that is batchwatch_pipeline, not this login user.
+            connection.execute(f"ALTER TABLE {self.stage} OWNER TO {_predictions_owner(connection)}")
 
     def write_predictions(
         self, version: int, role: str, entity_ids: Sequence[str], scores: np.ndarray, labels: np.ndarray, arm: str | None = None
