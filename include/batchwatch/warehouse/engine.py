@@ -22,25 +22,35 @@ from batchwatch.warehouse.timeouts import named_timeouts, timeout_error, with_ti
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, read_only: bool = False) -> Engine:
     """An engine for a warehouse URL. PostgreSQL goes through psycopg 3 (binary COPY in);
     `stream_frames` reads through psycopg2, whose COPY out loop runs in C.
 
     PostgreSQL connections get TCP keepalives and statement, lock and idle timeouts (see
     `batchwatch.warehouse.timeouts`, set by environment variables), and a timeout that fires is
-    raised as a DatabaseTimeout naming it.
+    raised as a DatabaseTimeout naming it. `read_only` sessions refuse every write, whatever the
+    login's grants (PostgreSQL's default_transaction_read_only, SQLite's query_only): the web app's.
     """
     if url.startswith(("postgres://", "postgresql://")):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "postgresql":
         parsed = with_timeouts(parsed)
+        if read_only:
+            options = f"{parsed.query.get('options', '')} -c default_transaction_read_only=on".strip()
+            parsed = parsed.update_query_dict({"options": options})
     engine = sa.create_engine(parsed)
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
+        if read_only:
+            sa.event.listen(engine, "connect", _sqlite_query_only)
     else:
         sa.event.listen(engine, "handle_error", _name_timeout)
     return engine
+
+
+def _sqlite_query_only(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA query_only = ON")
 
 
 def _name_timeout(context: Any) -> BaseException | None:

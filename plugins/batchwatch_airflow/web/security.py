@@ -73,7 +73,7 @@ def readable_model(model_name: str, user: GetUserDep) -> ModelSpec:
 def _engine(url: str) -> Engine:
     from batchwatch.warehouse import make_engine  # imports pandas: only when a route first needs the warehouse
 
-    return make_engine(url)
+    return make_engine(url, read_only=True)  # the page, the API and /metrics only read: a bug here cannot write
 
 
 def warehouse() -> Engine:
