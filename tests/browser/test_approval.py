@@ -32,7 +32,7 @@ from batchwatch.promotion import releases
 from batchwatch.scoring import predict_interval
 from batchwatch.spec import get_spec
 from batchwatch.warehouse import make_engine, migrate
-from tests.browser.test_page import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, ensure_chromium, serve_airflow
+from tests.browser.test_page import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, ensure_chromium, log_in, serve_airflow
 
 HISTORY_START = datetime(2026, 10, 1, tzinfo=timezone.utc)
 TRAINED_UNTIL = datetime(2026, 10, 11, tzinfo=timezone.utc)
@@ -137,11 +137,7 @@ def test_a_person_approves_the_promotion_in_the_airflow_ui(canary_earned, webhoo
                 browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1400, "height": 1100})
                 page.set_default_timeout(30_000)
-                page.goto(f"{base}/")
-                page.fill("input[name=username]", "admin")
-                page.fill("input[name=password]", password)
-                page.keyboard.press("Enter")
-                expect(page.get_by_text("Dags").first).to_be_visible()
+                log_in(page, base, password)
                 # The approval waits under Browse -> Required Actions, with the gate table the decision wrote.
                 wait_for_approval_task(run)
                 page.goto(f"{base}/required_actions?response_received=false")

@@ -147,6 +147,17 @@ def airflow_server(drifted_warehouse) -> Iterator[tuple[str, str]]:
         yield served
 
 
+def log_in(page, base: str, password: str) -> None:
+    """Through Airflow's own login page, as admin, until the Dags nav shows."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{base}/")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", password)
+    page.keyboard.press("Enter")
+    expect(page.get_by_text("Dags").first).to_be_visible()
+
+
 def test_the_page_shows_a_drift_incident_inside_airflow(airflow_server):
     from playwright.sync_api import expect, sync_playwright
 
@@ -158,12 +169,7 @@ def test_the_page_shows_a_drift_incident_inside_airflow(airflow_server):
         page = browser.new_page(viewport={"width": 1500, "height": 1000})
         page.set_default_timeout(20_000)
 
-        # Airflow's own login page.
-        page.goto(f"{base}/")
-        page.fill("input[name=username]", "admin")
-        page.fill("input[name=password]", password)
-        page.keyboard.press("Enter")
-        expect(page.get_by_text("Dags").first).to_be_visible()
+        log_in(page, base, password)
 
         # Batchwatch from Airflow's nav: the page renders in the external view's iframe.
         page.get_by_role("link", name="Batchwatch").first.click()
