@@ -1,6 +1,6 @@
 """Salted key buckets: every split of entities by a hash of their key goes through here.
 
-The drift check's sample uses it today; canary arms and scoring shards will too. Each use has a salt
+The drift check's sample uses it today; canary arms and scoring shards too. Each use has a salt
 of its own, so no split correlates with another: the entities in a canary arm are not the drift
 sample's, and a shard is not an arm. A key's bucket never changes, so a split is the same on every run.
 """
@@ -16,6 +16,8 @@ BUCKETS = 1 << 20
 
 DRIFT_SAMPLE = "drift-sample"
 CANARY_ARM = "canary-arm"
+# The nightly job's scoring shards (scoring.batch.shard_predicate).
+SCORING_SHARD = "scoring-shard"
 # The chaos drill's noise scores and its share of flipped labels (monitoring.drill).
 CHAOS_DRILL = "chaos-drill"
 
@@ -38,6 +40,11 @@ def salt_seed(salt: str) -> int:
 def canary_salt(model_name: str, release_id: int) -> str:
     """A canary's own salt: each release draws fresh arms, so one canary's treatment entities are not the next one's."""
     return f"{CANARY_ARM}:{model_name}:{release_id}"
+
+
+def shard_salt(model_name: str) -> str:
+    """A model's shard salt: its own, so a shard is neither a canary arm nor the drift sample."""
+    return f"{SCORING_SHARD}:{model_name}"
 
 
 def in_share(keys: Sequence[str], salt: str, share: float) -> np.ndarray:

@@ -15,10 +15,12 @@ from batchwatch_airflow.operators import (
     DriftCheckOperator,
     PerformanceCheckOperator,
     PromoteModelOperator,
+    PublishShardsOperator,
     RecordApprovalOperator,
     ReleaseDecisionOperator,
     RetentionOperator,
     RollbackOperator,
+    ScoreShardOperator,
     TrainModelOperator,
     ValidateModelOperator,
     VolumeCheckOperator,
@@ -103,6 +105,9 @@ def nightly_predict_dag(spec: ModelSpec) -> DAG:
             "data interval (one UTC day) with the **champion**, and with the **challenger** as `role='shadow'` when one "
             "exists. Rows failing validation go to `rejected_rows` with a reason; the run fails and writes nothing when "
             f"more than {spec.scoring.max_reject_rate:.0%} are rejected. Re-running a day replaces exactly that day's rows."
+            + (f" **{spec.scoring.shards} shards** (`scoring.shards`): each `score_shard` task scores the entities in its range "
+               "of a salted hash of the key into a stage of its own, and a failed shard retries alone; `publish` then makes "
+               "the shards the day in one transaction." if spec.scoring.shards > 1 else "")
             + (f" **apply_retention** then drops the days older than the last {spec.retention.predictions_days} scored ones (a "
                "PostgreSQL partition at a time, with their rejects), audited in `model_events`." if spec.retention.predictions_days else "")
             + "\n\n"
@@ -113,14 +118,19 @@ def nightly_predict_dag(spec: ModelSpec) -> DAG:
             "chunk_size": Param(spec.scoring.chunk_size, type="integer", minimum=1, description="Rows per streamed chunk."),
         },
     ) as dag:
-        predict = BatchPredictOperator(
-            task_id="predict",
-            model_name=spec.name,
-            chunk_size="{{ params.chunk_size }}",
-            outlets=[predictions_asset(spec)],
-        )
+        shards = spec.scoring.shards
+        if shards == 1:
+            publish = BatchPredictOperator(
+                task_id="predict", model_name=spec.name, chunk_size="{{ params.chunk_size }}", outlets=[predictions_asset(spec)]
+            )
+        else:
+            staged = ScoreShardOperator.partial(
+                task_id="score_shard", model_name=spec.name, shards=shards, chunk_size="{{ params.chunk_size }}"
+            ).expand(shard=list(range(shards)))
+            publish = PublishShardsOperator(task_id="publish", model_name=spec.name, shards=shards, outlets=[predictions_asset(spec)])
+            staged >> publish
         if spec.retention.predictions_days is not None:
-            predict >> RetentionOperator(task_id="apply_retention", model_name=spec.name)
+            publish >> RetentionOperator(task_id="apply_retention", model_name=spec.name)
     return dag
 
 

@@ -98,33 +98,93 @@ class BatchPredictOperator(BaseOperator):
         from batchwatch.scoring import predict_interval
         from batchwatch.spec import get_spec
 
-        if _unset(self.data_interval_start) or _unset(self.data_interval_end):
-            raise AirflowFailException(
-                f"{self.model_name}: this run has no data interval (triggered without a logical date); "
-                "trigger it with a logical date: a manual run scores the last complete UTC day before it"
-            )
-        start = datetime.fromisoformat(str(self.data_interval_start))
-        end = datetime.fromisoformat(str(self.data_interval_end))
+        start, end = _data_interval(self.model_name, self.data_interval_start, self.data_interval_end)
         chunk_size = _optional_int(self.chunk_size)
         self.log.info("Scoring %s rows with event time in [%s, %s)", self.model_name, start, end)
         with _warehouse(self.warehouse_conn_id) as engine:
             summary = predict_interval(
                 engine, get_spec(self.model_name), start=start, end=end, run_id=context["run_id"], chunk_size=chunk_size
             )
-        self.log.info(
-            "Scored %d of %d rows (%d rejected) with %s v%s at %s rows/s; positive rate %s; summary: %s",
-            summary["rows_scored"],
-            summary["rows_read"],
-            summary["rows_rejected"],
-            summary["model_name"],
-            summary["model_version"],
-            summary["rows_per_second"],
-            summary["positive_rate"],
-            summary,
-        )
-        if summary["rows_read"] == 0:
-            self.log.warning("No source rows had an event time in [%s, %s): is the feed late or broken? Nothing was scored", start, end)
+        _log_day(self.log, summary, start, end)
         return summary
+
+
+class ScoreShardOperator(BatchPredictOperator):
+    """Score one shard of a data interval into its own stage (mapped over `shard`); `publish` makes the shards the day.
+
+    A retry rescores this shard only; the day's predictions do not change until the publish.
+    """
+
+    template_fields: Sequence[str] = (*BatchPredictOperator.template_fields, "shard", "shards")
+
+    def __init__(self, *, shard: int, shards: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.shard = shard
+        self.shards = shards
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from batchwatch.scoring import score_shard
+        from batchwatch.spec import get_spec
+
+        start, end = _data_interval(self.model_name, self.data_interval_start, self.data_interval_end)
+        shard, shards = int(self.shard), int(self.shards)
+        self.log.info("Scoring shard %d of %d of %s rows with event time in [%s, %s)", shard, shards, self.model_name, start, end)
+        with _warehouse(self.warehouse_conn_id) as engine:
+            summary = score_shard(
+                engine, get_spec(self.model_name), start=start, end=end, run_id=context["run_id"], shard=shard, shards=shards,
+                chunk_size=_optional_int(self.chunk_size),
+            )  # fmt: skip
+        self.log.info(
+            "Staged shard %d of %d: %d of %d rows scored (%d rejected) at %s rows/s; publish makes the day",
+            shard, shards, summary["rows_scored"], summary["rows_read"], summary["rows_rejected"], summary["rows_per_second"],
+        )  # fmt: skip
+        return summary
+
+
+class PublishShardsOperator(BatchPredictOperator):
+    """Make a data interval's predictions exactly its staged shards, in one transaction (the partition swap)."""
+
+    template_fields: Sequence[str] = (*BatchPredictOperator.template_fields, "shards")
+
+    def __init__(self, *, shards: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.shards = shards
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from batchwatch.scoring import publish_shards
+        from batchwatch.spec import get_spec
+
+        start, end = _data_interval(self.model_name, self.data_interval_start, self.data_interval_end)
+        with _warehouse(self.warehouse_conn_id) as engine:
+            summary = publish_shards(engine, get_spec(self.model_name), start=start, end=end, run_id=context["run_id"], shards=int(self.shards))
+        self.log.info("Published %d shards in %.1f s", len(summary["shards"]), summary["publish_seconds"])
+        _log_day(self.log, summary, start, end)
+        return summary
+
+
+def _data_interval(model_name: str, start: Any, end: Any) -> tuple[datetime, datetime]:
+    if _unset(start) or _unset(end):
+        raise AirflowFailException(
+            f"{model_name}: this run has no data interval (triggered without a logical date); "
+            "trigger it with a logical date: a manual run scores the last complete UTC day before it"
+        )
+    return datetime.fromisoformat(str(start)), datetime.fromisoformat(str(end))
+
+
+def _log_day(log: Any, summary: dict[str, Any], start: datetime, end: datetime) -> None:
+    log.info(
+        "Scored %d of %d rows (%d rejected) with %s v%s at %s rows/s; positive rate %s; summary: %s",
+        summary["rows_scored"],
+        summary["rows_read"],
+        summary["rows_rejected"],
+        summary["model_name"],
+        summary["model_version"],
+        summary["rows_per_second"],
+        summary["positive_rate"],
+        summary,
+    )
+    if summary["rows_read"] == 0:
+        log.warning("No source rows had an event time in [%s, %s): is the feed late or broken? Nothing was scored", start, end)
 
 
 class DriftCheckOperator(BaseOperator):

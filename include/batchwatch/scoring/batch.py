@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
-from contextlib import closing
+from collections.abc import Callable
+from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -18,10 +20,13 @@ from sqlalchemy.engine import Engine
 from batchwatch.data.features import build_features
 from batchwatch.data.validation import validate
 from batchwatch.errors import InvalidArgument, PermanentError
+from batchwatch.hashing import BUCKETS, shard_salt
 from batchwatch.scoring.models import load_challenger, load_champion, load_version, score
 from batchwatch.scoring.routing import Arms, Route, arms_on, plan_routes
 from batchwatch.spec import ModelSpec, quote
 from batchwatch.warehouse import IntervalWriter, is_unique_violation, replace_interval, stream_frames
+from batchwatch.warehouse.read import bucket_sql
+from batchwatch.warehouse.stages import publish_stages, stage_shard
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,20 @@ class CanaryUnservable(PermanentError, RuntimeError):
 
 class DuplicateEntity(PermanentError, RuntimeError):
     """A key came twice while scoring, and a second read of the source disagrees on which keys repeat."""
+
+
+class ShardsDisagree(PermanentError, RuntimeError):
+    """The shards of one run scored with different models (a promotion came between them): publishing would mix them."""
+
+
+def shard_predicate(engine: Engine, spec: ModelSpec, shard: int, shards: int) -> str:
+    """SQL keeping the rows of shard `shard` of `shards`: a range of the key's buckets under the model's shard salt.
+
+    Every copy of a key lands in one shard, so a shard sees all of a key's repeats; a NULL key hashes as ''.
+    """
+    key = f"COALESCE(CAST(s.{quote(spec.source.entity_key)} AS TEXT), '')"
+    bucket = bucket_sql(engine, key, shard_salt(spec.name))
+    return f"{bucket} >= {shard * BUCKETS // shards} AND {bucket} < {(shard + 1) * BUCKETS // shards}"
 
 
 def source_query(spec: ModelSpec) -> tuple[str, list[str], list[str]]:
@@ -123,32 +142,41 @@ def _check_reject_rate(spec: ModelSpec, ds: date, rejected: int, read: int, reas
 
 
 def _score_interval(
-    engine: Engine, spec: ModelSpec, routes: list[Route], arms: Arms | None, start: datetime, end: datetime, run_id: str, chunk_size: int,
-    repeated: _RepeatedKeys,
+    engine: Engine, spec: ModelSpec, models: _Models, query: str, start: datetime, end: datetime, chunk_size: int,
+    repeated: _RepeatedKeys, writing: Callable[[], AbstractContextManager[IntervalWriter]], seal: Callable[[IntervalWriter, _Tally], None],
 ) -> _Tally:
-    """One pass over the interval inside one transaction; any exception leaves the interval as it was."""
-    query, columns, text = source_query(spec)
+    """One pass over `query`'s rows inside the writer's transaction; any exception leaves what it writes as it was.
+
+    `seal` sees the writer and the tally once every row is written, before the commit, and may raise.
+    """
+    _, columns, text = source_query(spec)
     origin = f"model spec {spec.name}: {spec.source.field}"
     tally = _Tally()
     with (
-        replace_interval(engine, spec.name, start.date(), run_id, datetime.now(timezone.utc)) as writer,
+        writing() as writer,
         # closing(): on an exception the reader's connection ends now, not when garbage is collected.
         closing(stream_frames(engine, query, {"start": start, "end": end}, columns, text, chunk_size, spec.categorical_features, origin)) as chunks,
     ):
         for raw in chunks:
-            _score_chunk(writer, spec, raw, routes, arms, tally, repeated)
-        top = "; ".join(f"{reason} ({n})" for reason, n in tally.reasons.most_common(5))
-        _check_reject_rate(spec, start.date(), tally.read - tally.scored, tally.read, top)
+            _score_chunk(writer, spec, raw, models.routes, models.arms, tally, repeated)
+        seal(writer, tally)
     return tally
 
 
-def _repeated_keys(engine: Engine, spec: ModelSpec, start: datetime, end: datetime) -> set[str]:
-    """The keys the source gives more than once in [start, end), as text, the form the scoring stream reads.
+def _check_day_rejects(spec: ModelSpec, ds: date) -> Callable[[IntervalWriter, _Tally], None]:
+    def seal(_writer: IntervalWriter, tally: _Tally) -> None:
+        top = "; ".join(f"{reason} ({n})" for reason, n in tally.reasons.most_common(5))
+        _check_reject_rate(spec, ds, tally.read - tally.scored, tally.read, top)
+
+    return seal
+
+
+def _repeated_keys(engine: Engine, spec: ModelSpec, query: str, start: datetime, end: datetime) -> set[str]:
+    """The keys `query` gives more than once in [start, end), as text, the form the scoring stream reads.
 
     Counts their extra copies first and raises RejectRateExceeded, without reading the keys, when
     those copies alone pass the limit.
     """
-    query, _, _ = source_query(spec)
     key = f"CAST({quote(spec.source.entity_key)} AS TEXT)"
     params = {"start": start, "end": end}
     with engine.connect() as connection:
@@ -161,6 +189,99 @@ def _repeated_keys(engine: Engine, spec: ModelSpec, start: datetime, end: dateti
                 sa.text(f"SELECT {key} FROM ({query}) AS interval_rows WHERE {key} IS NOT NULL GROUP BY {key} HAVING COUNT(*) > 1"), params
             ).scalars()
         )
+
+
+@dataclass
+class _Models:
+    """What scores a day, and how its rows are routed: the same for every shard of a run."""
+
+    champion: Any
+    challenger: Any
+    shadow_error: str | None
+    arms: Arms | None
+    routes: list[Route]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model_version": self.champion.version,
+            "threshold": self.champion.threshold,
+            "shadow_version": self.challenger.version if self.challenger else None,
+            "shadow_threshold": self.challenger.threshold if self.challenger else None,
+            "shadow_error": self.shadow_error,
+            "canary": None if self.arms is None else {"release_id": self.arms.release_id, "version": self.arms.version, "share": self.arms.share},
+        }
+
+
+def _models(engine: Engine, spec: ModelSpec, ds: date) -> _Models:
+    """The champion (or the day's canary baseline), the challenger, and the routes: raises when the day cannot be served."""
+    with engine.connect() as connection:
+        arms = arms_on(connection, spec.name, ds)
+    if arms is None:
+        champion = load_champion(engine, spec, f"; register one first (bin/batchwatch bootstrap {spec.name})")
+    else:  # the day of a canary step is served by its two models, also when rerun after the canary ended
+        champion = load_version(engine, spec, arms.baseline_version)
+    challenger, shadow_error = load_challenger(engine, spec, canary_version=None if arms is None else arms.version)
+    if arms is not None and challenger is None:
+        raise CanaryUnservable(
+            f"{spec.name} {ds}: a canary of v{arms.version} serves {arms.share:.0%} of entities that day, but the challenger cannot "
+            f"be loaded ({shadow_error}); nothing was written. Restore its artifact, or stop the canary (bin/batchwatch canary stop {spec.name})."
+        )
+    return _Models(champion, challenger, shadow_error, arms, plan_routes(champion, challenger, arms))
+
+
+def _score_once_or_with_repeats(
+    engine: Engine, spec: ModelSpec, models: _Models, query: str, start: datetime, end: datetime, chunk_size: int,
+    writing: Callable[[], AbstractContextManager[IntervalWriter]], seal: Callable[[IntervalWriter, _Tally], None],
+) -> _Tally:
+    """Score `query`'s rows; when a key repeated across chunks reaches the unique key, score them again with its later copies rejected."""
+    ds = start.date()
+    try:
+        return _score_interval(engine, spec, models, query, start, end, chunk_size, _RepeatedKeys(set()), writing, seal)
+    except Exception as error:
+        if not is_unique_violation(error):
+            raise
+        # Rare: a key repeated across chunks reached the unique key. Find every repeated key, then
+        # score the interval again with their later copies quarantined.
+        repeated = _repeated_keys(engine, spec, query, start, end)
+        if not repeated:
+            raise DuplicateEntity(
+                f"{spec.name} {ds}: an {spec.source.entity_key} came twice while scoring, yet a second read of the source "
+                f"repeats none: is the interval still being written? Nothing was written. Database said: {error}"
+            ) from error
+        log.warning("%s %s: %d keys repeat in the interval; scoring again with every copy but the first rejected", spec.name, ds, len(repeated))
+        try:
+            return _score_interval(engine, spec, models, query, start, end, chunk_size, _RepeatedKeys(repeated), writing, seal)
+        except Exception as again:
+            if not is_unique_violation(again):
+                raise
+            raise DuplicateEntity(
+                f"{spec.name} {ds}: the source repeated other {spec.source.entity_key}s on each read: is the interval still "
+                f"being written? Nothing was written. Database said: {again}"
+            ) from again
+
+
+def _day_summary(
+    spec: ModelSpec, ds: date, models: dict[str, Any], read: int, scored: int, reasons: Counter, positives: int, seconds: float
+) -> dict[str, Any]:
+    rejected = read - scored
+    return {
+        "model_name": spec.name,
+        "ds": ds.isoformat(),
+        **models,
+        "rows_read": read,
+        "rows_scored": scored,
+        "rows_rejected": rejected,
+        "reject_rate": round(rejected / read, 6) if read else 0.0,
+        "rejects_by_reason": dict(reasons.most_common()),
+        "positive_rate": round(positives / scored, 6) if scored else None,
+        "seconds": round(seconds, 3),
+        "rows_per_second": round(read / seconds) if seconds else None,
+    }
+
+
+def _check_interval(spec: ModelSpec, start: datetime, end: datetime) -> None:
+    if end - start != timedelta(days=1):
+        raise InvalidArgument(f"{spec.name}: the nightly job scores one day per run, got the interval [{start}, {end})")
 
 
 def predict_interval(
@@ -178,65 +299,90 @@ def predict_interval(
     when an artifact fails its checksum, when the reject rate passes the spec's limit, or when the
     source's repeated keys change between reads (DuplicateEntity).
     """
-    if end - start != timedelta(days=1):
-        raise InvalidArgument(f"{spec.name}: the nightly job scores one day per run, got the interval [{start}, {end})")
+    _check_interval(spec, start, end)
     started = time.perf_counter()
     ds: date = start.date()
-    with engine.connect() as connection:
-        arms = arms_on(connection, spec.name, ds)
-    if arms is None:
-        champion = load_champion(engine, spec, f"; register one first (bin/batchwatch bootstrap {spec.name})")
-    else:  # the day of a canary step is served by its two models, also when rerun after the canary ended
-        champion = load_version(engine, spec, arms.baseline_version)
-    challenger, shadow_error = load_challenger(engine, spec, canary_version=None if arms is None else arms.version)
-    if arms is not None and challenger is None:
-        raise CanaryUnservable(
-            f"{spec.name} {ds}: a canary of v{arms.version} serves {arms.share:.0%} of entities that day, but the challenger cannot "
-            f"be loaded ({shadow_error}); nothing was written. Restore its artifact, or stop the canary (bin/batchwatch canary stop {spec.name})."
-        )
-    routes = plan_routes(champion, challenger, arms)
-    chunk_size = chunk_size or spec.scoring.chunk_size
-    try:
-        tally = _score_interval(engine, spec, routes, arms, start, end, run_id, chunk_size, _RepeatedKeys(set()))
-    except Exception as error:
-        if not is_unique_violation(error):
-            raise
-        # Rare: a key repeated across chunks reached the unique key. Find every repeated key, then
-        # score the interval again with their later copies quarantined.
-        repeated = _repeated_keys(engine, spec, start, end)
-        if not repeated:
-            raise DuplicateEntity(
-                f"{spec.name} {ds}: an {spec.source.entity_key} came twice while scoring, yet a second read of the source "
-                f"repeats none: is the interval still being written? Nothing was written. Database said: {error}"
-            ) from error
-        log.warning("%s %s: %d keys repeat in the interval; scoring again with every copy but the first rejected", spec.name, ds, len(repeated))
-        try:
-            tally = _score_interval(engine, spec, routes, arms, start, end, run_id, chunk_size, _RepeatedKeys(repeated))
-        except Exception as again:
-            if not is_unique_violation(again):
-                raise
-            raise DuplicateEntity(
-                f"{spec.name} {ds}: the source repeated other {spec.source.entity_key}s on each read: is the interval still "
-                f"being written? Nothing was written. Database said: {again}"
-            ) from again
+    models = _models(engine, spec, ds)
+    query, _, _ = source_query(spec)
+    tally = _score_once_or_with_repeats(
+        engine, spec, models, query, start, end, chunk_size or spec.scoring.chunk_size,
+        lambda: replace_interval(engine, spec.name, ds, run_id, datetime.now(timezone.utc)), _check_day_rejects(spec, ds),
+    )  # fmt: skip
+    return _day_summary(spec, ds, models.describe(), tally.read, tally.scored, tally.reasons, tally.positives, time.perf_counter() - started)
 
-    seconds = time.perf_counter() - started
-    rejected = tally.read - tally.scored
-    return {
-        "model_name": spec.name,
-        "ds": ds.isoformat(),
-        "model_version": champion.version,
-        "threshold": champion.threshold,
-        "shadow_version": challenger.version if challenger else None,
-        "shadow_threshold": challenger.threshold if challenger else None,
-        "shadow_error": shadow_error,
-        "canary": None if arms is None else {"release_id": arms.release_id, "version": arms.version, "share": arms.share},
-        "rows_read": tally.read,
-        "rows_scored": tally.scored,
-        "rows_rejected": rejected,
-        "reject_rate": round(rejected / tally.read, 6) if tally.read else 0.0,
-        "rejects_by_reason": dict(tally.reasons.most_common()),
-        "positive_rate": round(tally.positives / tally.scored, 6) if tally.scored else None,
-        "seconds": round(seconds, 3),
-        "rows_per_second": round(tally.read / seconds) if seconds else None,
-    }
+
+def score_shard(
+    engine: Engine,
+    spec: ModelSpec,
+    *,
+    start: datetime,
+    end: datetime,
+    run_id: str,
+    shard: int,
+    shards: int,
+    chunk_size: int | None = None,
+) -> dict[str, Any]:
+    """Score shard `shard` of `shards` of [start, end) into its own committed stage, for publish_shards to make the day.
+
+    Another try of the same shard replaces its stage; the day's predictions do not change until the publish.
+    The reject rate is judged on the whole day, at the publish. Returns the shard's summary.
+    """
+    _check_interval(spec, start, end)
+    if not 0 <= shard < shards:
+        raise InvalidArgument(f"{spec.name}: shard {shard} is not one of 0..{shards - 1}")
+    started = time.perf_counter()
+    ds: date = start.date()
+    models = _models(engine, spec, ds)
+    query, _, _ = source_query(spec)
+    if shards > 1:
+        query += f" AND {shard_predicate(engine, spec, shard, shards)}"
+
+    staged: dict[str, Any] = {}
+
+    def seal(writer: IntervalWriter, tally: _Tally) -> None:
+        seconds = time.perf_counter() - started
+        staged.update(_day_summary(spec, ds, models.describe(), tally.read, tally.scored, tally.reasons, tally.positives, seconds))
+        staged.update(shard=shard, shards=shards, positives=tally.positives)
+        writer.summary = staged
+
+    _score_once_or_with_repeats(
+        engine, spec, models, query, start, end, chunk_size or spec.scoring.chunk_size,
+        lambda: stage_shard(engine, spec.name, ds, run_id, shard, datetime.now(timezone.utc)), seal,
+    )  # fmt: skip
+    return staged
+
+
+def publish_shards(engine: Engine, spec: ModelSpec, *, start: datetime, end: datetime, run_id: str, shards: int) -> dict[str, Any]:
+    """Make the interval's predictions exactly the run's `shards` staged shards, in one transaction; the day's summary.
+
+    Raises, leaving the day as it was, when a shard's stage is missing (ShardsMissing), when the shards scored with
+    different models (ShardsDisagree), or when the day's reject rate passes the spec's limit.
+    """
+    _check_interval(spec, start, end)
+    started = time.perf_counter()
+    ds: date = start.date()
+    model_fields = ("model_version", "threshold", "shadow_version", "shadow_threshold", "shadow_error", "canary")
+
+    def check(summaries: list[dict[str, Any]]) -> None:
+        versions = {json.dumps({field: summary[field] for field in model_fields}, sort_keys=True) for summary in summaries}
+        if len(versions) > 1:
+            raise ShardsDisagree(
+                f"{spec.name} {ds}: the shards of run {run_id} scored with different models ({sorted(versions)}): a promotion or "
+                "a release step came between them. Nothing was published; clear the run's score_shard tasks to score them again"
+            )
+        read, scored = sum(s["rows_read"] for s in summaries), sum(s["rows_scored"] for s in summaries)
+        reasons = sum((Counter(s["rejects_by_reason"]) for s in summaries), Counter())
+        top = "; ".join(f"{reason} ({n})" for reason, n in reasons.most_common(5))
+        _check_reject_rate(spec, ds, read - scored, read, top)
+
+    summaries = publish_stages(engine, spec.name, ds, run_id, shards, check)
+    first = summaries[0]
+    summary = _day_summary(
+        spec, ds, {field: first[field] for field in model_fields},
+        sum(s["rows_read"] for s in summaries), sum(s["rows_scored"] for s in summaries),
+        sum((Counter(s["rejects_by_reason"]) for s in summaries), Counter()), sum(s["positives"] for s in summaries),
+        max(s["seconds"] for s in summaries),
+    )  # fmt: skip
+    summary["publish_seconds"] = round(time.perf_counter() - started, 3)
+    summary["shards"] = [{field: s[field] for field in ("shard", "rows_read", "rows_scored", "seconds", "rows_per_second")} for s in summaries]
+    return summary

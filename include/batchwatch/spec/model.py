@@ -249,6 +249,15 @@ class Scoring(_Strict):
     )
     chunk_size: int = Field(default=100_000, ge=1)
     max_reject_rate: float = Field(default=0.05, ge=0, le=1)
+    shards: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description=(
+            "How many tasks score a night's rows in parallel (Airflow dynamic task mapping), each a range of a salted hash of the "
+            "entity key, into a stage of its own; one publish task then makes them the day, atomically. 1 scores the day in one task."
+        ),
+    )
 
 
     @field_validator("threshold")

@@ -307,3 +307,18 @@ drill_reports = sa.Table(
     sa.Column("started_at", TIMESTAMP, nullable=False),
     sa.Column("finished_at", TIMESTAMP, nullable=False),
 )
+
+scoring_stages = sa.Table(
+    "scoring_stages",
+    metadata,
+    sa.Column("model_name", sa.Text, primary_key=True),
+    sa.Column("ds", sa.Date, primary_key=True),
+    sa.Column("run_id", sa.Text, primary_key=True),
+    sa.Column("shard", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("shards", sa.Integer, nullable=False),
+    sa.Column("predictions_stage", sa.Text, nullable=False),
+    sa.Column("rejects_stage", sa.Text, nullable=False),
+    sa.Column("summary", JSON, nullable=False),
+    sa.Column("staged_at", TIMESTAMP, nullable=False),
+    sa.CheckConstraint("shard >= 0 AND shard < shards", name="ck_scoring_stages_shard"),
+)

@@ -85,8 +85,8 @@ def encode_prediction_rows(
     return b"".join(blocks)
 
 
-def _predictions_definition(connection: Any) -> str:
-    """Columns and checks of `predictions`, read from the catalog.
+def _table_definition(connection: Any, table: str) -> str:
+    """Columns and checks of `table` (`predictions`), read from the catalog.
 
     Not `CREATE TABLE … (LIKE predictions)`: that holds a lock on `predictions` for the whole run,
     and two runs swapping partitions would deadlock. Reading the catalog takes no such lock.
@@ -94,12 +94,13 @@ def _predictions_definition(connection: Any) -> str:
     columns, checks = connection.execute(
         """
         SELECT
-            (SELECT string_agg(format('%I %s%s', attname, format_type(atttypid, atttypmod),
+            (SELECT string_agg(format('%%I %%s%%s', attname, format_type(atttypid, atttypmod),
                                       CASE WHEN attnotnull THEN ' NOT NULL' ELSE '' END), ', ' ORDER BY attnum)
-             FROM pg_attribute WHERE attrelid = 'predictions'::regclass AND attnum > 0 AND NOT attisdropped),
-            (SELECT string_agg(format('CONSTRAINT %I %s', conname, pg_get_constraintdef(oid)), ', ' ORDER BY conname)
-             FROM pg_constraint WHERE conrelid = 'predictions'::regclass AND contype = 'c')
-        """
+             FROM pg_attribute WHERE attrelid = %(table)s::regclass AND attnum > 0 AND NOT attisdropped),
+            (SELECT string_agg(format('CONSTRAINT %%I %%s', conname, pg_get_constraintdef(oid)), ', ' ORDER BY conname)
+             FROM pg_constraint WHERE conrelid = %(table)s::regclass AND contype = 'c')
+        """,
+        {"table": table},
     ).fetchone()
     return f"{columns}, {checks}" if checks else columns
 
@@ -178,13 +179,15 @@ class IntervalWriter:
         self._copy: Any = None
         # COPY's text format: a NULL key (\N) and the text \N (escaped as \\N) stay apart, as CSV cannot keep them.
         self._rejects = tempfile.SpooledTemporaryFile(max_size=8 << 20, mode="w+", newline="")
-        if postgres:
-            self.partition = partition_name(model_name, ds)
-            self.stage = f"{self.partition}_next"
-            connection.execute(f"CREATE TABLE {self.stage} ({_predictions_definition(connection)})")
-            # Only the owner of `predictions` may attach the stage and, the next time the day is scored, detach
-            # and drop it: with the roles of migration 0010 that is batchwatch_pipeline, not this login user.
-            connection.execute(f"ALTER TABLE {self.stage} OWNER TO {_predictions_owner(connection)}")
+        self.stage, self.rejects_table = self._open_stage()
+
+    def _open_stage(self) -> tuple[str, str]:
+        """(table the predictions go to, table the rejects go to): an unindexed stage on PostgreSQL, the tables on SQLite."""
+        if not self._postgres:
+            return "predictions", "rejected_rows"
+        stage = f"{partition_name(self.model_name, self.ds)}_next"
+        create_stage(self._connection, stage)
+        return stage, "rejected_rows"
 
     def write_predictions(
         self, version: int, role: str, entity_ids: Sequence[str], scores: np.ndarray, labels: np.ndarray, arm: str | None = None
@@ -192,7 +195,7 @@ class IntervalWriter:
         """Rows of one model, all in canary arm `arm` (None: no canary that day)."""
         if not self._postgres:
             self._connection.executemany(
-                _sqlite_insert("predictions", PREDICTION_COLUMNS),
+                _sqlite_insert(self.stage, PREDICTION_COLUMNS),
                 [
                     (self.model_name, version, role, entity, self.ds.isoformat(), score, label, self.run_id, sqlite_value(self.written_at), arm)
                     for entity, score, label in zip(entity_ids, scores.tolist(), labels.tolist(), strict=True)
@@ -220,66 +223,36 @@ class IntervalWriter:
             self._rejects.write("\t".join(map(_copy_text_field, fields)) + "\n")
 
     def finish(self) -> None:
-        """Close the predictions COPY and write the spooled rejects; the caller commits."""
+        """Close the predictions COPY, write the spooled rejects, swap the stage in and summarise the day; the caller commits."""
+        self._close_copy()
+        self._write_rejects()
+        if self._postgres:
+            swap_in(self._connection, self.model_name, self.ds, self.stage)
+        write_daily_scoring(self._connection, self._postgres, self.model_name, self.ds)
+
+    def _close_copy(self) -> None:
         if self._copy is not None:
             self._copy.write(BINARY_TRAILER)
             self._copy = None
             self._copy_context.__exit__(None, None, None)
+
+    def _write_rejects(self) -> None:
         self._rejects.seek(0)
         if self._postgres:
-            statement = f"COPY rejected_rows ({', '.join(REJECT_COLUMNS)}) FROM STDIN (FORMAT text)"
+            statement = f"COPY {self.rejects_table} ({', '.join(REJECT_COLUMNS)}) FROM STDIN (FORMAT text)"
             with self._connection.cursor().copy(statement) as copy:
                 while block := self._rejects.read(1 << 20):
                     copy.write(block)
-            self._swap_partition()
-            where = "model_name = %(m)s AND ds = %(ds)s"
-            params: dict[str, Any] = {"m": self.model_name, "ds": self.ds}
         else:
             rows = ([None if field == NULL else copy_unescape(field) for field in line.rstrip("\n").split("\t")] for line in self._rejects)
             self._connection.executemany(
-                _sqlite_insert("rejected_rows", REJECT_COLUMNS),
+                _sqlite_insert(self.rejects_table, REJECT_COLUMNS),
                 [
                     (model, ds, entity, reason, payload, run_id, sqlite_value(datetime.fromisoformat(at)))
                     for model, ds, entity, reason, payload, run_id, at in rows
                 ],
             )
-            where, params = "model_name = :m AND ds = :ds", {"m": self.model_name, "ds": self.ds.isoformat()}
         self._rejects.close()
-        # The day's summary for the web page, from the rows just written, committed with them.
-        for statement in daily_scoring_statements(self._postgres, where):
-            self._connection.execute(statement, params)
-
-    def _swap_partition(self) -> None:
-        """Index the stage with one sort, then make it the interval's partition in place of the old one."""
-        from psycopg import sql
-
-        connection, stage, partition = self._connection, self.stage, self.partition
-        day, next_day = sql.Literal(self.ds), sql.Literal(self.ds + timedelta(days=1))
-        connection.execute("SET LOCAL maintenance_work_mem = '256MB'")
-        # The parent's unique constraint, built here with one sort; ATTACH adopts it as it is.
-        connection.execute(f"ALTER TABLE {stage} ADD CONSTRAINT {stage}_key UNIQUE (model_name, entity_id, ds, model_version)")
-        # Proves the partition bound, so ATTACH does not scan the rows to check it.
-        connection.execute(
-            sql.SQL("ALTER TABLE {} ADD CONSTRAINT stage_bounds CHECK (model_name = {} AND ds >= {} AND ds < {})").format(
-                sql.Identifier(stage), sql.Literal(self.model_name), day, next_day
-            )
-        )
-        # Swaps of all models and days go one at a time, and each takes its locks on `predictions`
-        # only now, so concurrent runs cannot deadlock. Detaching takes an exclusive lock on
-        # `predictions`: wait for running readers up to the session's lock_timeout
-        # (BATCHWATCH_PG_LOCK_TIMEOUT), not forever.
-        connection.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("swap predictions partition"),))
-        if connection.execute("SELECT to_regclass(%s) IS NOT NULL", (partition,)).fetchone()[0]:
-            connection.execute(f"ALTER TABLE predictions DETACH PARTITION {partition}")
-            connection.execute(f"DROP TABLE {partition}")
-        connection.execute(
-            sql.SQL("ALTER TABLE predictions ATTACH PARTITION {} FOR VALUES FROM ({}, {}) TO ({}, {})").format(
-                sql.Identifier(stage), sql.Literal(self.model_name), day, sql.Literal(self.model_name), next_day
-            )
-        )
-        connection.execute(f"ALTER TABLE {stage} DROP CONSTRAINT stage_bounds")
-        connection.execute(f"ALTER TABLE {stage} RENAME CONSTRAINT {stage}_key TO {partition}_key")
-        connection.execute(f"ALTER TABLE {stage} RENAME TO {partition}")
 
     def abort(self, error: BaseException) -> None:
         if self._copy is not None:
@@ -287,6 +260,64 @@ class IntervalWriter:
             self._copy = None
         self._rejects.close()
 
+
+def create_stage(connection: Any, stage: str, shaped_as: str = "predictions") -> None:
+    """An empty, unindexed table shaped as `shaped_as`, owned by the owner of `predictions` so that a later swap may attach and drop it."""
+    connection.execute(f"CREATE TABLE {stage} ({_table_definition(connection, shaped_as)})")
+    # Only the owner of `predictions` may attach the stage and, the next time the day is scored, detach
+    # and drop it: with the roles of migration 0010 that is batchwatch_pipeline, not this login user.
+    connection.execute(f"ALTER TABLE {stage} OWNER TO {_predictions_owner(connection)}")
+
+
+def add_unique_key(connection: Any, stage: str) -> None:
+    """The parent's unique constraint on a stage, built with one sort; ATTACH adopts it as it is."""
+    connection.execute("SET LOCAL maintenance_work_mem = '256MB'")
+    connection.execute(f"ALTER TABLE {stage} ADD CONSTRAINT {stage}_key UNIQUE (model_name, entity_id, ds, model_version)")
+
+
+def swap_in(connection: Any, model_name: str, ds: date, stage: str, *, keyed: bool = False) -> None:
+    """Make `stage` the (model_name, ds) partition in place of the old one, inside the caller's transaction.
+
+    `keyed`: the stage has its unique key already (add_unique_key); otherwise it is built here.
+    """
+    from psycopg import sql
+
+    partition = partition_name(model_name, ds)
+    day, next_day = sql.Literal(ds), sql.Literal(ds + timedelta(days=1))
+    if not keyed:
+        add_unique_key(connection, stage)
+    # Proves the partition bound, so ATTACH does not scan the rows to check it.
+    connection.execute(
+        sql.SQL("ALTER TABLE {} ADD CONSTRAINT stage_bounds CHECK (model_name = {} AND ds >= {} AND ds < {})").format(
+            sql.Identifier(stage), sql.Literal(model_name), day, next_day
+        )
+    )
+    # Swaps of all models and days go one at a time, and each takes its locks on `predictions`
+    # only now, so concurrent runs cannot deadlock. Detaching takes an exclusive lock on
+    # `predictions`: wait for running readers up to the session's lock_timeout
+    # (BATCHWATCH_PG_LOCK_TIMEOUT), not forever.
+    connection.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("swap predictions partition"),))
+    if connection.execute("SELECT to_regclass(%s) IS NOT NULL", (partition,)).fetchone()[0]:
+        connection.execute(f"ALTER TABLE predictions DETACH PARTITION {partition}")
+        connection.execute(f"DROP TABLE {partition}")
+    connection.execute(
+        sql.SQL("ALTER TABLE predictions ATTACH PARTITION {} FOR VALUES FROM ({}, {}) TO ({}, {})").format(
+            sql.Identifier(stage), sql.Literal(model_name), day, sql.Literal(model_name), next_day
+        )
+    )
+    connection.execute(f"ALTER TABLE {stage} DROP CONSTRAINT stage_bounds")
+    connection.execute(f"ALTER TABLE {stage} RENAME CONSTRAINT {stage}_key TO {partition}_key")
+    connection.execute(f"ALTER TABLE {stage} RENAME TO {partition}")
+
+
+def write_daily_scoring(connection: Any, postgres: bool, model_name: str, ds: date) -> None:
+    """The day's summary for the web page, from the rows just written, committed with them."""
+    if postgres:
+        where, params = "model_name = %(m)s AND ds = %(ds)s", {"m": model_name, "ds": ds}
+    else:
+        where, params = "model_name = :m AND ds = :ds", {"m": model_name, "ds": ds.isoformat()}
+    for statement in daily_scoring_statements(postgres, where):
+        connection.execute(statement, params)
 
 def _copy_text_field(value: str | None) -> str:
     """A field of COPY's text format: NULL as \\N; a text's backslashes, tabs and line breaks escaped."""

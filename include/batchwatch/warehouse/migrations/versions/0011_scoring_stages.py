@@ -1,0 +1,42 @@
+"""scoring_stages: the shards of a sharded nightly run, each scored into stage tables of its own until one publish.
+
+A shard commits its stage tables and its row here together, so a retried shard replaces only its own, and the
+publish finds every shard of its run (and their tallies) with one query. A row whose run never publishes (a run
+abandoned half-way) is how the next publish finds the stage tables to drop.
+
+Revision ID: 0011
+Revises: 0010
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0011"
+down_revision = "0010"
+branch_labels = None
+depends_on = None
+
+JSON = sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")
+PIPELINE = "batchwatch_pipeline"
+
+
+def upgrade() -> None:
+    op.create_table(
+        "scoring_stages",
+        sa.Column("model_name", sa.Text, primary_key=True),
+        sa.Column("ds", sa.Date, primary_key=True),
+        sa.Column("run_id", sa.Text, primary_key=True),
+        sa.Column("shard", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("shards", sa.Integer, nullable=False),
+        sa.Column("predictions_stage", sa.Text, nullable=False),
+        sa.Column("rejects_stage", sa.Text, nullable=False),
+        sa.Column("summary", JSON, nullable=False),
+        sa.Column("staged_at", sa.DateTime(timezone=True), nullable=False),
+        sa.CheckConstraint("shard >= 0 AND shard < shards", name="ck_scoring_stages_shard"),
+    )
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON scoring_stages TO {PIPELINE}")
+
+
+def downgrade() -> None:
+    op.drop_table("scoring_stages")
