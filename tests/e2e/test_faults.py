@@ -26,10 +26,10 @@ from .conftest import DAY, HISTORY_START, ROWS_PER_DAY, predictions, run_day
 WEEK_END = datetime(2026, 9, 21, 3, tzinfo=timezone.utc)  # a Monday 03:00: the end of a weekly interval
 
 
-def run_with_retries(dag_id: str, until: datetime, retries: int = 1) -> tuple[str, dict[str, tuple[str, int]]]:
+def run_with_retries(dag_id: str, until: datetime, retries: int = 1, *, mapped: bool = False) -> tuple[str, dict]:
     """Run the DAG's last interval ending by `until` with `retries` retries and no delay between tries.
 
-    Returns the run's state and each task's (state, try_number).
+    Returns the run's state and each task's (state, try_number), by task id, or by (task id, map index) when `mapped`.
     """
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
@@ -44,7 +44,7 @@ def run_with_retries(dag_id: str, until: datetime, retries: int = 1) -> tuple[st
     run = dag.test(logical_date=moment, run_after=moment)
     with create_session() as session:
         instances = session.scalars(select(TaskInstance).where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run.run_id)).all()
-        return str(run.state), {ti.task_id: (str(ti.state), ti.try_number) for ti in instances}
+        return str(run.state), {((ti.task_id, ti.map_index) if mapped else ti.task_id): (str(ti.state), ti.try_number) for ti in instances}
 
 
 def test_a_nightly_run_with_no_champion_fails_on_its_first_try(engine, airflow_db):
