@@ -44,6 +44,12 @@ def airflow_db() -> None:
 
 
 @pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The test PostgreSQL server's URL, for a test that names and makes its own databases."""
+    return POSTGRES_SERVER
+
+
+@pytest.fixture(scope="session")
 def postgres_database():
     """A fresh database on the test PostgreSQL server, dropped at the end."""
     import psycopg

@@ -17,6 +17,8 @@ HISTORY_START = datetime(2026, 10, 1, tzinfo=timezone.utc)
 FIRST_DAY = datetime(2026, 10, 11, tzinfo=timezone.utc)
 DAY = FIRST_DAY
 ROWS_PER_DAY = 1_500
+SCORED_UNTIL = FIRST_DAY + timedelta(days=2)
+MALFORMED_RATE = 0.01
 
 
 @pytest.fixture
@@ -26,13 +28,16 @@ def engine(warehouse_url):
     engine.dispose()
 
 
+def build_fraud_world(engine) -> int:
+    """Ten days of labelled history, a bootstrapped champion, and two days to score (1% malformed); the champion's version."""
+    simulate_into(engine, start=HISTORY_START, end=FIRST_DAY, rows_per_day=ROWS_PER_DAY, labels_as_of=FIRST_DAY)
+    simulate_into(engine, start=FIRST_DAY, end=SCORED_UNTIL, rows_per_day=ROWS_PER_DAY, malformed_rate=MALFORMED_RATE)
+    return bootstrap_champion(engine, get_spec("fraud"), start=HISTORY_START, end=FIRST_DAY)
+
+
 @pytest.fixture
 def fraud_world(engine, airflow_db):
-    """Ten days of labelled history, a bootstrapped champion, and two days to score (1% malformed)."""
-    simulate_into(engine, start=HISTORY_START, end=FIRST_DAY, rows_per_day=ROWS_PER_DAY, labels_as_of=FIRST_DAY)
-    simulate_into(engine, start=FIRST_DAY, end=FIRST_DAY + timedelta(days=2), rows_per_day=ROWS_PER_DAY, malformed_rate=0.01)
-    version = bootstrap_champion(engine, get_spec("fraud"), start=HISTORY_START, end=FIRST_DAY)
-    return {"engine": engine, "champion": version}
+    return {"engine": engine, "champion": build_fraud_world(engine)}
 
 
 def run_day(dag_id: str, day: datetime, *, conf: dict | None = None):
