@@ -22,8 +22,8 @@ import yaml
 
 from batchwatch.demo import simulate
 from batchwatch.warehouse import make_engine, migrate
+from tools.airflow_cluster import AirflowCluster, airflow_cluster, fresh_database, redis_broker
 
-from .airflow_cluster import AirflowCluster, airflow_cluster, fresh_database, redis_broker
 from .conftest import DAY, MALFORMED_RATE, ROWS_PER_DAY, build_fraud_world, predictions
 from .test_nightly_predict import assert_labelled_at_their_thresholds, direct_scores, source_rows
 
@@ -62,7 +62,8 @@ def deployment(tmp_path_factory, postgres_server) -> Iterator[Deployment]:
         metadata_url = stack.enter_context(fresh_database(postgres_server, f"bw_celery_meta_{suffix}"))
         broker_url = stack.enter_context(redis_broker(folder))
         env = {**os.environ, "BATCHWATCH_SPEC_DIRS": str(specs), "BATCHWATCH_ARTIFACT_ROOT": str(artifacts), "AIRFLOW_CONN_WAREHOUSE": warehouse_url}
-        cluster = stack.enter_context(airflow_cluster(folder, metadata_url=metadata_url, broker_url=broker_url, env=env))
+        # One task at a time per worker: four shards queued together must use both.
+        cluster = stack.enter_context(airflow_cluster(folder, metadata_url=metadata_url, broker_url=broker_url, env=env, worker_concurrency=1))
         patch = stack.enter_context(pytest.MonkeyPatch.context())
         patch.setenv("BATCHWATCH_ARTIFACT_ROOT", str(artifacts))  # the champion's artifact, where the workers read it
         engine = make_engine(warehouse_url)

@@ -276,7 +276,17 @@ def _day_summary(
         "positive_rate": round(positives / scored, 6) if scored else None,
         "seconds": round(seconds, 3),
         "rows_per_second": round(read / seconds) if seconds else None,
+        "peak_rss_mb": _peak_rss_mb(),
     }
+
+
+def _peak_rss_mb() -> float | None:
+    """This process's memory high-water mark (Linux VmHWM): bounded by the chunk size, whatever the day's row count."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(round(int(line.split()[1]) / 1024, 1) for line in status if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return None
 
 
 def _check_interval(spec: ModelSpec, start: datetime, end: datetime) -> None:
@@ -384,5 +394,8 @@ def publish_shards(engine: Engine, spec: ModelSpec, *, start: datetime, end: dat
         max(s["seconds"] for s in summaries),
     )  # fmt: skip
     summary["publish_seconds"] = round(time.perf_counter() - started, 3)
-    summary["shards"] = [{field: s[field] for field in ("shard", "rows_read", "rows_scored", "seconds", "rows_per_second")} for s in summaries]
+    summary["peak_rss_mb"] = max((s["peak_rss_mb"] for s in summaries if s["peak_rss_mb"] is not None), default=None)
+    summary["shards"] = [
+        {field: s[field] for field in ("shard", "rows_read", "rows_scored", "seconds", "rows_per_second", "peak_rss_mb")} for s in summaries
+    ]
     return summary

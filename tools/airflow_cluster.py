@@ -1,5 +1,6 @@
-"""A real Airflow deployment for the tests: scheduler, dag-processor, api-server and Celery workers as
-`airflow` subprocesses, on a PostgreSQL metadata database and the Redis on 127.0.0.1:6379.
+"""A real Airflow deployment for the tests and benchmarks: scheduler, dag-processor, api-server and Celery workers
+as `airflow` subprocesses, on a PostgreSQL metadata database and the Redis on 127.0.0.1:6379 (or the
+LocalExecutor, with no workers and no broker).
 
 `airflow_cluster()` starts them and hands back an `AirflowCluster` at once, so the caller can build its
 warehouse while they boot, then `wait_until_ready()`. Every process writes to a log file in the cluster's
@@ -28,7 +29,7 @@ REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 BROKER_DB = 7
 WORKER_NODE_VARIABLE = "BATCHWATCH_TEST_CELERY_NODE"
 # By its path from the project root (on the workers' PYTHONPATH), whatever name pytest imported this module under.
-HOSTNAME_CALLABLE = "tests.e2e.airflow_cluster.worker_hostname"
+HOSTNAME_CALLABLE = "tools.airflow_cluster.worker_hostname"
 FINISHED_RUN_STATES = {"success", "failed"}
 FAILED_STATES = {"failed", "up_for_retry", "upstream_failed"}
 
@@ -176,6 +177,8 @@ class AirflowCluster:
             assert time.monotonic() < deadline, f"Airflow was not healthy in {timeout:.0f} s: {health}\n{self.diagnostics()}"
             time.sleep(0.5)
         self.mark("API server, scheduler and dag-processor healthy")
+        if not self.workers:
+            return
         app = Celery(broker=self.env["AIRFLOW__CELERY__BROKER_URL"])
         try:
             answered: set[str] = set()
@@ -294,12 +297,13 @@ class AirflowCluster:
 
 
 @contextmanager
-def airflow_cluster(folder: Path, *, metadata_url: str, broker_url: str, env: dict[str, str], workers: int = 2,
-                    worker_concurrency: int = 2) -> Iterator[AirflowCluster]:
+def airflow_cluster(folder: Path, *, metadata_url: str, broker_url: str | None, env: dict[str, str], workers: int = 2,
+                    worker_concurrency: int = 2, parallelism: int = 32) -> Iterator[AirflowCluster]:
     """Migrate the metadata database, start the deployment, and yield it before it is ready (see `wait_until_ready`).
 
     `metadata_url` is a postgresql:// URL of an empty database; `env` is the project's environment (DAG and plugin
-    folders, PYTHONPATH, BATCHWATCH_*, AIRFLOW_CONN_WAREHOUSE), given to every process.
+    folders, PYTHONPATH, BATCHWATCH_*, AIRFLOW_CONN_WAREHOUSE), given to every process. Without a `broker_url` the
+    scheduler runs the LocalExecutor with `parallelism` task processes and no worker is started.
     """
     home = folder / "airflow"
     home.mkdir(parents=True)
@@ -309,14 +313,15 @@ def airflow_cluster(folder: Path, *, metadata_url: str, broker_url: str, env: di
     # The simple auth manager keeps a password it finds in its file: the test logs in with a known one.
     (home / "passwords.json").write_text(json.dumps({"admin": password}))
     database = metadata_url.replace("postgresql://", "postgresql+psycopg://", 1)
-    nodes = [f"worker{number}@{socket.gethostname()}" for number in range(1, workers + 1)]
+    nodes = [f"worker{number}@{socket.gethostname()}" for number in range(1, workers + 1)] if broker_url else []
+    executor = {"AIRFLOW__CORE__EXECUTOR": "CeleryExecutor", "AIRFLOW__CELERY__BROKER_URL": broker_url,
+                "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{database}"} if broker_url else {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
     cluster_env = {
         **env,
         "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        **executor,
+        "AIRFLOW__CORE__PARALLELISM": str(parallelism),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
-        "AIRFLOW__CELERY__BROKER_URL": broker_url,
-        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{database}",
         # Workers report task state to the API server; its base URL also builds the UI links in task logs.
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
         "AIRFLOW__API__BASE_URL": base_url,
