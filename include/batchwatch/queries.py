@@ -167,6 +167,7 @@ class DailyVolume:
     reject_rate: float | None
     positive_rate: float | None  # champion rows
     score_quantiles: dict[str, float]  # champion scores, "0.5" -> median
+    shards: int | None = None  # how many shards scored it (1: one task); None before migration 0011
 
 
 @dataclass(frozen=True)
@@ -610,7 +611,7 @@ def _days(engine: Engine, model_name: str, since: date | None) -> list[DailyVolu
     """
     bound = "" if since is None else " AND ds >= :since"
     query = sa.text(
-        f"SELECT ds, role, rows_scored, positives, rows_rejected, {', '.join(QUANTILE_COLUMNS)} FROM daily_scoring"
+        f"SELECT ds, role, rows_scored, positives, rows_rejected, shards, {', '.join(QUANTILE_COLUMNS)} FROM daily_scoring"
         f" WHERE model_name = :m{bound} ORDER BY ds, role"
     )
     with engine.connect() as connection:
@@ -636,6 +637,7 @@ def _days(engine: Engine, model_name: str, since: date | None) -> list[DailyVolu
                 reject_rate=_rate(rejected, scored + rejected),
                 positive_rate=_rate(int(champion["positives"]) if champion else 0, scored),
                 score_quantiles=quantiles,
+                shards=day_rows[0]["shards"],
             )
         )
     return volumes

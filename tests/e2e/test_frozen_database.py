@@ -168,10 +168,12 @@ def test_every_session_gets_the_timeouts_and_keepalives(postgres_database, monke
     monkeypatch.setenv("BATCHWATCH_PG_IDLE_IN_TRANSACTION_TIMEOUT", "2min")
     engine = make_engine(postgres_database)
     with engine.connect() as connection:
-        names = ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")
+        names = ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout", "client_connection_check_interval")
         shown = {name: connection.exec_driver_sql(f"SHOW {name}").scalar() for name in names}
         keepalives = connection.connection.driver_connection.info.get_parameters()
-    assert shown == {"statement_timeout": "1h", "lock_timeout": "5min", "idle_in_transaction_session_timeout": "2min"}
+    assert shown == {
+        "statement_timeout": "1h", "lock_timeout": "5min", "idle_in_transaction_session_timeout": "2min", "client_connection_check_interval": "10s"
+    }  # fmt: skip
     assert (keepalives["keepalives"], keepalives["keepalives_idle"], keepalives["connect_timeout"]) == ("1", "60", "30")
     # The COPY reader (psycopg2) starts its sessions the same way.
     query = "SELECT current_setting('statement_timeout') AS s, current_setting('lock_timeout') AS l"

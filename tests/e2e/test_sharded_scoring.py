@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from batchwatch import scoring
+from batchwatch import queries, scoring
 from batchwatch.demo.seed import simulate_into
 from batchwatch.spec import get_spec
 from batchwatch.spec.model import DEFAULT_SPEC_DIR
@@ -72,6 +72,7 @@ def test_four_shards_publish_exactly_the_day_one_task_writes(fraud_world, monkey
     state, results = run_day("fraud_nightly_predict", DAY)
     assert state == "success"
     unsharded = day_state(engine)
+    assert [day.shards for day in queries.prediction_volume(engine, "fraud")] == [1]
 
     data = yaml.safe_load((DEFAULT_SPEC_DIR / "fraud.yaml").read_text())
     data["scoring"]["shards"] = SHARDS
@@ -87,6 +88,7 @@ def test_four_shards_publish_exactly_the_day_one_task_writes(fraud_world, monkey
     assert sum(per_shard) == published["rows_read"] == ROWS_PER_DAY and min(per_shard) > 0
     assert published["rows_scored"] == ROWS_PER_DAY - 15 and published["rows_rejected"] == 15
     assert stage_tables(engine) == [] and count(engine, "scoring_stages") == 0
+    assert [(day.ds, day.shards) for day in queries.prediction_volume(engine, "fraud")] == [(DAY.date(), SHARDS)]  # the page's volume table
 
     state, _ = run_day("fraud_nightly_predict", DAY)  # a rerun of the day is exact
     assert state == "success"

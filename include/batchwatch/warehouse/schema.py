@@ -216,6 +216,8 @@ daily_scoring = sa.Table(
     sa.Column("score_p50", sa.Double),
     sa.Column("score_p75", sa.Double),
     sa.Column("score_p95", sa.Double),
+    # How many shards scored the day (1: one task); NULL for days scored before migration 0011.
+    sa.Column("shards", sa.Integer),
 )
 
 # One row per scored day, version, role, source and metric (0008): realized from matured labels, estimated before them.

@@ -142,7 +142,7 @@ def publish_stages(
         connection.execute(
             f"INSERT INTO rejected_rows ({columns}) " + " UNION ALL ".join(f"SELECT {columns} FROM {stage}" for stage in rejects_stages)
         )
-        write_daily_scoring(connection, postgres, model_name, ds)
+        write_daily_scoring(connection, postgres, model_name, ds, shards=shards)
         consumed = rejects_stages + (predictions_stages if not postgres or shards > 1 else [])
         _drop(connection, consumed)
         _execute(connection, postgres, "DELETE FROM scoring_stages WHERE model_name = ? AND ds = ? AND run_id = ?", (model_name, ds, run_id))

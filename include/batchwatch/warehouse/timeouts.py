@@ -8,6 +8,10 @@ Each is set from an environment variable when the engine is made (no code change
   waits for a lock (the partition swap behind a long reader fails clearly instead of waiting forever).
 - ``BATCHWATCH_PG_IDLE_IN_TRANSACTION_TIMEOUT`` (default ``30min``): server-side
   ``idle_in_transaction_session_timeout``, so a frozen worker does not hold its locks for ever.
+- ``BATCHWATCH_PG_CLIENT_CHECK_INTERVAL`` (default ``10s``): server-side ``client_connection_check_interval``
+  (PostgreSQL 14+), how often a session that runs or waits checks that its client is still there. A task
+  killed with ``kill -9`` while its session waits on a lock would otherwise keep that lock, and its
+  uncommitted stage, until the wait ends; with it the server rolls the session back within this interval.
 - ``BATCHWATCH_PG_CONNECT_TIMEOUT`` (default ``30``, seconds): libpq ``connect_timeout``.
 - ``BATCHWATCH_PG_KEEPALIVES_IDLE`` / ``_INTERVAL`` / ``_COUNT`` (defaults ``60`` / ``10`` / ``6``, seconds and
   probes): libpq TCP keepalives, so a server host that vanished is noticed in about two minutes.
@@ -45,6 +49,7 @@ SERVER_SETTINGS = (
     ServerSetting("statement_timeout", "BATCHWATCH_PG_STATEMENT_TIMEOUT", "1h"),
     ServerSetting("lock_timeout", "BATCHWATCH_PG_LOCK_TIMEOUT", "5min"),
     ServerSetting("idle_in_transaction_session_timeout", "BATCHWATCH_PG_IDLE_IN_TRANSACTION_TIMEOUT", "30min"),
+    ServerSetting("client_connection_check_interval", "BATCHWATCH_PG_CLIENT_CHECK_INTERVAL", "10s"),
 )
 CLIENT_SETTINGS = {  # libpq keyword: (variable, default)
     "connect_timeout": ("BATCHWATCH_PG_CONNECT_TIMEOUT", "30"),

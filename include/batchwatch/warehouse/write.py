@@ -228,7 +228,7 @@ class IntervalWriter:
         self._write_rejects()
         if self._postgres:
             swap_in(self._connection, self.model_name, self.ds, self.stage)
-        write_daily_scoring(self._connection, self._postgres, self.model_name, self.ds)
+        write_daily_scoring(self._connection, self._postgres, self.model_name, self.ds, shards=1)
 
     def _close_copy(self) -> None:
         if self._copy is not None:
@@ -310,13 +310,15 @@ def swap_in(connection: Any, model_name: str, ds: date, stage: str, *, keyed: bo
     connection.execute(f"ALTER TABLE {stage} RENAME TO {partition}")
 
 
-def write_daily_scoring(connection: Any, postgres: bool, model_name: str, ds: date) -> None:
-    """The day's summary for the web page, from the rows just written, committed with them."""
+def write_daily_scoring(connection: Any, postgres: bool, model_name: str, ds: date, *, shards: int) -> None:
+    """The day's summary for the web page, from the rows just written, committed with them; `shards` scored them."""
     if postgres:
-        where, params = "model_name = %(m)s AND ds = %(ds)s", {"m": model_name, "ds": ds}
+        where, params = "model_name = %(m)s AND ds = %(ds)s", {"m": model_name, "ds": ds, "shards": shards}
+        set_shards = "UPDATE daily_scoring SET shards = %(shards)s WHERE "
     else:
-        where, params = "model_name = :m AND ds = :ds", {"m": model_name, "ds": ds.isoformat()}
-    for statement in daily_scoring_statements(postgres, where):
+        where, params = "model_name = :m AND ds = :ds", {"m": model_name, "ds": ds.isoformat(), "shards": shards}
+        set_shards = "UPDATE daily_scoring SET shards = :shards WHERE "
+    for statement in [*daily_scoring_statements(postgres, where), set_shards + where]:
         connection.execute(statement, params)
 
 def _copy_text_field(value: str | None) -> str:

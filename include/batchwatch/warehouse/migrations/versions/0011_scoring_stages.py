@@ -1,4 +1,5 @@
-"""scoring_stages: the shards of a sharded nightly run, each scored into stage tables of its own until one publish.
+"""scoring_stages: the shards of a sharded nightly run, each scored into stage tables of its own until one publish;
+daily_scoring.shards: how many shards scored the day (NULL for days scored before).
 
 A shard commits its stage tables and its row here together, so a retried shard replaces only its own, and the
 publish finds every shard of its run (and their tallies) with one query. A row whose run never publishes (a run
@@ -34,9 +35,14 @@ def upgrade() -> None:
         sa.Column("staged_at", sa.DateTime(timezone=True), nullable=False),
         sa.CheckConstraint("shard >= 0 AND shard < shards", name="ck_scoring_stages_shard"),
     )
+    # Nullable, no default: adding it rewrites nothing.
+    op.add_column("daily_scoring", sa.Column("shards", sa.Integer))
     if op.get_bind().dialect.name == "postgresql":
         op.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON scoring_stages TO {PIPELINE}")
 
 
 def downgrade() -> None:
+    # Dropped in place (SQLite 3.35+ can).
+    with op.batch_alter_table("daily_scoring", recreate="never") as batch:
+        batch.drop_column("shards")
     op.drop_table("scoring_stages")
