@@ -21,6 +21,7 @@ from batchwatch.serialization import to_json
 from batchwatch.spec import quote
 from batchwatch.warehouse import schema
 from batchwatch.warehouse.engine import NULL, copy_unescape, driver_transaction, is_postgres, lock_key, sqlite_value, wait_for_unit
+from batchwatch.warehouse.partitions import detach_partition
 
 PREDICTION_COLUMNS = tuple(column.name for column in schema.predictions.columns)
 
@@ -270,7 +271,7 @@ class IntervalWriter:
         # (BATCHWATCH_PG_LOCK_TIMEOUT), not forever.
         connection.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("swap predictions partition"),))
         if connection.execute("SELECT to_regclass(%s) IS NOT NULL", (partition,)).fetchone()[0]:
-            connection.execute(f"ALTER TABLE predictions DETACH PARTITION {partition}")
+            detach_partition(connection, partition)
             connection.execute(f"DROP TABLE {partition}")
         connection.execute(
             sql.SQL("ALTER TABLE predictions ATTACH PARTITION {} FOR VALUES FROM ({}, {}) TO ({}, {})").format(
