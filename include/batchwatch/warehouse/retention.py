@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from batchwatch.warehouse.engine import lock_key
+from batchwatch.warehouse.partitions import detach_partition
 
 
 @dataclass
@@ -53,7 +54,7 @@ def drop_before(connection: sa.Connection, model_name: str, before: date) -> Dro
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key("swap predictions partition")})
         for name, day in _partition_days(connection, model_name, before):
             dropped.predictions += connection.execute(sa.text(f'SELECT COUNT(*) FROM "{name}"')).scalar_one()
-            connection.execute(sa.text(f'ALTER TABLE predictions DETACH PARTITION "{name}"'))
+            detach_partition(connection.connection.driver_connection, name)
             connection.execute(sa.text(f'DROP TABLE "{name}"'))
             dropped.days.append(day)
     else:

@@ -21,6 +21,7 @@ from batchwatch.serialization import to_json
 from batchwatch.spec import quote
 from batchwatch.warehouse import schema
 from batchwatch.warehouse.engine import NULL, copy_unescape, driver_transaction, is_postgres, lock_key, sqlite_value, wait_for_unit
+from batchwatch.warehouse.partitions import detach_partition
 
 PREDICTION_COLUMNS = tuple(column.name for column in schema.predictions.columns)
 
@@ -294,11 +295,11 @@ def swap_in(connection: Any, model_name: str, ds: date, stage: str, *, keyed: bo
     )
     # Swaps of all models and days go one at a time, and each takes its locks on `predictions`
     # only now, so concurrent runs cannot deadlock. Detaching takes an exclusive lock on
-    # `predictions`: wait for running readers up to the session's lock_timeout
-    # (BATCHWATCH_PG_LOCK_TIMEOUT), not forever.
+    # `predictions`: it is tried in short attempts (partitions.detach_partition), so readers of
+    # other days never queue behind a swap that waits, up to the session's lock_timeout.
     connection.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("swap predictions partition"),))
     if connection.execute("SELECT to_regclass(%s) IS NOT NULL", (partition,)).fetchone()[0]:
-        connection.execute(f"ALTER TABLE predictions DETACH PARTITION {partition}")
+        detach_partition(connection, partition)
         connection.execute(f"DROP TABLE {partition}")
     connection.execute(
         sql.SQL("ALTER TABLE predictions ATTACH PARTITION {} FOR VALUES FROM ({}, {}) TO ({}, {})").format(
