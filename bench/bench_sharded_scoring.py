@@ -50,13 +50,14 @@ def prepare(rows: int) -> None:
     """The bench warehouse with a champion and `rows` source rows on DAY; kept when it already holds them."""
     import sqlalchemy as sa
 
-    from batchwatch.warehouse import make_engine
+    from batchwatch.warehouse import make_engine, migrate
 
     try:
         engine = make_engine(URL)
         with engine.connect() as connection:
             held = connection.execute(sa.text("SELECT rows FROM bench_prepared")).scalar_one()
         if held == rows:
+            migrate(engine)  # the schema of this checkout
             print(f"{DATABASE} holds {rows:,} rows on {DAY:%Y-%m-%d}: reused", flush=True)
             return
     except Exception:  # no database or no marker yet: build it

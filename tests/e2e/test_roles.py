@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from batchwatch.demo.seed import simulate_into
 from batchwatch.modeling.training import bootstrap_champion
 from batchwatch.monitoring.drift import check_window
-from batchwatch.scoring import predict_interval
+from batchwatch.scoring import predict_interval, publish_shards, score_shard
 from batchwatch.spec import get_spec
 from batchwatch.warehouse import make_engine, migrate
 from tests.e2e.conftest import FIRST_DAY, HISTORY_START, ROWS_PER_DAY, count
@@ -48,7 +48,7 @@ def roles_world(postgres_server_database, tmp_path_factory):
         predict_interval(second, spec, start=FIRST_DAY, end=FIRST_DAY + timedelta(days=1), run_id="second"),
     ]
     drift = check_window(second, spec, window_end=FIRST_DAY + timedelta(days=1), run_id="drift", report_root=tmp_path_factory.mktemp("reports"))
-    yield {"admin": admin, "pipeline": second, "analyst": analyst, "champion": champion, "runs": runs, "drift": drift}
+    yield {"admin": admin, "first": first, "pipeline": second, "analyst": analyst, "champion": champion, "runs": runs, "drift": drift}
     for engine in users.values():
         engine.dispose()
     with admin.begin() as connection:
@@ -77,6 +77,22 @@ def test_pipeline_members_run_the_jobs(roles_world):
     assert stages == 0
 
 
+def test_shards_staged_by_two_members_publish_as_a_third_may(roles_world):
+    """Each shard's stage belongs to the pipeline role, so any member may publish it, and drop it."""
+    admin, first, second = roles_world["admin"], roles_world["first"], roles_world["pipeline"]
+    day = FIRST_DAY + timedelta(days=1)
+    simulate_into(admin, start=day, end=day + timedelta(days=1), rows_per_day=ROWS_PER_DAY, malformed_rate=0.01)
+    spec, end = get_spec("fraud"), day + timedelta(days=1)
+    staged = [score_shard(member, spec, start=day, end=end, run_id="sharded", shard=shard, shards=2) for shard, member in enumerate((first, second))]
+    published = publish_shards(first, spec, start=day, end=end, run_id="sharded", shards=2)
+    assert published["rows_scored"] == sum(shard["rows_scored"] for shard in staged) > 0
+    assert count(admin, "predictions", "ds = :ds AND run_id = 'sharded'", ds=day.date()) == published["rows_scored"]
+    with admin.connect() as connection:
+        stages = "SELECT count(*) FROM pg_class WHERE left(relname, 6) = 'stage_' OR right(relname, 5) = '_next'"
+        left = connection.exec_driver_sql(stages).scalar_one()
+    assert left == 0 and count(admin, "scoring_stages") == 0
+
+
 def _refused(engine: sa.Engine, statement: str) -> str:
     with pytest.raises(sa.exc.DBAPIError) as raised, engine.begin() as connection:
         connection.exec_driver_sql(statement)
@@ -87,8 +103,8 @@ def _refused(engine: sa.Engine, statement: str) -> str:
 def test_analyst_reads_the_served_results(roles_world):
     analyst = roles_world["analyst"]
     with analyst.connect() as connection:
-        served = connection.exec_driver_sql("SELECT count(*) FROM served_predictions").scalar_one()
-        latest = connection.exec_driver_sql("SELECT count(*) FROM champion_latest_predictions").scalar_one()
+        served = connection.execute(sa.text("SELECT count(*) FROM served_predictions WHERE ds = :ds"), {"ds": FIRST_DAY.date()}).scalar_one()
+        latest = connection.execute(sa.text("SELECT count(*) FROM champion_latest_predictions WHERE ds = :ds"), {"ds": FIRST_DAY.date()}).scalar_one()
         checked = connection.exec_driver_sql("SELECT count(*) FROM drift_results").scalar_one()
     assert served == latest == roles_world["runs"][1]["rows_scored"]
     assert checked > 0
