@@ -14,12 +14,13 @@ import yaml
 
 from batchwatch import queries, scoring
 from batchwatch.demo.seed import simulate_into
+from batchwatch.modeling.training import bootstrap_champion
 from batchwatch.spec import get_spec
 from batchwatch.spec.model import DEFAULT_SPEC_DIR
 from batchwatch.warehouse import make_engine
 from batchwatch.warehouse.stages import ShardsMissing, stage_names
 
-from .conftest import DAY, ROWS_PER_DAY, count, predictions, run_day
+from .conftest import DAY, HISTORY_START, ROWS_PER_DAY, count, predictions, run_day
 from .test_faults import run_with_retries
 from .test_nightly_predict import comparable, repeating_spec
 
@@ -255,3 +256,18 @@ def test_a_shard_cut_off_mid_write_is_the_only_task_that_runs_again(fraud_world,
         held = "SELECT COUNT(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND a.datname = current_database()"
         assert connection.execute(sa.text(held)).scalar_one() == 0
     np.testing.assert_array_equal(sorted(predictions(engine, ds=DAY.date())["run_id"].unique()), [run_id])
+
+
+def test_shards_scored_by_different_champions_are_not_published(fraud_world):
+    """A promotion between two shards of one run: publishing would mix two models' rows in one day."""
+    engine = fraud_world["engine"]
+    spec = get_spec("fraud")
+    scoring.predict_interval(engine, spec, start=DAY, end=NEXT_DAY, run_id="before")
+    before = day_state(engine)
+    scoring.score_shard(engine, spec, start=DAY, end=NEXT_DAY, run_id="sharded", shard=0, shards=2)
+    newer = bootstrap_champion(engine, spec, start=HISTORY_START + timedelta(days=1), end=DAY)  # another window: a new version
+    assert newer != fraud_world["champion"]
+    scoring.score_shard(engine, spec, start=DAY, end=NEXT_DAY, run_id="sharded", shard=1, shards=2)
+    with pytest.raises(scoring.ShardsDisagree, match="different models"):
+        scoring.publish_shards(engine, spec, start=DAY, end=NEXT_DAY, run_id="sharded", shards=2)
+    assert_same_day(day_state(engine), before)
