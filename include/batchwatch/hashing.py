@@ -16,7 +16,7 @@ BUCKETS = 1 << 20
 
 DRIFT_SAMPLE = "drift-sample"
 CANARY_ARM = "canary-arm"
-# The nightly job's scoring shards (scoring.batch.shard_predicate).
+# The nightly job's scoring shards (scoring.shards.shard_predicate).
 SCORING_SHARD = "scoring-shard"
 # The chaos drill's noise scores and its share of flipped labels (monitoring.drill).
 CHAOS_DRILL = "chaos-drill"

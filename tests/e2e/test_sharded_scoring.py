@@ -15,6 +15,7 @@ import yaml
 from batchwatch import queries, scoring
 from batchwatch.demo.seed import simulate_into
 from batchwatch.modeling.training import bootstrap_champion
+from batchwatch.scoring.shards import shard_predicate
 from batchwatch.spec import get_spec
 from batchwatch.spec.model import DEFAULT_SPEC_DIR
 from batchwatch.warehouse import make_engine
@@ -108,7 +109,7 @@ def test_the_shards_split_the_keys_by_a_salt_of_their_own(fraud_world):
     with engine.connect() as connection:
         for shard in range(SHARDS):
             keys = connection.execute(
-                sa.text(f"SELECT CAST(transaction_id AS TEXT) FROM transactions s WHERE {scoring.batch.shard_predicate(engine, spec, shard, SHARDS)}")
+                sa.text(f"SELECT CAST(transaction_id AS TEXT) FROM transactions s WHERE {shard_predicate(engine, spec, shard, SHARDS)}")
             ).scalars().all()
             for key in keys:
                 assert key not in shard_of, f"{key} is in shards {shard_of[key]} and {shard}"

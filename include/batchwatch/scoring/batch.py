@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
@@ -20,13 +19,10 @@ from sqlalchemy.engine import Engine
 from batchwatch.data.features import build_features
 from batchwatch.data.validation import validate
 from batchwatch.errors import InvalidArgument, PermanentError
-from batchwatch.hashing import BUCKETS, shard_salt
 from batchwatch.scoring.models import load_challenger, load_champion, load_version, score
 from batchwatch.scoring.routing import Arms, Route, arms_on, plan_routes
 from batchwatch.spec import ModelSpec, quote
 from batchwatch.warehouse import IntervalWriter, is_unique_violation, replace_interval, stream_frames
-from batchwatch.warehouse.read import bucket_sql
-from batchwatch.warehouse.stages import publish_stages, stage_shard
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +39,6 @@ class DuplicateEntity(PermanentError, RuntimeError):
     """A key came twice while scoring, and a second read of the source disagrees on which keys repeat."""
 
 
-class ShardsDisagree(PermanentError, RuntimeError):
-    """The shards of one run scored with different models (a promotion came between them): publishing would mix them."""
-
-
-def shard_predicate(engine: Engine, spec: ModelSpec, shard: int, shards: int) -> str:
-    """SQL keeping the rows of shard `shard` of `shards`: a range of the key's buckets under the model's shard salt.
-
-    Every copy of a key lands in one shard, so a shard sees all of a key's repeats; a NULL key hashes as ''.
-    """
-    key = f"COALESCE(CAST(s.{quote(spec.source.entity_key)} AS TEXT), '')"
-    bucket = bucket_sql(engine, key, shard_salt(spec.name))
-    return f"{bucket} >= {shard * BUCKETS // shards} AND {bucket} < {(shard + 1) * BUCKETS // shards}"
-
-
 def source_query(spec: ModelSpec) -> tuple[str, list[str], list[str]]:
     """SQL for the rows of one interval [:start, :end); its columns and which of them are text."""
     key, event = spec.source.entity_key, spec.source.event_time
@@ -69,7 +51,9 @@ def source_query(spec: ModelSpec) -> tuple[str, list[str], list[str]]:
 
 
 @dataclass
-class _Tally:
+class Tally:
+    """What one pass over the rows counted: read, scored, served positives, and rejects by reason."""
+
     read: int = 0
     scored: int = 0
     positives: int = 0
@@ -98,7 +82,7 @@ class _RepeatedKeys:
 
 
 def _score_chunk(
-    writer: IntervalWriter, spec: ModelSpec, raw: pd.DataFrame, routes: list[Route], arms: Arms | None, tally: _Tally, repeated: _RepeatedKeys
+    writer: IntervalWriter, spec: ModelSpec, raw: pd.DataFrame, routes: list[Route], arms: Arms | None, tally: Tally, repeated: _RepeatedKeys
 ) -> None:
     """Validate one chunk, quarantine its rejects, score the rest with every model, hand both to the writer.
 
@@ -132,7 +116,7 @@ def _score_chunk(
     tally.scored += len(features)
 
 
-def _check_reject_rate(spec: ModelSpec, ds: date, rejected: int, read: int, reasons: str) -> None:
+def check_reject_rate(spec: ModelSpec, ds: date, rejected: int, read: int, reasons: str) -> None:
     if read and rejected / read > spec.scoring.max_reject_rate:
         raise RejectRateExceeded(
             f"{spec.name} {ds}: {rejected} of {read} rows rejected ({rejected / read:.2%}), over the limit of "
@@ -142,16 +126,16 @@ def _check_reject_rate(spec: ModelSpec, ds: date, rejected: int, read: int, reas
 
 
 def _score_interval(
-    engine: Engine, spec: ModelSpec, models: _Models, query: str, start: datetime, end: datetime, chunk_size: int,
-    repeated: _RepeatedKeys, writing: Callable[[], AbstractContextManager[IntervalWriter]], seal: Callable[[IntervalWriter, _Tally], None],
-) -> _Tally:
+    engine: Engine, spec: ModelSpec, models: ServingModels, query: str, start: datetime, end: datetime, chunk_size: int,
+    repeated: _RepeatedKeys, writing: Callable[[], AbstractContextManager[IntervalWriter]], seal: Callable[[IntervalWriter, Tally], None],
+) -> Tally:
     """One pass over `query`'s rows inside the writer's transaction; any exception leaves what it writes as it was.
 
     `seal` sees the writer and the tally once every row is written, before the commit, and may raise.
     """
     _, columns, text = source_query(spec)
     origin = f"model spec {spec.name}: {spec.source.field}"
-    tally = _Tally()
+    tally = Tally()
     with (
         writing() as writer,
         # closing(): on an exception the reader's connection ends now, not when garbage is collected.
@@ -163,10 +147,10 @@ def _score_interval(
     return tally
 
 
-def _check_day_rejects(spec: ModelSpec, ds: date) -> Callable[[IntervalWriter, _Tally], None]:
-    def seal(_writer: IntervalWriter, tally: _Tally) -> None:
+def _check_day_rejects(spec: ModelSpec, ds: date) -> Callable[[IntervalWriter, Tally], None]:
+    def seal(_writer: IntervalWriter, tally: Tally) -> None:
         top = "; ".join(f"{reason} ({n})" for reason, n in tally.reasons.most_common(5))
-        _check_reject_rate(spec, ds, tally.read - tally.scored, tally.read, top)
+        check_reject_rate(spec, ds, tally.read - tally.scored, tally.read, top)
 
     return seal
 
@@ -183,7 +167,7 @@ def _repeated_keys(engine: Engine, spec: ModelSpec, query: str, start: datetime,
         total, extra = connection.execute(
             sa.text(f"SELECT COUNT(*), COUNT({key}) - COUNT(DISTINCT {key}) FROM ({query}) AS interval_rows"), params
         ).one()
-        _check_reject_rate(spec, start.date(), extra, total, f"{spec.source.entity_key} is duplicated in the batch ({extra})")
+        check_reject_rate(spec, start.date(), extra, total, f"{spec.source.entity_key} is duplicated in the batch ({extra})")
         return set(
             connection.execute(
                 sa.text(f"SELECT {key} FROM ({query}) AS interval_rows WHERE {key} IS NOT NULL GROUP BY {key} HAVING COUNT(*) > 1"), params
@@ -192,7 +176,7 @@ def _repeated_keys(engine: Engine, spec: ModelSpec, query: str, start: datetime,
 
 
 @dataclass
-class _Models:
+class ServingModels:
     """What scores a day, and how its rows are routed: the same for every shard of a run."""
 
     champion: Any
@@ -212,7 +196,7 @@ class _Models:
         }
 
 
-def _models(engine: Engine, spec: ModelSpec, ds: date) -> _Models:
+def serving_models(engine: Engine, spec: ModelSpec, ds: date) -> ServingModels:
     """The champion (or the day's canary baseline), the challenger, and the routes: raises when the day cannot be served."""
     with engine.connect() as connection:
         arms = arms_on(connection, spec.name, ds)
@@ -226,13 +210,13 @@ def _models(engine: Engine, spec: ModelSpec, ds: date) -> _Models:
             f"{spec.name} {ds}: a canary of v{arms.version} serves {arms.share:.0%} of entities that day, but the challenger cannot "
             f"be loaded ({shadow_error}); nothing was written. Restore its artifact, or stop the canary (bin/batchwatch canary stop {spec.name})."
         )
-    return _Models(champion, challenger, shadow_error, arms, plan_routes(champion, challenger, arms))
+    return ServingModels(champion, challenger, shadow_error, arms, plan_routes(champion, challenger, arms))
 
 
-def _score_once_or_with_repeats(
-    engine: Engine, spec: ModelSpec, models: _Models, query: str, start: datetime, end: datetime, chunk_size: int,
-    writing: Callable[[], AbstractContextManager[IntervalWriter]], seal: Callable[[IntervalWriter, _Tally], None],
-) -> _Tally:
+def score_rows(
+    engine: Engine, spec: ModelSpec, models: ServingModels, query: str, start: datetime, end: datetime, chunk_size: int,
+    writing: Callable[[], AbstractContextManager[IntervalWriter]], seal: Callable[[IntervalWriter, Tally], None],
+) -> Tally:
     """Score `query`'s rows; when a key repeated across chunks reaches the unique key, score them again with its later copies rejected."""
     ds = start.date()
     try:
@@ -260,7 +244,7 @@ def _score_once_or_with_repeats(
             ) from again
 
 
-def _day_summary(
+def day_summary(
     spec: ModelSpec, ds: date, models: dict[str, Any], read: int, scored: int, reasons: Counter, positives: int, seconds: float
 ) -> dict[str, Any]:
     rejected = read - scored
@@ -289,7 +273,7 @@ def _peak_rss_mb() -> float | None:
         return None
 
 
-def _check_interval(spec: ModelSpec, start: datetime, end: datetime) -> None:
+def check_one_day(spec: ModelSpec, start: datetime, end: datetime) -> None:
     if end - start != timedelta(days=1):
         raise InvalidArgument(f"{spec.name}: the nightly job scores one day per run, got the interval [{start}, {end})")
 
@@ -309,93 +293,13 @@ def predict_interval(
     when an artifact fails its checksum, when the reject rate passes the spec's limit, or when the
     source's repeated keys change between reads (DuplicateEntity).
     """
-    _check_interval(spec, start, end)
+    check_one_day(spec, start, end)
     started = time.perf_counter()
     ds: date = start.date()
-    models = _models(engine, spec, ds)
+    models = serving_models(engine, spec, ds)
     query, _, _ = source_query(spec)
-    tally = _score_once_or_with_repeats(
+    tally = score_rows(
         engine, spec, models, query, start, end, chunk_size or spec.scoring.chunk_size,
         lambda: replace_interval(engine, spec.name, ds, run_id, datetime.now(timezone.utc)), _check_day_rejects(spec, ds),
     )  # fmt: skip
-    return _day_summary(spec, ds, models.describe(), tally.read, tally.scored, tally.reasons, tally.positives, time.perf_counter() - started)
-
-
-def score_shard(
-    engine: Engine,
-    spec: ModelSpec,
-    *,
-    start: datetime,
-    end: datetime,
-    run_id: str,
-    shard: int,
-    shards: int,
-    chunk_size: int | None = None,
-) -> dict[str, Any]:
-    """Score shard `shard` of `shards` of [start, end) into its own committed stage, for publish_shards to make the day.
-
-    Another try of the same shard replaces its stage; the day's predictions do not change until the publish.
-    The reject rate is judged on the whole day, at the publish. Returns the shard's summary.
-    """
-    _check_interval(spec, start, end)
-    if not 0 <= shard < shards:
-        raise InvalidArgument(f"{spec.name}: shard {shard} is not one of 0..{shards - 1}")
-    started = time.perf_counter()
-    ds: date = start.date()
-    models = _models(engine, spec, ds)
-    query, _, _ = source_query(spec)
-    if shards > 1:
-        query += f" AND {shard_predicate(engine, spec, shard, shards)}"
-
-    staged: dict[str, Any] = {}
-
-    def seal(writer: IntervalWriter, tally: _Tally) -> None:
-        seconds = time.perf_counter() - started
-        staged.update(_day_summary(spec, ds, models.describe(), tally.read, tally.scored, tally.reasons, tally.positives, seconds))
-        staged.update(shard=shard, shards=shards, positives=tally.positives)
-        writer.summary = staged
-
-    _score_once_or_with_repeats(
-        engine, spec, models, query, start, end, chunk_size or spec.scoring.chunk_size,
-        lambda: stage_shard(engine, spec.name, ds, run_id, shard, datetime.now(timezone.utc)), seal,
-    )  # fmt: skip
-    return staged
-
-
-def publish_shards(engine: Engine, spec: ModelSpec, *, start: datetime, end: datetime, run_id: str, shards: int) -> dict[str, Any]:
-    """Make the interval's predictions exactly the run's `shards` staged shards, in one transaction; the day's summary.
-
-    Raises, leaving the day as it was, when a shard's stage is missing (ShardsMissing), when the shards scored with
-    different models (ShardsDisagree), or when the day's reject rate passes the spec's limit.
-    """
-    _check_interval(spec, start, end)
-    started = time.perf_counter()
-    ds: date = start.date()
-    model_fields = ("model_version", "threshold", "shadow_version", "shadow_threshold", "shadow_error", "canary")
-
-    def check(summaries: list[dict[str, Any]]) -> None:
-        versions = {json.dumps({field: summary[field] for field in model_fields}, sort_keys=True) for summary in summaries}
-        if len(versions) > 1:
-            raise ShardsDisagree(
-                f"{spec.name} {ds}: the shards of run {run_id} scored with different models ({sorted(versions)}): a promotion or "
-                "a release step came between them. Nothing was published; clear the run's score_shard tasks to score them again"
-            )
-        read, scored = sum(s["rows_read"] for s in summaries), sum(s["rows_scored"] for s in summaries)
-        reasons = sum((Counter(s["rejects_by_reason"]) for s in summaries), Counter())
-        top = "; ".join(f"{reason} ({n})" for reason, n in reasons.most_common(5))
-        _check_reject_rate(spec, ds, read - scored, read, top)
-
-    summaries = publish_stages(engine, spec.name, ds, run_id, shards, check)
-    first = summaries[0]
-    summary = _day_summary(
-        spec, ds, {field: first[field] for field in model_fields},
-        sum(s["rows_read"] for s in summaries), sum(s["rows_scored"] for s in summaries),
-        sum((Counter(s["rejects_by_reason"]) for s in summaries), Counter()), sum(s["positives"] for s in summaries),
-        max(s["seconds"] for s in summaries),
-    )  # fmt: skip
-    summary["publish_seconds"] = round(time.perf_counter() - started, 3)
-    summary["peak_rss_mb"] = max((s["peak_rss_mb"] for s in summaries if s["peak_rss_mb"] is not None), default=None)
-    summary["shards"] = [
-        {field: s[field] for field in ("shard", "rows_read", "rows_scored", "seconds", "rows_per_second", "peak_rss_mb")} for s in summaries
-    ]
-    return summary
+    return day_summary(spec, ds, models.describe(), tally.read, tally.scored, tally.reasons, tally.positives, time.perf_counter() - started)
