@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -147,6 +148,22 @@ def write_spec(folder: Path, shards: int) -> None:
     (folder / "fraud.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
 
 
+def wait_for_shard_count(cluster, shards: int, timeout: float = 120) -> None:
+    """Until the DAG's latest parse is of the spec with `shards`: 2 and 4 shards have the same task ids, and a run made on the
+    earlier parse would map the earlier count (the local bundle is not versioned, so its publish runs the later one and refuses)."""
+    cluster.reparse("batchwatch_models.py")
+    deadline = time.monotonic() + timeout
+    while parsed_shards(cluster.call("GET", f"/dags/{NIGHTLY}/details")["doc_md"]) != shards:
+        assert time.monotonic() < deadline, f"{NIGHTLY} was not parsed again with {shards} shards in {timeout:.0f} s"
+        time.sleep(0.5)
+
+
+def parsed_shards(doc_md: str) -> int:
+    """The shard count a parse of the nightly DAG maps, from its docs (which name it when above 1)."""
+    found = re.search(r"\*\*(\d+) shards\*\*", doc_md)
+    return int(found.group(1)) if found else 1
+
+
 def xcom(cluster, run_id: str, task_id: str, map_index: int = -1) -> dict:
     entry = cluster.call("GET", f"/dags/{NIGHTLY}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
                          params={"map_index": map_index, "deserialize": True})  # fmt: skip
@@ -176,6 +193,7 @@ def measure_executor(executor: str, shard_counts: list[int]) -> dict[int, dict]:
             write_spec(specs, shards)
             task_ids = {"predict"} if shards == 1 else {"score_shard", "publish"}
             cluster.wait_for_tasks(NIGHTLY, task_ids, file_name="batchwatch_models.py", timeout=120)
+            wait_for_shard_count(cluster, shards)
             run = cluster.trigger(NIGHTLY, DAY + timedelta(days=1, minutes=1 + number))
             run = cluster.wait_for_run(NIGHTLY, run["dag_run_id"], timeout=3600)
             assert run["state"] == "success", cluster.diagnostics(run["dag_run_id"])

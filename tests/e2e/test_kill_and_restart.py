@@ -35,7 +35,8 @@ BIG_DAY = DAY + timedelta(days=3)
 BIG_ROWS = 100_000
 CHUNK = 5_000
 KILLED = "batchwatch-killed-job"
-# Run in a subprocess: the scoring call named by argv[1] on the warehouse of argv[2], for BIG_DAY.
+# Run in a subprocess: the scoring call named by argv[1] on the warehouse of argv[2], for BIG_DAY; small chunks keep
+# its COPY open for a few seconds, long enough to be caught in the middle of it.
 JOB = """
 import sys
 from datetime import datetime, timedelta
@@ -46,9 +47,9 @@ what, url, run_id, shard, shards = sys.argv[1], sys.argv[2], sys.argv[3], int(sy
 start = datetime.fromisoformat(sys.argv[6]); end = start + timedelta(days=1)
 engine, spec = make_engine(url), get_spec("fraud")
 if what == "predict":
-    scoring.predict_interval(engine, spec, start=start, end=end, run_id=run_id, chunk_size=5_000)
+    scoring.predict_interval(engine, spec, start=start, end=end, run_id=run_id, chunk_size=1_000)
 elif what == "shard":
-    scoring.score_shard(engine, spec, start=start, end=end, run_id=run_id, shard=shard, shards=shards, chunk_size=5_000)
+    scoring.score_shard(engine, spec, start=start, end=end, run_id=run_id, shard=shard, shards=shards, chunk_size=1_000)
 else:
     scoring.publish_shards(engine, spec, start=start, end=end, run_id=run_id, shards=shards)
 """
@@ -67,10 +68,22 @@ def wait_until(condition, what: str, timeout: float = 60):
     return found
 
 
+_watchers: dict[str, psycopg.Connection] = {}
+
+
+@pytest.fixture(autouse=True)
+def _close_watchers():
+    yield
+    for watcher in _watchers.values():
+        watcher.close()
+    _watchers.clear()
+
+
 def job_session(url: str, where: str) -> int | None:
-    """The pid of the job's session matching `where` (on pg_stat_activity), if any."""
-    with psycopg.connect(url, autocommit=True) as connection:
-        row = connection.execute(f"SELECT pid FROM pg_stat_activity WHERE application_name = '{KILLED}' AND {where}").fetchone()
+    """The pid of the job's session matching `where` (on pg_stat_activity), if any; one watching connection per server."""
+    if url not in _watchers or _watchers[url].closed:
+        _watchers[url] = psycopg.connect(url, autocommit=True)
+    row = _watchers[url].execute(f"SELECT pid FROM pg_stat_activity WHERE application_name = '{KILLED}' AND {where}").fetchone()
     return row and row[0]
 
 

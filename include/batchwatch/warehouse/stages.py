@@ -55,7 +55,7 @@ class ShardWriter(IntervalWriter):
         predictions, rejects = stage_names(self.model_name, self.ds, self.run_id, self.shard)
         _drop(self._connection, (predictions, rejects))
         if self._postgres:
-            create_stage(self._connection, predictions)
+            create_stage(self._connection, predictions, bounds=(self.model_name, self.ds))
             create_stage(self._connection, rejects, shaped_as="rejected_rows")
         else:
             self._connection.execute(f"CREATE TABLE {predictions} AS SELECT * FROM predictions WHERE 0")
@@ -161,7 +161,7 @@ def _assemble(connection: Any, postgres: bool, model_name: str, ds: date, stages
         swap_in(connection, model_name, ds, stages[0], keyed=True)
         return
     day = f"{partition_name(model_name, ds)}_next"
-    create_stage(connection, day)
+    create_stage(connection, day, bounds=(model_name, ds))
     connection.execute(f"INSERT INTO {day} ({columns}) {union}")
     swap_in(connection, model_name, ds, day)
 

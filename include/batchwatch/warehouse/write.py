@@ -187,7 +187,7 @@ class IntervalWriter:
         if not self._postgres:
             return "predictions", "rejected_rows"
         stage = f"{partition_name(self.model_name, self.ds)}_next"
-        create_stage(self._connection, stage)
+        create_stage(self._connection, stage, bounds=(self.model_name, self.ds))
         return stage, "rejected_rows"
 
     def write_predictions(
@@ -207,7 +207,9 @@ class IntervalWriter:
             from psycopg.copy import QueuedLibpqWriter
 
             cursor = self._connection.cursor()
-            statement = f"COPY {self.stage} ({', '.join(PREDICTION_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+            # FREEZE: the stage was created in this transaction, so its rows can be written frozen and all-visible; the first
+            # reads of a new day (the publish's, the analysts') then set no hint bits, which would rewrite every page once.
+            statement = f"COPY {self.stage} ({', '.join(PREDICTION_COLUMNS)}) FROM STDIN (FORMAT BINARY, FREEZE)"
             self._copy_context = cursor.copy(statement, writer=QueuedLibpqWriter(cursor))
             self._copy = self._copy_context.__enter__()
             self._copy.write(BINARY_SIGNATURE)
@@ -262,9 +264,22 @@ class IntervalWriter:
         self._rejects.close()
 
 
-def create_stage(connection: Any, stage: str, shaped_as: str = "predictions") -> None:
-    """An empty, unindexed table shaped as `shaped_as`, owned by the owner of `predictions` so that a later swap may attach and drop it."""
+def create_stage(connection: Any, stage: str, shaped_as: str = "predictions", bounds: tuple[str, date] | None = None) -> None:
+    """An empty, unindexed table shaped as `shaped_as`, owned by the owner of `predictions` so that a later swap may attach and drop it.
+
+    `bounds` (model, day): a check that every row is of that model and day, which proves the partition bound to
+    ATTACH. Made on the empty table, it costs a comparison per row written instead of a scan of the day at the swap.
+    """
+    from psycopg import sql
+
     connection.execute(f"CREATE TABLE {stage} ({_table_definition(connection, shaped_as)})")
+    if bounds is not None:
+        model_name, ds = bounds
+        connection.execute(
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT stage_bounds CHECK (model_name = {} AND ds >= {} AND ds < {})").format(
+                sql.Identifier(stage), sql.Literal(model_name), sql.Literal(ds), sql.Literal(ds + timedelta(days=1))
+            )
+        )
     # Only the owner of `predictions` may attach the stage and, the next time the day is scored, detach
     # and drop it: with the roles of migration 0010 that is batchwatch_pipeline, not this login user.
     connection.execute(f"ALTER TABLE {stage} OWNER TO {_predictions_owner(connection)}")
@@ -279,7 +294,8 @@ def add_unique_key(connection: Any, stage: str) -> None:
 def swap_in(connection: Any, model_name: str, ds: date, stage: str, *, keyed: bool = False) -> None:
     """Make `stage` the (model_name, ds) partition in place of the old one, inside the caller's transaction.
 
-    `keyed`: the stage has its unique key already (add_unique_key); otherwise it is built here.
+    The stage was made with its bounds (create_stage), so ATTACH scans no row. `keyed`: the stage has its
+    unique key already (add_unique_key); otherwise it is built here.
     """
     from psycopg import sql
 
@@ -287,12 +303,6 @@ def swap_in(connection: Any, model_name: str, ds: date, stage: str, *, keyed: bo
     day, next_day = sql.Literal(ds), sql.Literal(ds + timedelta(days=1))
     if not keyed:
         add_unique_key(connection, stage)
-    # Proves the partition bound, so ATTACH does not scan the rows to check it.
-    connection.execute(
-        sql.SQL("ALTER TABLE {} ADD CONSTRAINT stage_bounds CHECK (model_name = {} AND ds >= {} AND ds < {})").format(
-            sql.Identifier(stage), sql.Literal(model_name), day, next_day
-        )
-    )
     # Swaps of all models and days go one at a time, and each takes its locks on `predictions`
     # only now, so concurrent runs cannot deadlock. Detaching takes an exclusive lock on
     # `predictions`: it is tried in short attempts (partitions.detach_partition), so readers of
@@ -306,7 +316,7 @@ def swap_in(connection: Any, model_name: str, ds: date, stage: str, *, keyed: bo
             sql.Identifier(stage), sql.Literal(model_name), day, sql.Literal(model_name), next_day
         )
     )
-    connection.execute(f"ALTER TABLE {stage} DROP CONSTRAINT stage_bounds")
+    connection.execute(f"ALTER TABLE {stage} DROP CONSTRAINT IF EXISTS stage_bounds")
     connection.execute(f"ALTER TABLE {stage} RENAME CONSTRAINT {stage}_key TO {partition}_key")
     connection.execute(f"ALTER TABLE {stage} RENAME TO {partition}")
 
