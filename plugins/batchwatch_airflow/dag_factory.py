@@ -125,7 +125,8 @@ def nightly_predict_dag(spec: ModelSpec) -> DAG:
             )
         else:
             staged = ScoreShardOperator.partial(
-                task_id="score_shard", model_name=spec.name, shards=shards, chunk_size="{{ params.chunk_size }}"
+                task_id="score_shard", model_name=spec.name, shards=shards, chunk_size="{{ params.chunk_size }}",
+                map_index_template="shard {{ task.shard }} of {{ task.shards }}",  # the Grid's name of each mapped try
             ).expand(shard=list(range(shards)))
             publish = PublishShardsOperator(task_id="publish", model_name=spec.name, shards=shards, outlets=[predictions_asset(spec)])
             staged >> publish

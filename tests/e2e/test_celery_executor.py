@@ -139,6 +139,7 @@ def test_four_shards_score_the_day_on_both_workers(deployment):
     assert {ti["state"] for ti in instances} == {"success"}, instances
     shards = [ti for ti in instances if ti["task_id"] == "score_shard"]
     assert sorted(ti["map_index"] for ti in shards) == list(range(SHARDS))
+    assert {ti["map_index"]: ti["rendered_map_index"] for ti in shards} == {k: f"shard {k} of {SHARDS}" for k in range(SHARDS)}  # the Grid's names
     assert {ti["hostname"] for ti in shards} == set(deployment.cluster.workers), [(ti["map_index"], ti["hostname"]) for ti in shards]
     (publish,) = [ti for ti in instances if ti["task_id"] == "publish"]
     assert datetime.fromisoformat(publish["start_date"]) >= max(datetime.fromisoformat(ti["end_date"]) for ti in shards)

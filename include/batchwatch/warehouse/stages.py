@@ -24,6 +24,7 @@ from batchwatch.warehouse.write import (
     IntervalWriter,
     add_unique_key,
     create_stage,
+    finished,
     partition_name,
     swap_in,
     write_daily_scoring,
@@ -97,13 +98,8 @@ def stage_shard(engine: Any, model_name: str, ds: date, run_id: str, shard: int,
             connection, postgres, "DELETE FROM scoring_stages WHERE model_name = ? AND ds = ? AND run_id = ? AND shard = ?",
             (model_name, ds, run_id, shard),
         )
-        writer = ShardWriter(connection, postgres, model_name, ds, run_id, written_at, shard)
-        try:
+        with finished(ShardWriter(connection, postgres, model_name, ds, run_id, written_at, shard)) as writer:
             yield writer
-            writer.finish()
-        except BaseException as error:
-            writer.abort(error)
-            raise
 
 
 def publish_stages(

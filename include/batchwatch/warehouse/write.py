@@ -368,13 +368,19 @@ def replace_interval(engine: Engine, model_name: str, ds: date, run_id: str, wri
             connection.execute("BEGIN IMMEDIATE")
             for table in ("predictions", "rejected_rows", "daily_scoring"):
                 connection.execute(f"DELETE FROM {table} WHERE model_name = ? AND ds = ?", (model_name, ds.isoformat()))
-        writer = IntervalWriter(connection, postgres, model_name, ds, run_id, written_at)
-        try:
+        with finished(IntervalWriter(connection, postgres, model_name, ds, run_id, written_at)) as writer:
             yield writer
-            writer.finish()
-        except BaseException as error:
-            writer.abort(error)
-            raise
+
+
+@contextmanager
+def finished(writer: IntervalWriter) -> Iterator[IntervalWriter]:
+    """The writer for the caller's rows, finished when they are all written, aborted (its COPY closed) on an error."""
+    try:
+        yield writer
+        writer.finish()
+    except BaseException as error:
+        writer.abort(error)
+        raise
 
 
 def load_frame(engine: Engine, table: str, frame: pd.DataFrame, chunk_size: int = 200_000) -> int:
