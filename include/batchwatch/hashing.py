@@ -1,8 +1,9 @@
 """Salted key buckets: every split of entities by a hash of their key goes through here.
 
-The drift check's sample uses it today; canary arms and scoring shards too. Each use has a salt
+The drift check's sample uses it, canary arms and (on SQLite) scoring shards too. Each use has a salt
 of its own, so no split correlates with another: the entities in a canary arm are not the drift
-sample's, and a shard is not an arm. A key's bucket never changes, so a split is the same on every run.
+sample's, and a shard is not an arm. On PostgreSQL shards follow its own hash partitioning instead
+(warehouse.stages.shard_sql), a hash seeded apart from every salt here. A key's bucket never changes, so a split is the same on every run.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ BUCKETS = 1 << 20
 
 DRIFT_SAMPLE = "drift-sample"
 CANARY_ARM = "canary-arm"
-# The nightly job's scoring shards (scoring.shards.shard_predicate).
+# The nightly job's scoring shards on SQLite (on PostgreSQL shards follow its hash partitioning: warehouse.stages.shard_sql).
 SCORING_SHARD = "scoring-shard"
 # The chaos drill's noise scores and its share of flipped labels (monitoring.drill).
 CHAOS_DRILL = "chaos-drill"

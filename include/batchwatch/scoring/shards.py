@@ -16,12 +16,11 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from batchwatch.errors import InvalidArgument, PermanentError
-from batchwatch.hashing import BUCKETS, shard_salt
+from batchwatch.hashing import shard_salt
 from batchwatch.scoring.batch import Tally, check_one_day, check_reject_rate, day_summary, score_rows, serving_models, source_query
 from batchwatch.spec import ModelSpec, quote
 from batchwatch.warehouse import IntervalWriter
-from batchwatch.warehouse.read import bucket_sql
-from batchwatch.warehouse.stages import publish_stages, stage_shard
+from batchwatch.warehouse.stages import publish_stages, shard_sql, stage_shard
 
 
 class ShardsDisagree(PermanentError, RuntimeError):
@@ -29,14 +28,8 @@ class ShardsDisagree(PermanentError, RuntimeError):
 
 
 def shard_predicate(engine: Engine, spec: ModelSpec, shard: int, shards: int) -> str:
-    """SQL keeping the rows of shard `shard` of `shards`: a range of the key's buckets under the model's shard salt.
-
-    Every copy of a key lands in one shard, so a shard sees all of a key's repeats; a NULL key hashes as ''.
-    """
-    key = f"COALESCE(CAST(s.{quote(spec.source.entity_key)} AS TEXT), '')"
-    bucket = bucket_sql(engine, key, shard_salt(spec.name))
-    return f"{bucket} >= {shard * BUCKETS // shards} AND {bucket} < {(shard + 1) * BUCKETS // shards}"
-
+    """SQL keeping the source rows of shard `shard` of `shards`: every copy of a key lands in one shard, so a shard sees all its repeats."""
+    return shard_sql(engine, f"s.{quote(spec.source.entity_key)}", shard, shards, shard_salt(spec.name))
 
 
 def score_shard(

@@ -16,8 +16,10 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from batchwatch.errors import PermanentError
+from batchwatch.hashing import BUCKETS
 from batchwatch.serialization import to_json
 from batchwatch.warehouse.engine import driver_transaction, is_postgres, lock_key, sqlite_value, wait_for_unit
+from batchwatch.warehouse.read import bucket_sql
 from batchwatch.warehouse.write import (
     PREDICTION_COLUMNS,
     REJECT_COLUMNS,
@@ -32,6 +34,20 @@ from batchwatch.warehouse.write import (
 
 # A run that staged shards and never published them within this long was abandoned: the next publish drops its stages.
 ABANDONED_AFTER = timedelta(days=1)
+# PostgreSQL: the empty hash-partitioned table of migration 0011 through which a shard asks for its keys.
+SHARD_HASH_TABLE = "scoring_shard_hash"
+
+
+def shard_sql(engine: Any, key_sql: str, shard: int, shards: int, salt: str) -> str:
+    """SQL keeping the rows of shard `shard` of `shards` by their key (any type; as text, the form entity_id takes).
+
+    PostgreSQL: the key's remainder under PostgreSQL's own hash partitioning, so that the shard is, row for row, the
+    hash partition the publish attaches it as. SQLite: a range of the key's buckets under `salt`. A NULL key is in one shard.
+    """
+    if is_postgres(engine):
+        return f"satisfies_hash_partition('{SHARD_HASH_TABLE}'::regclass, {shards}, {shard}, CAST({key_sql} AS TEXT))"
+    bucket = bucket_sql(engine, f"COALESCE(CAST({key_sql} AS TEXT), '')", salt)
+    return f"{bucket} >= {shard * BUCKETS // shards} AND {bucket} < {(shard + 1) * BUCKETS // shards}"
 
 
 class ShardsMissing(PermanentError, RuntimeError):
@@ -139,7 +155,7 @@ def publish_stages(
             f"INSERT INTO rejected_rows ({columns}) " + " UNION ALL ".join(f"SELECT {columns} FROM {stage}" for stage in rejects_stages)
         )
         write_daily_scoring(connection, postgres, model_name, ds, shards=shards)
-        consumed = rejects_stages + (predictions_stages if not postgres or shards > 1 else [])
+        consumed = rejects_stages + ([] if postgres else predictions_stages)
         _drop(connection, consumed)
         _execute(connection, postgres, "DELETE FROM scoring_stages WHERE model_name = ? AND ds = ? AND run_id = ?", (model_name, ds, run_id))
         _drop_abandoned(connection, postgres)
@@ -147,19 +163,31 @@ def publish_stages(
 
 
 def _assemble(connection: Any, postgres: bool, model_name: str, ds: date, stages: list[str]) -> None:
-    """The shards' predictions into the day: one shard's keyed stage is swapped in as it is; several are copied into one."""
-    columns = ", ".join(PREDICTION_COLUMNS)
-    union = " UNION ALL ".join(f"SELECT {columns} FROM {stage}" for stage in stages)
+    """The shards' predictions into the day, moving no row on PostgreSQL.
+
+    One shard's keyed stage is swapped in as it is. Several become the hash partitions of a day table partitioned by
+    `entity_id` (each shard holds exactly its remainder: SHARD_HASH_TABLE), whose unique key adopts the shards' own,
+    built in parallel by the shard tasks; that day table is swapped in. On SQLite the rows are copied.
+    """
     if not postgres:
-        connection.execute(f"INSERT INTO predictions ({columns}) {union}")
+        columns = ", ".join(PREDICTION_COLUMNS)
+        connection.execute(f"INSERT INTO predictions ({columns}) " + " UNION ALL ".join(f"SELECT {columns} FROM {stage}" for stage in stages))
         return
     if len(stages) == 1:
         swap_in(connection, model_name, ds, stages[0], keyed=True)
         return
-    day = f"{partition_name(model_name, ds)}_next"
-    create_stage(connection, day, bounds=(model_name, ds))
-    connection.execute(f"INSERT INTO {day} ({columns}) {union}")
-    swap_in(connection, model_name, ds, day)
+    partition = partition_name(model_name, ds)
+    day = f"{partition}_next"
+    create_stage(connection, day, partitioned_by="HASH (entity_id)")
+    for shard, stage in enumerate(stages):
+        # Checks each row's remainder (a scan of the shard, no write), the guard that the shard scored only its entities.
+        connection.execute(f"ALTER TABLE {day} ATTACH PARTITION {stage} FOR VALUES WITH (MODULUS {len(stages)}, REMAINDER {shard})")
+    add_unique_key(connection, day)
+    swap_in(connection, model_name, ds, day, keyed=True)
+    for shard, stage in enumerate(stages):  # the day's shards, named for it: predictions_<model>_<yyyymmdd>_s<k>
+        connection.execute(f"ALTER TABLE {stage} DROP CONSTRAINT stage_bounds")
+        connection.execute(f"ALTER TABLE {stage} RENAME CONSTRAINT {stage}_key TO {partition}_s{shard}_key")
+        connection.execute(f"ALTER TABLE {stage} RENAME TO {partition}_s{shard}")
 
 
 def _drop_abandoned(connection: Any, postgres: bool) -> None:

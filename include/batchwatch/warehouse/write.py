@@ -264,15 +264,19 @@ class IntervalWriter:
         self._rejects.close()
 
 
-def create_stage(connection: Any, stage: str, shaped_as: str = "predictions", bounds: tuple[str, date] | None = None) -> None:
+def create_stage(
+    connection: Any, stage: str, shaped_as: str = "predictions", bounds: tuple[str, date] | None = None, partitioned_by: str | None = None
+) -> None:
     """An empty, unindexed table shaped as `shaped_as`, owned by the owner of `predictions` so that a later swap may attach and drop it.
 
     `bounds` (model, day): a check that every row is of that model and day, which proves the partition bound to
     ATTACH. Made on the empty table, it costs a comparison per row written instead of a scan of the day at the swap.
+    `partitioned_by`: the table is partitioned so (a sharded day, whose shards are attached as its partitions).
     """
     from psycopg import sql
 
-    connection.execute(f"CREATE TABLE {stage} ({_table_definition(connection, shaped_as)})")
+    partitioning = f" PARTITION BY {partitioned_by}" if partitioned_by else ""
+    connection.execute(f"CREATE TABLE {stage} ({_table_definition(connection, shaped_as)}){partitioning}")
     if bounds is not None:
         model_name, ds = bounds
         connection.execute(

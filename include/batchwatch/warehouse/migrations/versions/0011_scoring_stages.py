@@ -1,5 +1,10 @@
 """scoring_stages: the shards of a sharded nightly run, each scored into stage tables of its own until one publish;
-daily_scoring.shards: how many shards scored the day (NULL for days scored before).
+daily_scoring.shards: how many shards scored the day (NULL for days scored before); on PostgreSQL, scoring_shard_hash.
+
+scoring_shard_hash holds no row: it is an empty table partitioned by HASH (entity_id), whose only use is
+satisfies_hash_partition('scoring_shard_hash'::regclass, N, k, key), PostgreSQL's own hash partitioning of a key.
+Shard k of a sharded run scores exactly the keys of remainder k, so the publish attaches the shards, as they are,
+as the hash partitions of the day: no row is copied and the shards' unique keys are adopted as built.
 
 A shard commits its stage tables and its row here together, so a retried shard replaces only its own, and the
 publish finds every shard of its run (and their tallies) with one query. A row whose run never publishes (a run
@@ -19,6 +24,7 @@ depends_on = None
 
 JSON = sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")
 PIPELINE = "batchwatch_pipeline"
+SHARD_HASH_TABLE = "scoring_shard_hash"
 
 
 def upgrade() -> None:
@@ -39,6 +45,7 @@ def upgrade() -> None:
     op.add_column("daily_scoring", sa.Column("shards", sa.Integer))
     if op.get_bind().dialect.name == "postgresql":
         op.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON scoring_stages TO {PIPELINE}")
+        op.execute(f"CREATE TABLE {SHARD_HASH_TABLE} (entity_id text) PARTITION BY HASH (entity_id)")
 
 
 def downgrade() -> None:
@@ -46,3 +53,5 @@ def downgrade() -> None:
     with op.batch_alter_table("daily_scoring", recreate="never") as batch:
         batch.drop_column("shards")
     op.drop_table("scoring_stages")
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(f"DROP TABLE {SHARD_HASH_TABLE}")
