@@ -105,8 +105,8 @@ def nightly_predict_dag(spec: ModelSpec) -> DAG:
             "data interval (one UTC day) with the **champion**, and with the **challenger** as `role='shadow'` when one "
             "exists. Rows failing validation go to `rejected_rows` with a reason; the run fails and writes nothing when "
             f"more than {spec.scoring.max_reject_rate:.0%} are rejected. Re-running a day replaces exactly that day's rows."
-            + (f" **{spec.scoring.shards} shards** (`scoring.shards`): each `score_shard` task scores the entities in its range "
-               "of a salted hash of the key into a stage of its own, and a failed shard retries alone; `publish` then makes "
+            + (f" **{spec.scoring.shards} shards** (`scoring.shards`): each `score_shard` task scores its share of the entities "
+               "(by a hash of the key) into a stage of its own, and a failed shard retries alone; `publish` then makes "
                "the shards the day in one transaction." if spec.scoring.shards > 1 else "")
             + (f" **apply_retention** then drops the days older than the last {spec.retention.predictions_days} scored ones (a "
                "PostgreSQL partition at a time, with their rejects), audited in `model_events`." if spec.retention.predictions_days else "")

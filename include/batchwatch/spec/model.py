@@ -254,8 +254,8 @@ class Scoring(_Strict):
         ge=1,
         le=64,
         description=(
-            "How many tasks score a night's rows in parallel (Airflow dynamic task mapping), each a range of a salted hash of the "
-            "entity key, into a stage of its own; one publish task then makes them the day, atomically. 1 scores the day in one task."
+            "How many tasks score a night's rows in parallel (Airflow dynamic task mapping), each its share of the entities by a "
+            "hash of the key, into a stage of its own; one publish task then makes them the day, atomically. 1 scores the day in one task."
         ),
     )
 
