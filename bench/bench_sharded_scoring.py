@@ -5,6 +5,7 @@ database (`batchwatch_bench_shards`, kept between runs: the 20M rows take minute
 
   today      batchwatch.scoring.predict_interval in one process: the unsharded path, the baseline
   sharded/1  score_shard(0 of 1) then publish_shards in one process: the sharded path at one shard
+             (each of the two twice, alternating, the faster kept: the first finds the source rows' cache cold)
   local/N    fraud_nightly_predict with scoring.shards N, run by a real scheduler on the LocalExecutor
   celery/N   the same on the CeleryExecutor with two `airflow celery worker`s (Redis on 127.0.0.1:6379)
 
@@ -243,7 +244,11 @@ def main() -> None:
         return
 
     prepare(args.rows)
-    today, sharded, copy = measure_in_process("today"), measure_in_process("sharded"), measure_in_process("ingest")
+    # Twice each, alternating, the faster of each kept: the first read of the 20M source rows finds a cold cache.
+    runs_in_process = [measure_in_process(path) for path in ("today", "sharded", "sharded", "today")]
+    today = min(runs_in_process[0], runs_in_process[3], key=lambda run: run["seconds"])
+    sharded = min(runs_in_process[1], runs_in_process[2], key=lambda run: run["seconds"])
+    copy = measure_in_process("ingest")
     report("today", today)
     report("sharded/1", sharded)
     print(f"warehouse binary COPY (out of the day's partition, into an unindexed table): {copy['rows'] / copy['seconds']:,.0f} rows/s")
