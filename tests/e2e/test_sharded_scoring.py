@@ -89,7 +89,7 @@ def test_four_shards_publish_exactly_the_day_one_task_writes(fraud_world, monkey
     per_shard = [shard["rows_read"] for shard in published["shards"]]
     assert sum(per_shard) == published["rows_read"] == ROWS_PER_DAY and min(per_shard) > 0
     assert published["rows_scored"] == ROWS_PER_DAY - 15 and published["rows_rejected"] == 15
-    assert stage_tables(engine) == [] and count(engine, "scoring_stages") == 0
+    assert stage_tables(engine) == [] and count(engine, "scoring_stages", "published_at IS NULL") == 0
     assert [(day.ds, day.shards) for day in queries.prediction_volume(engine, "fraud")] == [(DAY.date(), SHARDS)]  # the page's volume table
 
     state, _ = run_day("fraud_nightly_predict", DAY)  # a rerun of the day is exact
@@ -166,7 +166,15 @@ def test_a_failed_publish_leaves_the_day_and_the_stages_for_a_retry(fraud_world)
     summary = scoring.publish_shards(engine, spec, start=DAY, end=NEXT_DAY, run_id="sharded", shards=SHARDS)  # the retry
     assert summary["rows_read"] == ROWS_PER_DAY
     assert_same_day(day_state(engine), before)
-    assert stage_tables(engine) == [] and count(engine, "scoring_stages") == 0
+    assert stage_tables(engine) == [] and count(engine, "scoring_stages", "published_at IS NULL") == 0
+
+    # Its task lost after the commit (a worker gone), the publish is tried again: it finds the run published, changes nothing.
+    with engine.begin() as connection:
+        connection.execute(sa.text("DELETE FROM rejected_rows WHERE entity_id = (SELECT MIN(entity_id) FROM rejected_rows)"))
+    again = scoring.publish_shards(engine, spec, start=DAY, end=NEXT_DAY, run_id="sharded", shards=SHARDS)
+    counts = ("rows_read", "rows_scored", "rows_rejected")
+    assert [again[key] for key in counts] == [summary[key] for key in counts]
+    assert count(engine, "rejected_rows") == 14  # untouched: the deleted reject stays deleted, nothing was published again
 
 
 def test_stages_of_a_run_that_never_published_are_dropped_by_a_later_publish(fraud_world):
@@ -179,7 +187,7 @@ def test_stages_of_a_run_that_never_published_are_dropped_by_a_later_publish(fra
     for shard in range(2):
         scoring.score_shard(engine, spec, start=DAY, end=NEXT_DAY, run_id="kept", shard=shard, shards=2)
     scoring.publish_shards(engine, spec, start=DAY, end=NEXT_DAY, run_id="kept", shards=2)
-    assert stage_tables(engine) == [] and count(engine, "scoring_stages") == 0
+    assert stage_tables(engine) == [] and count(engine, "scoring_stages", "published_at IS NULL") == 0
     assert len(predictions(engine, ds=NEXT_DAY.date())) == 0  # the abandoned run's day was never published
 
 
@@ -253,7 +261,7 @@ def test_a_shard_cut_off_mid_write_is_the_only_task_that_runs_again(fraud_world,
                      ("score_shard", 3): ("success", 1), ("publish", -1): ("success", 1), ("apply_retention", -1): ("success", 1)}  # fmt: skip
     assert_same_day(day_state(engine), whole)
     assert expected["rows_scored"] == len(whole[0])
-    assert stage_tables(engine) == [] and count(engine, "scoring_stages") == 0
+    assert stage_tables(engine) == [] and count(engine, "scoring_stages", "published_at IS NULL") == 0
     with engine.connect() as connection:
         held = "SELECT COUNT(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND a.datname = current_database()"
         assert connection.execute(sa.text(held)).scalar_one() == 0

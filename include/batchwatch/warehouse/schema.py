@@ -322,5 +322,6 @@ scoring_stages = sa.Table(
     sa.Column("rejects_stage", sa.Text, nullable=False),
     sa.Column("summary", JSON, nullable=False),
     sa.Column("staged_at", TIMESTAMP, nullable=False),
+    sa.Column("published_at", TIMESTAMP),
     sa.CheckConstraint("shard >= 0 AND shard < shards", name="ck_scoring_stages_shard"),
 )

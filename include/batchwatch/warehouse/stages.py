@@ -133,17 +133,20 @@ def publish_stages(
             connection.execute("BEGIN IMMEDIATE")
         staged = _execute(
             connection, postgres,
-            "SELECT shard, predictions_stage, rejects_stage, summary FROM scoring_stages "
+            "SELECT shard, predictions_stage, rejects_stage, summary, published_at FROM scoring_stages "
             "WHERE model_name = ? AND ds = ? AND run_id = ? AND shards = ? ORDER BY shard",
             (model_name, ds, run_id, shards),
         ).fetchall()  # fmt: skip
-        missing = sorted(set(range(shards)) - {row[0] for row in staged})
+        summaries = [row[3] if isinstance(row[3], dict) else json.loads(row[3]) for row in staged]
+        if len(staged) == shards and all(row[4] is not None for row in staged):
+            # This run published already, and its task was lost after the commit (a worker gone): the retry has nothing to do.
+            return summaries
+        missing = sorted(set(range(shards)) - {row[0] for row in staged if row[4] is None and _exists(connection, postgres, row[1])})
         if missing:
             raise ShardsMissing(
                 f"{model_name} {ds}: run {run_id} has no stage for shard(s) {missing} of {shards}; nothing was published. "
                 "Clear those score_shard tasks (or the whole run) so they score again, then publish"
             )
-        summaries = [row[3] if isinstance(row[3], dict) else json.loads(row[3]) for row in staged]
         check(summaries)
         predictions_stages, rejects_stages = [row[1] for row in staged], [row[2] for row in staged]
         tables = ("rejected_rows", "daily_scoring") if postgres else ("predictions", "rejected_rows", "daily_scoring")
@@ -157,7 +160,11 @@ def publish_stages(
         write_daily_scoring(connection, postgres, model_name, ds, shards=shards)
         consumed = rejects_stages + ([] if postgres else predictions_stages)
         _drop(connection, consumed)
-        _execute(connection, postgres, "DELETE FROM scoring_stages WHERE model_name = ? AND ds = ? AND run_id = ?", (model_name, ds, run_id))
+        # Kept a day, marked: a retry of this publish (its task lost after the commit) finds them and returns at once.
+        _execute(
+            connection, postgres, "UPDATE scoring_stages SET published_at = ? WHERE model_name = ? AND ds = ? AND run_id = ?",
+            (datetime.now(timezone.utc), model_name, ds, run_id),
+        )
         _drop_abandoned(connection, postgres)
     return summaries
 
@@ -190,8 +197,14 @@ def _assemble(connection: Any, postgres: bool, model_name: str, ds: date, stages
         connection.execute(f"ALTER TABLE {stage} RENAME TO {partition}_s{shard}")
 
 
+def _exists(connection: Any, postgres: bool, table: str) -> bool:
+    if postgres:
+        return connection.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]
+    return connection.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()[0] > 0
+
+
 def _drop_abandoned(connection: Any, postgres: bool) -> None:
-    """Stages of runs that never published, of any model and day: their tables and their rows."""
+    """Stages staged over a day ago, of any model and day: the tables of runs that never published, and every row."""
     cutoff = datetime.now(timezone.utc) - ABANDONED_AFTER
     abandoned = _execute(
         connection, postgres, "SELECT predictions_stage, rejects_stage FROM scoring_stages WHERE staged_at < ?", (cutoff,)

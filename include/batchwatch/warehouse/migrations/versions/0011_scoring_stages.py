@@ -39,6 +39,8 @@ def upgrade() -> None:
         sa.Column("rejects_stage", sa.Text, nullable=False),
         sa.Column("summary", JSON, nullable=False),
         sa.Column("staged_at", sa.DateTime(timezone=True), nullable=False),
+        # Set by the publish; the row stays a day, so that a retry of a publish that committed returns at once.
+        sa.Column("published_at", sa.DateTime(timezone=True)),
         sa.CheckConstraint("shard >= 0 AND shard < shards", name="ck_scoring_stages_shard"),
     )
     # Nullable, no default: adding it rewrites nothing.
