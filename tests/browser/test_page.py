@@ -191,6 +191,12 @@ def test_the_page_shows_a_drift_incident_inside_airflow(airflow_server):
         expect(frame.locator("#overview")).to_contain_text("fraud_nightly_predict")
         page.screenshot(path=SCREENSHOTS / "02-model.png", full_page=True)
         frame.locator("body").screenshot(path=SCREENSHOTS / "03-model-frame.png")
+        # The volume panel's per-day table names how many shards scored each day: one task, 1.
+        per_day = frame.locator("#volume details")
+        per_day.locator("summary").click()
+        expect(per_day.locator("th", has_text="shards")).to_be_visible()
+        expect(per_day.locator("tr").nth(1).locator("td").last).to_have_text("1")
+        per_day.screenshot(path=SCREENSHOTS / "03b-volume-per-day.png")
 
         # The drill-down of the drifted check.
         drifted.click()

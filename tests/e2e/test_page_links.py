@@ -38,7 +38,7 @@ def test_the_link_is_declared_on_every_batchwatch_operator():
     from batchwatch_airflow.links import BatchwatchPageLink, DriftReportLink
 
     classes = [cls for name in dir(operators) if name.endswith("Operator") and (cls := getattr(operators, name)).__module__ == operators.__name__]
-    assert len(classes) == 13  # the twelve task operators and the daily checks' base
+    assert len(classes) == 15  # the fourteen task operators (with score_shard and publish) and the daily checks' base
     for cls in classes:
         expected = [BatchwatchPageLink, DriftReportLink] if cls is operators.DriftCheckOperator else [BatchwatchPageLink]
         assert [type(link) for link in cls.operator_extra_links] == expected, cls.__name__
