@@ -86,6 +86,7 @@ def postgres_server_database():
 
 
 WAREHOUSE_TABLES = (
+    "scoring_stages",
     "release_steps",
     "releases",
     "drill_reports",
@@ -121,6 +122,9 @@ def warehouse_url(request, tmp_path, monkeypatch) -> str:
         migrate(engine)
         with engine.begin() as connection:
             connection.exec_driver_sql(f"TRUNCATE {', '.join(WAREHOUSE_TABLES)} RESTART IDENTITY")
+            # Shard stages an earlier test left staged (the tables scoring_stages named).
+            for (stage,) in connection.exec_driver_sql("SELECT relname FROM pg_class WHERE relkind = 'r' AND relname ~ '^stage_[0-9a-f]{20}_[pr]$'"):
+                connection.exec_driver_sql(f"DROP TABLE {stage}")
         engine.dispose()
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", url)
     monkeypatch.setenv("BATCHWATCH_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
