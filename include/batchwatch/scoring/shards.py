@@ -1,8 +1,8 @@
-"""Sharded scoring: a day's entities split by a salted hash of their key, each shard staged apart, one publish.
+"""Sharded scoring: a day's entities split by a hash of their key, each shard staged apart, one publish.
 
-`score_shard` scores one range of key buckets into a committed stage of its own (a retry redoes that shard
-only); `publish_shards` makes the staged shards the day, in one transaction, with the same partition swap as
-one task. One shard is today's path with the swap moved to its own step.
+`score_shard` scores its share of the keys (warehouse.stages.shard_sql) into a committed stage of its own (a
+retry redoes that shard only); `publish_shards` makes the staged shards the day, in one transaction, with the
+same partition swap as one task. One shard is today's path with the swap moved to its own step.
 """
 
 from __future__ import annotations
