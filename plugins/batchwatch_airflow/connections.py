@@ -38,7 +38,7 @@ def warehouse_engine(conn_id: str) -> Engine:
 
 
 # The Airflow Variable that may hold the artifact signing key (a secrets backend can serve it).
-ARTIFACT_KEY_VARIABLE = "batchwatch_artifact_key"
+ARTIFACT_KEY_AIRFLOW_VARIABLE = "batchwatch_artifact_key"
 
 
 def artifact_key_into_environment() -> None:
@@ -47,10 +47,10 @@ def artifact_key_into_environment() -> None:
     A key already in the task's environment wins. Variable.get registers the value with Airflow's secrets
     masker, so it never shows in a task log.
     """
-    from batchwatch.registry import ARTIFACT_KEY_VARIABLE as ENVIRONMENT_VARIABLE
+    from batchwatch.registry import ARTIFACT_KEY_VARIABLE
 
-    if os.environ.get(ENVIRONMENT_VARIABLE):
+    if os.environ.get(ARTIFACT_KEY_VARIABLE):
         return
-    key = Variable.get(ARTIFACT_KEY_VARIABLE, default=None)
+    key = Variable.get(ARTIFACT_KEY_AIRFLOW_VARIABLE, default=None)
     if key:
-        os.environ[ENVIRONMENT_VARIABLE] = key
+        os.environ[ARTIFACT_KEY_VARIABLE] = key

@@ -223,6 +223,8 @@ def test_the_page_shows_a_drift_incident_inside_airflow(airflow_server):
         # A run of equal verdicts is one link; the page's script opens the window under the pointer.
         frame_page = page.goto(f"{base}/batchwatch/models/fraud")
         assert frame_page.ok
+        # The whole page outside the iframe: a frame's body screenshot renders only what its viewport shows.
+        page.screenshot(path=SCREENSHOTS / "03c-model-page.png", full_page=True)
         quiet = page.locator('a[data-verdict=ok]').filter(has_text="2 windows ending").first.locator("rect")
         box = quiet.bounding_box()
         quiet.click(position={"x": box["width"] * 0.75, "y": box["height"] / 2})

@@ -91,22 +91,27 @@ def publish_shards(engine: Engine, spec: ModelSpec, *, start: datetime, end: dat
                 f"{spec.name} {ds}: the shards of run {run_id} scored with different models ({sorted(versions)}): a promotion or "
                 "a release step came between them. Nothing was published; clear the run's score_shard tasks to score them again"
             )
-        read, scored = sum(s["rows_read"] for s in summaries), sum(s["rows_scored"] for s in summaries)
-        reasons = sum((Counter(s["rejects_by_reason"]) for s in summaries), Counter())
-        top = "; ".join(f"{reason} ({n})" for reason, n in reasons.most_common(5))
-        check_reject_rate(spec, ds, read - scored, read, top)
+        day = _day_tally(summaries)
+        top = "; ".join(f"{reason} ({n})" for reason, n in day.reasons.most_common(5))
+        check_reject_rate(spec, ds, day.read - day.scored, day.read, top)
 
     summaries = publish_stages(engine, spec.name, ds, run_id, shards, check)
-    first = summaries[0]
-    summary = day_summary(
-        spec, ds, {field: first[field] for field in model_fields},
-        sum(s["rows_read"] for s in summaries), sum(s["rows_scored"] for s in summaries),
-        sum((Counter(s["rejects_by_reason"]) for s in summaries), Counter()), sum(s["positives"] for s in summaries),
-        max(s["seconds"] for s in summaries),
-    )  # fmt: skip
+    day = _day_tally(summaries)
+    models = {field: summaries[0][field] for field in model_fields}
+    summary = day_summary(spec, ds, models, day.read, day.scored, day.reasons, day.positives, max(s["seconds"] for s in summaries))
     summary["publish_seconds"] = round(time.perf_counter() - started, 3)
     summary["peak_rss_mb"] = max((s["peak_rss_mb"] for s in summaries if s["peak_rss_mb"] is not None), default=None)
     summary["shards"] = [
         {field: s[field] for field in ("shard", "rows_read", "rows_scored", "seconds", "rows_per_second", "peak_rss_mb")} for s in summaries
     ]
     return summary
+
+
+def _day_tally(summaries: list[dict[str, Any]]) -> Tally:
+    """The shards' counts added up: the day's."""
+    return Tally(
+        read=sum(s["rows_read"] for s in summaries),
+        scored=sum(s["rows_scored"] for s in summaries),
+        positives=sum(s["positives"] for s in summaries),
+        reasons=sum((Counter(s["rejects_by_reason"]) for s in summaries), Counter()),
+    )

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from batchwatch.errors import PermanentError
 from batchwatch.hashing import bucket
-from batchwatch.warehouse.timeouts import named_timeouts, timeout_error, with_timeouts
+from batchwatch.warehouse.timeouts import driver_error, named_timeouts, timeout_error, with_timeouts
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -129,8 +129,7 @@ def refusal(error: BaseException) -> str | None:
     PostgreSQL: SQLSTATE class 42 (syntax error or access rule violation: undefined table, column or
     function, wrong types, no permission), from psycopg 3 or psycopg2, bare or wrapped by SQLAlchemy.
     """
-    cause = getattr(error, "orig", None) or error
-    state = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    cause, state = driver_error(error)
     if state is not None:
         if not state.startswith("42"):
             return None

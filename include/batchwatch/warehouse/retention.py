@@ -15,8 +15,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from batchwatch.warehouse.engine import lock_key
 from batchwatch.warehouse.partitions import detach_partition
+from batchwatch.warehouse.write import SWAP_LOCK
 
 
 @dataclass
@@ -51,7 +51,7 @@ def drop_before(connection: sa.Connection, model_name: str, before: date) -> Dro
     dropped = Dropped(model_name, before)
     params = {"m": model_name, "b": before}
     if connection.dialect.name == "postgresql":
-        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key("swap predictions partition")})
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SWAP_LOCK})
         for name, day in _partition_days(connection, model_name, before):
             dropped.predictions += connection.execute(sa.text(f'SELECT COUNT(*) FROM "{name}"')).scalar_one()
             detach_partition(connection.connection.driver_connection, name)

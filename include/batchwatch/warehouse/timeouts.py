@@ -117,12 +117,17 @@ def _server_timeout(kind: type[DatabaseTimeout], name: str, what: str, advice: s
     return kind(f"{name} ({value}) fired: {what}. {advice}; to allow longer, raise {setting.variable} (now {value})")
 
 
+def driver_error(error: BaseException) -> tuple[BaseException, str | None]:
+    """(the driver's exception, its SQLSTATE or None) from psycopg 3 or psycopg2, bare or wrapped by SQLAlchemy."""
+    cause = getattr(error, "orig", None) or error
+    return cause, getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+
+
 def timeout_error(error: BaseException) -> DatabaseTimeout | None:
     """The DatabaseTimeout that `error` (psycopg 3 or psycopg2, bare or wrapped by SQLAlchemy) stands for; None if it is no timeout."""
-    cause = getattr(error, "orig", None) or error
+    cause, state = driver_error(error)
     if isinstance(cause, BatchwatchError):
         return None  # named already
-    state = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
     text = str(cause)
     if state == "55P03" and "lock timeout" in text:
         return _server_timeout(

@@ -25,6 +25,9 @@ from batchwatch.warehouse.partitions import detach_partition
 
 PREDICTION_COLUMNS = tuple(column.name for column in schema.predictions.columns)
 
+# The advisory lock every detach and attach of a `predictions` partition takes (the swap, retention): one at a time.
+SWAP_LOCK = lock_key("swap predictions partition")
+
 
 REJECT_COLUMNS = tuple(column.name for column in schema.rejected_rows.columns)
 
@@ -311,7 +314,7 @@ def swap_in(connection: Any, model_name: str, ds: date, stage: str, *, keyed: bo
     # only now, so concurrent runs cannot deadlock. Detaching takes an exclusive lock on
     # `predictions`: it is tried in short attempts (partitions.detach_partition), so readers of
     # other days never queue behind a swap that waits, up to the session's lock_timeout.
-    connection.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("swap predictions partition"),))
+    connection.execute("SELECT pg_advisory_xact_lock(%s)", (SWAP_LOCK,))
     if connection.execute("SELECT to_regclass(%s) IS NOT NULL", (partition,)).fetchone()[0]:
         detach_partition(connection, partition)
         connection.execute(f"DROP TABLE {partition}")
